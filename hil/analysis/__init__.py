@@ -1,0 +1,1 @@
+"""Analyses of recorded runs: pure functions over arrays that return dataclasses."""

@@ -1,0 +1,1 @@
+"""One module per ``medtwin`` subcommand; the table is :data:`hil.cli.COMMANDS`."""
