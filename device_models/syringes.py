@@ -1,0 +1,144 @@
+"""The syringe library: inner diameter, barrel compliance and capacity per brand and size.
+
+A 1 % error in a syringe's inner diameter is a 2 % flow error, so the twin never guesses:
+the diameter comes from this library (``data/syringes.toml``, every value with its
+source, unverified ones marked ``nominal``). Users add their own syringes in a TOML file
+of the same ``[[syringe]]`` tables and pass it with ``--syringes FILE`` (CLI) or a bench
+file's ``syringe_library`` key; their entries take precedence over the shipped ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from device_models.base import ParameterError, param
+
+__all__ = ["SyringeLibrary", "SyringeSpec", "UnknownSyringeError", "default_library"]
+
+
+class UnknownSyringeError(ParameterError):
+    """No syringe of that name in the library."""
+
+
+@dataclass(frozen=True)
+class SyringeSpec:
+    """One syringe model.
+
+    ``inner_diameter_mm`` is the barrel's inner diameter (what converts plunger travel to
+    volume); ``barrel_compliance_ul_per_mmhg`` the volume the barrel and plunger seal
+    take up per mmHg of line pressure; ``max_fill_ml`` the graduated capacity.
+    """
+
+    name: str = param("BD Plastipak 50 mL", unit="", doc="library name")
+    inner_diameter_mm: float = param(
+        26.59, unit="mm", doc="barrel inner diameter", minimum=0.5, maximum=60.0
+    )
+    barrel_compliance_ul_per_mmhg: float = param(
+        2.4, unit="µL/mmHg", doc="barrel + plunger seal compliance", minimum=0.0, maximum=100.0
+    )
+    max_fill_ml: float = param(60.0, unit="mL", doc="graduated capacity", minimum=0.0)
+    nominal_volume_ml: float = param(50.0, unit="mL", doc="nominal size", minimum=0.0)
+    source: str = param("", unit="", doc="where the diameter comes from")
+
+    @property
+    def area_mm2(self) -> float:
+        return math.pi * self.inner_diameter_mm**2 / 4.0
+
+
+def _normalise(name: str) -> str:
+    return " ".join(name.lower().replace("ml", " ml").split())
+
+
+class SyringeLibrary:
+    """Syringes by name; lookup ignores case and spacing (``"bd plastipak 50ml"`` works)."""
+
+    def __init__(self, specs: list[SyringeSpec] | None = None) -> None:
+        self._by_key: dict[str, SyringeSpec] = {}
+        for spec in specs or []:
+            self.add(spec)
+
+    def add(self, spec: SyringeSpec) -> None:
+        self._by_key[_normalise(spec.name)] = spec
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(spec.name for spec in self._by_key.values())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and _normalise(name) in self._by_key
+
+    def get(self, name: str) -> SyringeSpec:
+        """The syringe called ``name``.
+
+        Raises
+        ------
+        UnknownSyringeError
+            Naming the syringe and the closest known names.
+        """
+        try:
+            return self._by_key[_normalise(name)]
+        except KeyError:
+            close = difflib.get_close_matches(name, self.names, n=3, cutoff=0.4)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise UnknownSyringeError(
+                f"unknown syringe {name!r}{hint} (known: {len(self.names)} syringes; "
+                "add your own with a [[syringe]] table in a --syringes file)"
+            ) from None
+
+    def load_file(self, path: str | Path) -> None:
+        """Add every ``[[syringe]]`` table of a TOML file (later entries win)."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ParameterError(f"{path}: cannot read syringe table: {exc}") from exc
+        self._load(data, str(path))
+
+    def _load(self, data: dict[str, Any], source: str) -> None:
+        entries = data.get("syringe")
+        if not isinstance(entries, list):
+            raise ParameterError(f"{source}: expected [[syringe]] tables")
+        for index, entry in enumerate(entries):
+            where = f"{source}: syringe[{index}]"
+            try:
+                name = str(entry["name"])
+                spec = SyringeSpec(
+                    name=name,
+                    inner_diameter_mm=float(entry["inner_diameter_mm"]),
+                    barrel_compliance_ul_per_mmhg=float(entry["barrel_compliance_ul_per_mmhg"]),
+                    max_fill_ml=float(entry.get("max_fill_ml", entry["nominal_volume_ml"])),
+                    nominal_volume_ml=float(entry["nominal_volume_ml"]),
+                    source=str(entry.get("source_inner_diameter", "")),
+                )
+            except KeyError as exc:
+                raise ParameterError(f"{where}: missing field {exc.args[0]!r}") from None
+            except (TypeError, ValueError) as exc:
+                raise ParameterError(f"{where}: {exc}") from None
+            if not (0.5 <= spec.inner_diameter_mm <= 60.0):
+                raise ParameterError(
+                    f"{where}.inner_diameter_mm: {spec.inner_diameter_mm} mm is not a syringe "
+                    "diameter (expected 0.5–60 mm)"
+                )
+            if spec.barrel_compliance_ul_per_mmhg < 0 or spec.max_fill_ml <= 0:
+                raise ParameterError(f"{where}: compliance and max_fill_ml must be positive")
+            self.add(spec)
+
+
+_DEFAULT: SyringeLibrary | None = None
+
+
+def default_library() -> SyringeLibrary:
+    """The shipped library (``device_models/data/syringes.toml``), loaded once."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        text = resources.files("device_models").joinpath("data/syringes.toml").read_text("utf-8")
+        library = SyringeLibrary()
+        library._load(tomllib.loads(text), "device_models/data/syringes.toml")
+        _DEFAULT = library
+    return _DEFAULT
