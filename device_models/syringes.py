@@ -45,6 +45,12 @@ class SyringeSpec:
     max_fill_ml: float = param(60.0, unit="mL", doc="graduated capacity", minimum=0.0)
     nominal_volume_ml: float = param(50.0, unit="mL", doc="nominal size", minimum=0.0)
     source: str = param("", unit="", doc="where the diameter comes from")
+    source_compliance: str = param("", unit="", doc="where the compliance comes from")
+
+    @property
+    def verified(self) -> bool:
+        """False when the diameter is marked 'nominal' (unverified) in the library."""
+        return bool(self.source) and not self.source.lower().startswith("nominal")
 
     @property
     def area_mm2(self) -> float:
@@ -66,6 +72,19 @@ class SyringeLibrary:
     def add(self, spec: SyringeSpec) -> None:
         self._by_key[_normalise(spec.name)] = spec
 
+    def _short_form(self, name: str) -> SyringeSpec | None:
+        """``"Terumo 20 mL"`` for ``"Terumo Syringe 20 mL"``: brand + size, when unique."""
+        words = _normalise(name).split()
+        if len(words) != 3:
+            return None
+        brand, size = words[0], " ".join(words[-2:])
+        matches = [
+            spec
+            for key, spec in self._by_key.items()
+            if key.split()[0] == brand and key.endswith(size)
+        ]
+        return matches[0] if len(matches) == 1 else None
+
     @property
     def names(self) -> list[str]:
         return sorted(spec.name for spec in self._by_key.values())
@@ -84,6 +103,9 @@ class SyringeLibrary:
         try:
             return self._by_key[_normalise(name)]
         except KeyError:
+            short = self._short_form(name)
+            if short is not None:
+                return short
             close = difflib.get_close_matches(name, self.names, n=3, cutoff=0.4)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise UnknownSyringeError(
@@ -115,6 +137,7 @@ class SyringeLibrary:
                     max_fill_ml=float(entry.get("max_fill_ml", entry["nominal_volume_ml"])),
                     nominal_volume_ml=float(entry["nominal_volume_ml"]),
                     source=str(entry.get("source_inner_diameter", "")),
+                    source_compliance=str(entry.get("source_compliance", "")),
                 )
             except KeyError as exc:
                 raise ParameterError(f"{where}: missing field {exc.args[0]!r}") from None

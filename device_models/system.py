@@ -55,7 +55,7 @@ from device_models.base import ParameterError, list_parameters, validate, with_o
 from device_models.line import MMHG_PER_CM_WATER, LineParams
 from device_models.schedule import Alarm, Command, CommandKind, Schedule
 from device_models.syringe_pump import PA_PER_MMHG, SyringePumpParams
-from device_models.syringes import default_library
+from device_models.syringes import SyringeLibrary, default_library
 from device_models.volumetric_pump import VolumetricPumpParams
 
 __all__ = [
@@ -113,9 +113,13 @@ class SystemParams:
         spec = default_library().get(syringe or "BD Plastipak 50 mL")
         return cls(pump=SyringePumpParams(syringe=spec))
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> SystemParams:
-        """A copy with dotted-name overrides (``pump.syringe`` accepts a library name)."""
-        return with_overrides(self, overrides, resolvers={"pump.syringe": default_library().get})
+    def with_overrides(
+        self, overrides: Mapping[str, Any], *, library: SyringeLibrary | None = None
+    ) -> SystemParams:
+        """A copy with dotted-name overrides; ``pump.syringe`` accepts a syringe name
+        (looked up in ``library``, default: the shipped library)."""
+        lookup = (library or default_library()).get
+        return with_overrides(self, overrides, resolvers={"pump.syringe": lookup})
 
     def parameters(self) -> list[Any]:
         return list_parameters(self)
@@ -457,18 +461,22 @@ class _Inputs:
 
 
 def _phi0(y: FloatArray) -> FloatArray:
-    """(1 − e^{−y})/y, 1 at y = 0."""
+    """(1 − e^{−y})/y, 1 at y = 0 (series below |y| < 1e-5)."""
     y = np.asarray(y, dtype=float)
     small = np.abs(y) < 1e-5
+    if not small.any():
+        return -np.expm1(-y) / y
     safe = np.where(small, 1.0, y)
     series = 1.0 - y / 2.0 + y * y / 6.0
     return np.where(small, series, -np.expm1(-safe) / safe)
 
 
 def _phi1(y: FloatArray) -> FloatArray:
-    """(1 − e^{−y}(1 + y))/y², 1/2 at y = 0."""
+    """(1 − e^{−y}(1 + y))/y², 1/2 at y = 0 (series below |y| < 1e-3)."""
     y = np.asarray(y, dtype=float)
     small = np.abs(y) < 1e-3
+    if not small.any():
+        return (-np.expm1(-y) - y * np.exp(-y)) / (y * y)
     safe = np.where(small, 1.0, y)
     series = 0.5 - y / 3.0 + y * y / 8.0 - y**3 / 30.0 + y**4 / 144.0
     exact = (-np.expm1(-safe) - safe * np.exp(-safe)) / (safe * safe)
@@ -652,8 +660,11 @@ def _evaluate(rows: _Rows, st: SystemState, ph: _Phase, u: FloatArray) -> _Eval:
     load = vessel + kb * delivered - evap * u
     counted = ph.dv_cfg * steps_done
     # Pressure right after the last step (the peak between evaluation points, open line).
-    since_last = np.where(np.isfinite(last_step_t), np.maximum(u - last_step_t, 0.0), 0.0)
-    peak = ph.p_eq + (pressure - ph.p_eq) * np.exp(np.minimum(lam * since_last, 50.0))
+    if ph.quantised and np.any(lam):
+        since_last = np.where(np.isfinite(last_step_t), np.maximum(u - last_step_t, 0.0), 0.0)
+        peak = ph.p_eq + (pressure - ph.p_eq) * np.exp(np.minimum(lam * since_last, 50.0))
+    else:
+        peak = pressure
     return _Eval(
         u=u,
         n_steps=steps_done,
@@ -1169,7 +1180,9 @@ _EV_FIRE, _EV_WEAR, _EV_TARGET, _EV_CROSS, _EV_STALL, _EV_EMPTY = 1, 2, 3, 4, 5,
 
 
 def _sub_phase(ph: _Phase, sub: NDArray[np.intp]) -> _Phase:
-    values = {k: (v[sub] if isinstance(v, np.ndarray) else v) for k, v in ph.__dict__.items()}
+    values: dict[str, Any] = {
+        k: (v[sub] if isinstance(v, np.ndarray) else v) for k, v in ph.__dict__.items()
+    }
     return _Phase(**values)
 
 
@@ -1248,116 +1261,89 @@ def simulate(
     SimulationResult
     """
     grid = _prepare_grid(t_out)
-    get, size, rep = _getter(params)
-    del get
-    chunk = max(1, max_elements // grid.size)
-    if isinstance(params, SystemParams):
-        params = [params]
-    parts: list[SimulationResult] = []
-    for start in range(0, size, chunk):
-        stop = min(size, start + chunk)
-        if isinstance(params, ParameterBatch):
-            sub: ParamsLike = (
-                ParameterBatch(
-                    params.base, {k: np.asarray(v)[start:stop] for k, v in params.columns.items()}
-                )
-                if params.columns
-                else params
-            )
-        else:
-            sub = list(params)[start:stop]
-        parts.append(_simulate_chunk(sub, schedule, grid))
-    channels: dict[str, NDArray[Any]] = {}
-    for name in parts[0].channels:
-        values = [p.channels[name] for p in parts]
-        channels[name] = values[0] if values[0].ndim == 1 else np.concatenate(values, axis=0)
-    result = SimulationResult(grid, channels)
-    _add_display(result, rep, parts, rng)
-    return result
-
-
-def _simulate_chunk(params: ParamsLike, schedule: Schedule, grid: FloatArray) -> SimulationResult:
-    model = _Model(params)
-    size = model.rows.size
+    _, size, _ = _getter(params)
     n = grid.size
     out: dict[str, NDArray[Any]] = {
-        "running": np.zeros((size, n), dtype=bool),
-        "delivered_ml": np.zeros((size, n)),
-        "plunger_ml": np.zeros((size, n)),
-        "pump_infused_ml": np.zeros((size, n)),
-        "pump_withdrawn_ml": np.zeros((size, n)),
-        "line_pressure_mmhg": np.zeros((size, n)),
-        "sensed_pressure_mmhg": np.zeros((size, n)),
-        "alarms": np.zeros((size, n), dtype=np.int64),
-        "balance_load_g": np.zeros((size, n)),
-        "balance_settled_g": np.zeros((size, n)),
+        name: np.zeros((size, n), dtype=dtype)
+        for name, dtype in (
+            ("running", bool),
+            ("delivered_ml", float),
+            ("plunger_ml", float),
+            ("pump_infused_ml", float),
+            ("pump_withdrawn_ml", float),
+            ("line_pressure_mmhg", float),
+            ("sensed_pressure_mmhg", float),
+            ("alarms", np.int64),
+            ("balance_load_g", float),
+            ("balance_settled_g", float),
+            ("_tare_g", float),
+        )
     }
+    per_row: dict[str, FloatArray] = {}
+    inputs: dict[str, NDArray[Any]] = {}
+    if isinstance(params, SystemParams):
+        params = [params]
+    chunk = max(1, max_elements // n)
+    for start in range(0, size, chunk):
+        stop = min(size, start + chunk)
+        sub: ParamsLike
+        if isinstance(params, ParameterBatch):
+            columns = {k: np.asarray(v)[start:stop] for k, v in params.columns.items()}
+            sub = ParameterBatch(params.base, columns) if columns else params
+        else:
+            sub = list(params)[start:stop]
+        # Views into the full arrays: each chunk writes its rows in place.
+        views = {name: array[start:stop] for name, array in out.items()}
+        chunk_rows, inputs = _simulate_chunk(sub, schedule, grid, views)
+        for name in ("readability_g", "stability_band_g", "capacity_g", "noise_sd_g"):
+            per_row.setdefault(name, np.empty(size))[start:stop] = getattr(chunk_rows, name)
+    tare = out.pop("_tare_g")
+    channels: dict[str, NDArray[Any]] = {**inputs, **out}
+    delivered = out["delivered_ml"]
+    flow = np.full(delivered.shape, np.nan)
+    flow[:, 1:] = np.diff(delivered, axis=1) / np.diff(grid) * 3600.0
+    channels["flow_ml_h"] = flow
+    channels["occlusion_alarm"] = (out["alarms"] & int(Alarm.OCCLUSION)) != 0
+    shown = display(
+        out["balance_settled_g"],
+        out["balance_load_g"],
+        readability_g=per_row["readability_g"][:, None],
+        stability_band_g=per_row["stability_band_g"][:, None],
+        capacity_g=per_row["capacity_g"][:, None],
+        noise_sd_g=per_row["noise_sd_g"][:, None],
+        tare_g=tare,
+        rng=rng,
+    )
+    channels["balance_g"] = shown.net_g
+    channels["balance_stable"] = shown.stable
+    channels["balance_overload"] = shown.overload
+    return SimulationResult(grid, channels)
+
+
+def _simulate_chunk(
+    params: ParamsLike, schedule: Schedule, grid: FloatArray, out: dict[str, NDArray[Any]]
+) -> tuple[_Rows, dict[str, NDArray[Any]]]:
+    """Run one chunk of rows, writing into ``out`` (views of the full arrays); returns the
+    chunk's row constants and the (shared) input channels."""
+    model = _Model(params)
+    n = grid.size
     rate = np.zeros(n)
     occluded = np.zeros(n, dtype=bool)
-    tare = np.zeros((size, n))
-    times = schedule.times_s
-    breakpoints = [t for t in times if t <= grid[-1]]
-    t = 0.0
     commands = list(schedule)
     ci = 0
-    phase_starts = [0.0, *[b for b in breakpoints if b > 0.0]]
+    phase_starts = [0.0, *[t for t in schedule.times_s if 0.0 < t <= grid[-1]]]
     for pi, t_phase in enumerate(phase_starts):
-        # advance to the phase start (no grid points before the first phase: grid >= 0)
-        if t_phase > t:
-            t = t_phase
         while ci < len(commands) and commands[ci].t_s <= t_phase:
             model.apply(commands[ci])
             ci += 1
-        t_end = phase_starts[pi + 1] if pi + 1 < len(phase_starts) else max(grid[-1], t) + 1.0
+        t_end = phase_starts[pi + 1] if pi + 1 < len(phase_starts) else float(grid[-1]) + 1.0
         lo = int(np.searchsorted(grid, t_phase, side="left"))
         hi = int(np.searchsorted(grid, t_end, side="left"))
-        rate[lo:hi] = model.inputs.rate_ml_h if not model.inputs.purge else np.nan
+        rate[lo:hi] = model.inputs.rate_ml_h
         occluded[lo:hi] = model.inputs.occluded
-        tare[:, lo:hi] = model.tare_g[:, None]
+        out["_tare_g"][:, lo:hi] = model.tare_g[:, None]
         model.run_phase(t_phase, t_end, grid[lo:hi], out, lo)
-        t = t_end
-    out["rate_set_ml_h"] = rate
-    out["occluded"] = occluded
-    out["_tare_g"] = tare
-    out["_readability_g"] = model.rows.readability_g
-    out["_stability_band_g"] = model.rows.stability_band_g
-    out["_capacity_g"] = model.rows.capacity_g
-    out["_noise_sd_g"] = model.rows.noise_sd_g
-    return SimulationResult(grid, out)
-
-
-def _add_display(
-    result: SimulationResult,
-    rep: SystemParams,
-    parts: list[SimulationResult],
-    rng: np.random.Generator | None,
-) -> None:
-    ch = result.channels
-    delivered = ch["delivered_ml"]
-    flow = np.full(delivered.shape, np.nan)
-    dt = np.diff(result.t_s)
-    flow[:, 1:] = np.diff(delivered, axis=1) / dt * 3600.0
-    ch["flow_ml_h"] = flow
-    ch["occlusion_alarm"] = (ch["alarms"] & int(Alarm.OCCLUSION)) != 0
-    per_row = {
-        key: np.concatenate([np.atleast_1d(p.channels[key]) for p in parts])
-        for key in ("_readability_g", "_stability_band_g", "_capacity_g", "_noise_sd_g")
-    }
-    shown = display(
-        ch["balance_settled_g"],
-        ch["balance_load_g"],
-        readability_g=per_row["_readability_g"][:, None],
-        stability_band_g=per_row["_stability_band_g"][:, None],
-        capacity_g=per_row["_capacity_g"][:, None],
-        noise_sd_g=per_row["_noise_sd_g"][:, None],
-        tare_g=ch["_tare_g"],
-        rng=rng,
-    )
-    ch["balance_g"] = shown.net_g
-    ch["balance_stable"] = shown.stable
-    ch["balance_overload"] = shown.overload
-    for key in ("_tare_g", "_readability_g", "_stability_band_g", "_capacity_g", "_noise_sd_g"):
-        ch.pop(key)
+    return model.rows, {"rate_set_ml_h": rate, "occluded": occluded}
 
 
 class SystemSimulator:

@@ -24,7 +24,7 @@ import click
 
 from drivers.errors import ConfigurationError, MedtwinError
 
-__all__ = ["COMMANDS", "handle_errors", "main"]
+__all__ = ["COMMANDS", "handle_errors", "main", "parse_assignments", "parse_duration_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,6 +57,29 @@ def handle_errors(func: F) -> F:
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def parse_assignments(
+    values: tuple[str, ...] | list[str], *, option: str = "--set"
+) -> dict[str, str]:
+    """``("a.b=1", "c=x")`` → ``{"a.b": "1", "c": "x"}``; ConfigurationError naming the option."""
+    result: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigurationError(f"expected NAME=VALUE, got {item!r}", source=option)
+        result[name.strip()] = value.strip()
+    return result
+
+
+def parse_duration_option(text: str, *, option: str) -> float:
+    """A duration typed on the command line, or ConfigurationError naming the option."""
+    from drivers.units import parse_duration_s
+
+    try:
+        return parse_duration_s(text)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc), source=option) from None
 
 
 class _LazyGroup(click.Group):

@@ -1,0 +1,126 @@
+"""The reference solution: the syringe system written as an ODE for ``solve_ivp``.
+
+This is the *test* reference of DESIGN.md, not the model: the same equations as
+:mod:`device_models.system` with continuous plunger motion (a staircase of microsteps is
+no input for an ODE solver), integrated by ``scipy.integrate.solve_ivp`` (RK45, tight
+tolerances) and restarted at every discontinuity (rate changes, the end of the backlash
+dead band, the wear onset) rather than stepping across it. The tests and the benchmark
+compare the closed-form model against it.
+
+State: drive travel in steps ``n``, line pressure ``P`` (mmHg), outlet volume ``V`` (mL),
+weighing-cell output ``M`` (g). Line open throughout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.integrate import solve_ivp
+
+from device_models.syringe_pump import SyringePumpParams
+from device_models.system import SystemParams
+
+__all__ = ["reference_constants", "solve_reference"]
+
+
+def reference_constants(p: SystemParams) -> dict[str, float]:
+    """The constants of the syringe system in SI-ish units (s, mL, mmHg, g)."""
+    pump = p.pump
+    if not isinstance(pump, SyringePumpParams):
+        raise TypeError("the ODE reference covers the syringe pump")
+    travel = pump.drive.travel_per_step_mm
+    C = (pump.syringe.barrel_compliance_ul_per_mmhg + p.line.tubing_compliance_ul_per_mmhg) * 1e-3
+    R = p.line.resistance_mmhg_per_ml_h * 3600.0
+    return {
+        "dv": pump.syringe.area_mm2 * travel / 1000.0,
+        "dv_cfg": pump.volume_per_step_ml(),
+        "sigma": pump.drive.backlash_mm / travel,
+        "C": C,
+        "lam": 1.0 / (R * C),
+        "p_eq": p.line.equilibrium_pressure_mmhg,
+        "kb": p.balance.grams_per_ml,
+        "tau_b": p.balance.settling_time_constant_s,
+        "evap": p.balance.evaporation_g_per_h / 3600.0,
+        "vessel": p.balance.vessel_mass_g,
+        "wear": pump.drive.wear_percent_per_h / 100.0 / 3600.0,
+        "wear_on": pump.drive.wear_onset_s,
+    }
+
+
+def solve_reference(
+    params: SystemParams,
+    rates: Sequence[tuple[float, float]],
+    t_out: NDArray[np.float64],
+    *,
+    rtol: float = 1e-11,
+    atol: float = 1e-13,
+) -> dict[str, NDArray[np.float64]]:
+    """Pressure, outlet volume and settled balance mass at ``t_out`` for a piecewise
+    constant rate schedule ``[(t_s, rate_ml_h), ...]`` started at t = 0.
+
+    Returns a dict with ``pressure_mmhg``, ``delivered_ml`` and ``settled_g`` (shape (n,)).
+    """
+    k = reference_constants(params)
+    t_end = float(t_out[-1])
+    breaks = sorted({float(t) for t, _ in rates if 0.0 < t < t_end} | {t_end})
+
+    def rate_at(t: float) -> float:
+        value = 0.0
+        for t_r, r in rates:
+            if t_r <= t:
+                value = r
+        return value
+
+    def rhs(t: float, y: NDArray[np.float64], f: float, engaged: bool) -> NDArray[np.float64]:
+        _, P, V, M = y
+        dv = k["dv"] * (1.0 - k["wear"] * max(0.0, t - k["wear_on"]))
+        q = f * dv if engaged else 0.0
+        load = k["vessel"] + k["kb"] * V - k["evap"] * t
+        return np.array(
+            [
+                f,
+                q / k["C"] - k["lam"] * (P - k["p_eq"]),
+                k["lam"] * k["C"] * (P - k["p_eq"]),
+                (load - M) / k["tau_b"],
+            ]
+        )
+
+    y = np.array([0.0, k["p_eq"], 0.0, k["vessel"]])
+    out = np.zeros((4, t_out.size))
+    out[:, t_out <= 0.0] = y[:, None]
+    t = 0.0
+    for t_next in breaks:
+        f = rate_at(t) / 3600.0 / k["dv_cfg"]
+        cuts = {t_next}
+        if f > 0 and y[0] < k["sigma"]:
+            t_engage = t + (k["sigma"] - y[0]) / f
+            if t_engage < t_next:
+                cuts.add(t_engage)
+        if k["wear"] > 0 and t < k["wear_on"] < t_next:
+            cuts.add(k["wear_on"])
+        for t_cut in sorted(cuts):
+            engaged = y[0] >= k["sigma"] - 1e-9
+            mask = (t_out > t) & (t_out <= t_cut)
+            t_eval = t_out[mask]
+            if t_eval.size == 0 or t_eval[-1] < t_cut:
+                t_eval = np.append(t_eval, t_cut)  # the state at the cut carries on
+            sol = solve_ivp(
+                rhs,
+                (t, t_cut),
+                y,
+                args=(f, engaged),
+                method="RK45",
+                rtol=rtol,
+                atol=atol,
+                t_eval=t_eval,
+            )
+            if not sol.success:  # pragma: no cover
+                raise RuntimeError(sol.message)
+            out[:, mask] = sol.y[:, : int(mask.sum())]
+            y = sol.y[:, -1].copy()
+            if not engaged and abs(y[0] - k["sigma"]) < 1e-6:
+                y[0] = k["sigma"]
+            t = t_cut
+    return {"pressure_mmhg": out[1], "delivered_ml": out[2], "settled_g": out[3]}

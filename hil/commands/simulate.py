@@ -1,0 +1,230 @@
+"""``medtwin simulate``: the twin alone, for a design engineer's what-if.
+
+Runs the device model (pump + line + balance) on a constant-rate schedule, optionally with
+an occlusion, and writes one CSV row per output interval. Nothing touches hardware.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from device_models.base import ParameterError, list_parameters
+from device_models.schedule import Schedule
+from device_models.syringe_pump import SyringePumpParams
+from device_models.syringes import SyringeLibrary, default_library
+from device_models.system import SystemParams
+from device_models.system import simulate as run_model
+from drivers.errors import ConfigurationError
+from hil.cli import handle_errors, parse_assignments, parse_duration_option
+
+#: CSV columns, in order, with units (the first eight are the documented interface).
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("t_s", "s"),
+    ("rate_set_ml_h", "mL/h"),
+    ("delivered_ml", "mL"),
+    ("flow_ml_h", "mL/h"),
+    ("line_pressure_mmhg", "mmHg"),
+    ("occlusion_alarm", "0/1"),
+    ("balance_g", "g"),
+    ("balance_stable", "0/1"),
+    ("pump_infused_ml", "mL"),
+    ("sensed_pressure_mmhg", "mmHg"),
+    ("running", "0/1"),
+    ("alarms", "bits"),
+)
+
+
+def _params(
+    pump: str, syringe: str | None, syringes_file: str | None, sets: dict[str, str]
+) -> SystemParams:
+    library = default_library()
+    if syringes_file:
+        library = SyringeLibrary([library.get(n) for n in library.names])
+        try:
+            library.load_file(syringes_file)
+        except ParameterError as exc:
+            raise ConfigurationError(str(exc), source="--syringes") from None
+    try:
+        if pump == "syringe":
+            spec = library.get(syringe or "BD Plastipak 50 mL")
+            base = SystemParams(pump=SyringePumpParams(syringe=spec))
+        else:
+            if syringe:
+                raise ConfigurationError("a volumetric pump takes no syringe", source="--syringe")
+            base = SystemParams.nominal("volumetric")
+    except ParameterError as exc:
+        raise ConfigurationError(str(exc), source="--syringe") from None
+    try:
+        return base.with_overrides(sets, library=library) if sets else base
+    except ParameterError as exc:
+        raise ConfigurationError(str(exc), source="--set") from None
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool | np.bool_):
+        return "1" if value else "0"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    value = float(value)
+    return "nan" if np.isnan(value) else repr(value)
+
+
+@click.command("simulate")
+@click.option(
+    "--pump", type=click.Choice(["syringe", "volumetric"]), default="syringe", show_default=True
+)
+@click.option("--syringe", default=None, help='syringe by library name, e.g. "BD Plastipak 50 mL"')
+@click.option("--syringes", "syringes_file", default=None, help="extra syringe table (TOML)")
+@click.option("--rate", type=float, default=None, help="infusion rate, mL/h")
+@click.option("--duration", default=None, help="e.g. 90s, 30min, 2h, 1h30m")
+@click.option("--interval", default="30s", show_default=True, help="output interval")
+@click.option("--occlude-at", default=None, help="close the line downstream at this time")
+@click.option("--release-at", default=None, help="open it again at this time")
+@click.option(
+    "--set", "sets", multiple=True, metavar="NAME=VALUE", help="override a model parameter"
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the balance noise")
+@click.option("--out", default=None, help="CSV file to write")
+@click.option("--list-params", is_flag=True, help="list parameter names, units and defaults")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document")
+@handle_errors
+def simulate(
+    pump: str,
+    syringe: str | None,
+    syringes_file: str | None,
+    rate: float | None,
+    duration: str | None,
+    interval: str,
+    occlude_at: str | None,
+    release_at: str | None,
+    sets: tuple[str, ...],
+    seed: int,
+    out: str | None,
+    list_params: bool,
+    as_json: bool,
+) -> None:
+    """Simulate the twin alone (pump + line + balance) and write a CSV."""
+    params = _params(pump, syringe, syringes_file, parse_assignments(sets))
+    if list_params:
+        _list(params, as_json)
+        return
+    missing = [
+        name
+        for name, value in (("--rate", rate), ("--duration", duration), ("--out", out))
+        if value is None
+    ]
+    if missing:
+        raise ConfigurationError(f"missing {', '.join(missing)} (or use --list-params)")
+    assert rate is not None
+    assert duration is not None
+    assert out is not None
+    total_s = parse_duration_option(duration, option="--duration")
+    step_s = parse_duration_option(interval, option="--interval")
+    if step_s <= 0 or total_s <= 0:
+        raise ConfigurationError("duration and interval must be > 0", source="--interval")
+    if rate < 0:
+        raise ConfigurationError(f"rate {rate:g} mL/h must be >= 0", source="--rate")
+    _low, high = params.rate_range_ml_h()
+    if rate > high:
+        raise ConfigurationError(
+            f"rate {rate:g} mL/h exceeds this pump's maximum {high:.6g} mL/h", source="--rate"
+        )
+    schedule = Schedule().set_rate(0.0, rate).start(0.0)
+    t_occ = parse_duration_option(occlude_at, option="--occlude-at") if occlude_at else None
+    t_rel = parse_duration_option(release_at, option="--release-at") if release_at else None
+    if t_rel is not None and t_occ is None:
+        raise ConfigurationError("--release-at needs --occlude-at", source="--release-at")
+    if t_occ is not None:
+        schedule.occlude(t_occ)
+        if t_rel is not None:
+            if t_rel <= t_occ:
+                raise ConfigurationError("must be after --occlude-at", source="--release-at")
+            schedule.release(t_rel)
+    t = np.arange(0.0, total_s + step_s * 1e-9, step_s)
+    try:
+        result = run_model(params, schedule, t, rng=np.random.default_rng(seed))
+    except ParameterError as exc:
+        raise ConfigurationError(str(exc), source="--set") from None
+    row = result.row(0)
+    _write_csv(Path(out), t, row)
+    _summary(Path(out), t, row, rate, as_json)
+
+
+def _write_csv(path: Path, t: np.ndarray, row: dict[str, np.ndarray]) -> None:
+    # Write next to the target and rename, so a failed run never leaves a partial file.
+    directory = path.parent if str(path.parent) else Path()
+    if not directory.is_dir():
+        raise ConfigurationError(f"directory {directory} does not exist", source="--out")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([name for name, _ in COLUMNS])
+            columns = [t if name == "t_s" else row[name] for name, _ in COLUMNS]
+            for i in range(t.size):
+                writer.writerow([_format(column[i]) for column in columns])
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _summary(
+    path: Path, t: np.ndarray, row: dict[str, np.ndarray], rate: float, as_json: bool
+) -> None:
+    alarm = row["occlusion_alarm"]
+    alarm_t = float(t[int(np.argmax(alarm))]) if alarm.any() else None
+    doc = {
+        "out": str(path),
+        "rows": int(t.size),
+        "duration_s": float(t[-1]),
+        "rate_ml_h": rate,
+        "delivered_ml": float(row["delivered_ml"][-1]),
+        "pump_infused_ml": float(row["pump_infused_ml"][-1]),
+        "final_flow_ml_h": float(row["flow_ml_h"][-1]) if t.size > 1 else None,
+        "max_line_pressure_mmhg": float(np.max(row["line_pressure_mmhg"])),
+        "occlusion_alarm_t_s": alarm_t,
+        "columns": dict(COLUMNS),
+    }
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    click.echo(f"wrote {doc['rows']} rows to {path}")
+    click.echo(
+        f"delivered {doc['delivered_ml']:.4f} mL in {t[-1]:g} s "
+        f"(pump counted {doc['pump_infused_ml']:.4f} mL); peak line pressure "
+        f"{doc['max_line_pressure_mmhg']:.1f} mmHg"
+    )
+    if alarm_t is not None:
+        click.echo(f"occlusion alarm at t = {alarm_t:g} s")
+
+
+def _list(params: SystemParams, as_json: bool) -> None:
+    infos = list_parameters(params)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {"name": i.name, "unit": i.unit, "default": i.value, "description": i.doc}
+                    for i in infos
+                ]
+            )
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"parameters ({params.pump_kind} pump); set with --set NAME=VALUE")
+    for column in ("name", "unit", "default", "description"):
+        table.add_column(column)
+    for i in infos:
+        table.add_row(i.name, i.unit, str(i.value), i.doc)
+    Console().print(table)
