@@ -1,0 +1,272 @@
+"""Database URLs and engines of the run store (SQLite and PostgreSQL via SQLAlchemy).
+
+Any SQLAlchemy URL is accepted; medtwin is tested against two:
+
+* ``sqlite:///medtwin.db`` (the default: a file in the working directory), or
+  ``sqlite://`` for a private in-memory store. On every new SQLite connection:
+
+  - ``PRAGMA journal_mode=WAL`` (only on a file marked with medtwin's
+    ``application_id``, so a wrong ``--db`` never changes another application's
+    file): readers (``medtwin runs``, reports) never block the
+    writer and the writer never blocks them, and a commit appends to the log instead of
+    rewriting pages, so the flush every second stays cheap;
+  - ``PRAGMA synchronous=NORMAL``: in WAL mode a commit is then durable against a crash
+    or ``kill -9`` of the *process* (the log is in the OS cache and is replayed on the
+    next open) and the database is never corrupted; only a power cut or kernel crash
+    may undo the last commits. ``sqlite_synchronous="FULL"`` adds an fsync per commit
+    for an audit trail that must survive power loss as well;
+  - ``PRAGMA foreign_keys=ON``: SQLite does not enforce foreign keys unless asked, and
+    a sample block without its channel is unreadable;
+  - the busy timeout (``lock_timeout_s``) lets two processes share the file.
+
+  WAL needs shared memory between the processes using the file, so the file must be on
+  a local disk, not a network share.
+
+* ``postgresql+psycopg://user:password@host:5432/db`` (psycopg 3, extra ``postgres``;
+  ``postgresql://`` is read as ``postgresql+psycopg://``). A schema other than the
+  user's default is chosen in the URL: ``...?options=-csearch_path%3Dmedtwin``.
+  Connections are pinged before use (a server restart between two flushes costs one
+  reconnect, not a failed flush), and ``lock_timeout`` is set from ``lock_timeout_s``.
+
+Errors are :class:`~drivers.errors.StorageError` naming the URL with its password hidden.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.pool import StaticPool
+
+from drivers.errors import StorageError
+from hil.store.schema import SQLITE_APPLICATION_ID
+
+__all__ = [
+    "DEFAULT_URL",
+    "Backend",
+    "db_errors",
+    "describe_error",
+    "enable_wal",
+    "make_backend",
+    "parse_url",
+    "redact_url",
+    "sqlite_file",
+]
+
+DEFAULT_URL = "sqlite:///medtwin.db"
+
+_SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def _mask(text: str) -> str:
+    return _PASSWORD_IN_URL.sub(r"\1***@", text)
+
+
+def parse_url(url: str) -> URL:
+    """Parse a database URL (``postgresql://`` is taken to mean psycopg 3).
+
+    Raises
+    ------
+    StorageError
+        ``url`` is not a URL; the message shows it (password hidden) and an example.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise StorageError(
+            f"invalid database URL {url!r}: expected e.g. {DEFAULT_URL} or "
+            "postgresql+psycopg://user@host:5432/dbname"
+        )
+    try:
+        parsed = sa.make_url(url.strip())
+    except (exc.ArgumentError, ValueError) as error:
+        hint = ""
+        if "://" not in url:
+            hint = f" (a file? write sqlite:///{url.strip()})"
+        raise StorageError(
+            f"invalid database URL {_mask(url)!r}{hint}: expected e.g. {DEFAULT_URL} or "
+            "postgresql+psycopg://user@host:5432/dbname"
+        ) from error
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def redact_url(url: URL | str) -> str:
+    """The URL as text with its password replaced by ``***`` (for messages and logs)."""
+    if isinstance(url, str):
+        text = url
+        try:
+            url = sa.make_url(text)
+        except (exc.ArgumentError, ValueError):
+            return _mask(text)
+    return url.render_as_string(hide_password=True)
+
+
+def _is_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def _is_sqlite_memory(url: URL) -> bool:
+    return _is_sqlite(url) and (
+        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    )
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file a ``sqlite:`` URL names (relative to the working directory), else None."""
+    if not _is_sqlite(url) or _is_sqlite_memory(url) or not url.database:
+        return None
+    database = url.database
+    if database.startswith("file:"):  # URI filename (?uri=true)
+        database = database[len("file:") :].partition("?")[0]
+    return Path(database)
+
+
+def describe_error(error: BaseException, url: URL) -> str:
+    """One line saying what the database driver reported, without the password."""
+    original = getattr(error, "orig", None) or error
+    text = " ".join(str(original).split())
+    if url.password:
+        text = text.replace(str(url.password), "***")
+    return _mask(text) or type(original).__name__
+
+
+@dataclass
+class Backend:
+    """An engine plus what the store needs to know about it.
+
+    ``lock`` serializes every use of the database by one store. It is a real lock only for
+    an in-memory SQLite store, where all threads share one connection (``StaticPool``);
+    file SQLite and PostgreSQL hand each thread its own pooled connection and let the
+    database arbitrate, so a long read never delays the flusher.
+    """
+
+    url: URL
+    engine: Engine
+    lock: contextlib.AbstractContextManager[Any]
+
+    @property
+    def url_text(self) -> str:
+        return redact_url(self.url)
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return _is_sqlite(self.url)
+
+
+class _NoLock(contextlib.AbstractContextManager[None]):
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+def make_backend(
+    url: URL,
+    *,
+    lock_timeout_s: float,
+    connect_timeout_s: float,
+    sqlite_synchronous: str,
+) -> Backend:
+    """Create the engine for ``url`` (no connection is opened yet).
+
+    Raises
+    ------
+    StorageError
+        Unknown database type or missing driver, or an invalid option.
+    """
+    synchronous = sqlite_synchronous.upper()
+    if synchronous not in _SQLITE_SYNCHRONOUS:
+        raise StorageError(
+            f"sqlite_synchronous={sqlite_synchronous!r}: expected one of "
+            + ", ".join(_SQLITE_SYNCHRONOUS)
+        )
+    if not lock_timeout_s > 0 or not connect_timeout_s > 0:
+        raise StorageError("lock_timeout_s and connect_timeout_s must be positive (seconds)")
+
+    kwargs: dict[str, Any] = {}
+    connect_args: dict[str, Any] = {}
+    lock: contextlib.AbstractContextManager[Any] = _NoLock()
+    if _is_sqlite(url):
+        connect_args["timeout"] = lock_timeout_s
+        if _is_sqlite_memory(url):
+            # One shared connection, or every thread would see its own empty database.
+            kwargs["poolclass"] = StaticPool
+            connect_args["check_same_thread"] = False
+            lock = threading.RLock()
+    elif url.get_backend_name() == "postgresql":
+        kwargs["pool_pre_ping"] = True
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = max(1, round(connect_timeout_s))
+        # libpq "options" from the URL (e.g. a search_path) are kept and extended.
+        options = url.query.get("options", "")
+        if isinstance(options, tuple):
+            options = " ".join(options)
+        lock_ms = max(1, round(lock_timeout_s * 1000))
+        connect_args["options"] = f"{options} -c lock_timeout={lock_ms}".strip()
+    try:
+        engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+    except (exc.NoSuchModuleError, ImportError) as error:
+        extra = ""
+        if url.get_backend_name() == "postgresql":
+            extra = "; install the PostgreSQL extra: pip install 'medtwin[postgres]'"
+        raise StorageError(
+            f"cannot use database URL {redact_url(url)}: no driver for "
+            f"{url.drivername!r} ({describe_error(error, url)}){extra}"
+        ) from error
+    except (exc.ArgumentError, TypeError, ValueError) as error:
+        raise StorageError(
+            f"cannot use database URL {redact_url(url)}: {describe_error(error, url)}"
+        ) from error
+
+    if _is_sqlite(url):
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                # journal_mode is stored in the file: switch only a file already marked as
+                # medtwin's, never another application's (a new store is switched right
+                # after its schema is created, see enable_wal).
+                cursor.execute("PRAGMA application_id")
+                if cursor.fetchone()[0] == SQLITE_APPLICATION_ID:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute(f"PRAGMA synchronous={synchronous}")
+                cursor.execute("PRAGMA foreign_keys=ON")
+            finally:
+                cursor.close()
+
+    return Backend(url=url, engine=engine, lock=lock)
+
+
+def enable_wal(backend: Backend) -> None:
+    """Switch a (new, verified) SQLite store to WAL; a no-op for other databases.
+
+    ``journal_mode`` cannot change inside a transaction, so this runs on its own after
+    the schema is committed. An in-memory database answers "memory" and stays so.
+    """
+    if not backend.is_sqlite:
+        return
+    with backend.lock, backend.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
+@contextlib.contextmanager
+def db_errors(backend: Backend, action: str) -> Iterator[None]:
+    """Turn database errors raised inside the block into StorageError(``action`` ...)."""
+    try:
+        yield
+    except exc.SQLAlchemyError as error:
+        raise StorageError(
+            f"{action} in {backend.url_text} failed: {describe_error(error, backend.url)}"
+        ) from error
