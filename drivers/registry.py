@@ -22,6 +22,7 @@ DRIVERS: dict[str, tuple[str, str]] = {
     "mt-sics": ("drivers.mtsics", "MTSICSBalance"),
     "modbus-pump": ("drivers.modbus", "ModbusInfusionPump"),
     "modbus-bench-io": ("drivers.modbus", "ModbusBenchIO"),
+    "modbus": ("drivers.modbus", "ModbusRegisterDevice"),
 }
 
 #: protocol → (module, class) of the emulator serving it. Every emulator is built as
