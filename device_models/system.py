@@ -85,6 +85,7 @@ CHANNELS: dict[str, str] = {
     "alarms": "",
     "balance_load_g": "g",
     "balance_settled_g": "g",
+    "balance_tare_g": "g",
 }
 
 
@@ -694,6 +695,38 @@ class _Model:
         self.state = _initial_state(r, self.backlash_steps, p_eq0)
         self.t = 0.0
         self.tare_g = np.zeros(r.size)
+        # Incremental use: the phase start (time, state, constants) every later time of the
+        # same phase is evaluated from, in closed form. Reset by commands and events.
+        self._origin: tuple[float, SystemState, _Phase] | None = None
+
+    def advance_incremental(self, u: float) -> None:
+        """Move the (single-row or batch) state to ``u`` by evaluating the closed form from
+        the current phase's start: no per-call phase set-up, events split as usual."""
+        idx = np.arange(self.rows.size)
+        zeros = np.zeros(idx.size, dtype=np.intp)
+        while True:
+            if self._origin is None:
+                start = self.state.copy()
+                phase = self._phase(idx, start, np.full(idx.size, self.t), math.inf)
+                self._origin = (self.t, start, phase)
+            t_a, start, phase = self._origin
+            ev = _evaluate(self.rows, start, phase, np.full((idx.size, 1), u))
+            t_event, kind = self._find_events(
+                idx, start, phase, ev, np.full(idx.size, t_a), float(np.nextafter(u, math.inf))
+            )
+            if not np.any(np.isfinite(t_event)):
+                self.state = self._state_at(idx, start, phase, ev, zeros)
+                self.t = u
+                return
+            # Rows are advanced together: stop everyone at the earliest event.
+            t_e = float(np.min(t_event))
+            ev_e = _evaluate(self.rows, start, phase, np.full((idx.size, 1), t_e))
+            new = self._state_at(idx, start, phase, ev_e, zeros)
+            hit = t_event == t_e
+            self._apply_events(idx, new, np.where(hit, kind, 0), np.full(idx.size, t_e))
+            self.state = new
+            self.t = t_e
+            self._origin = None
 
     # -- per-phase constants --------------------------------------------------------------
 
@@ -1111,6 +1144,7 @@ class _Model:
 
     def apply(self, command: Command) -> None:
         """Apply a command at the current time (state must have been advanced to it)."""
+        self._origin = None
         st = self.state
         kind = command.kind
         value = command.value
@@ -1142,8 +1176,12 @@ class _Model:
             st.alarms[:] = 0
             st.pending_alarm_s[:] = np.inf
         elif kind is CommandKind.CLEAR_VOLUME:
-            st.infused_ml[:] = 0.0
-            st.withdrawn_ml[:] = 0.0
+            # value: 0 or NaN both counters, 1 the infused one, 2 the withdrawn one
+            which = 0 if math.isnan(value) else int(value)
+            if which in (0, 1):
+                st.infused_ml[:] = 0.0
+            if which in (0, 2):
+                st.withdrawn_ml[:] = 0.0
         elif kind is CommandKind.RAISE_ALARM:
             bit = int(value)
             st.alarms |= bit
@@ -1298,7 +1336,7 @@ def simulate(
         for name in ("readability_g", "stability_band_g", "capacity_g", "noise_sd_g"):
             per_row.setdefault(name, np.empty(size))[start:stop] = getattr(chunk_rows, name)
     tare = out.pop("_tare_g")
-    channels: dict[str, NDArray[Any]] = {**inputs, **out}
+    channels: dict[str, NDArray[Any]] = {**inputs, **out, "balance_tare_g": tare}
     delivered = out["delivered_ml"]
     flow = np.full(delivered.shape, np.nan)
     flow[:, 1:] = np.diff(delivered, axis=1) / np.diff(grid) * 3600.0
@@ -1375,8 +1413,49 @@ class SystemSimulator:
         if t_s < self._model.t - 1e-12:
             raise ValueError(f"time goes backwards: {t_s} < {self._model.t}")
         if t_s > self._model.t:
-            self._model.run_phase(self._model.t, t_s, np.empty(0), None, 0)
-            self._model.t = t_s
+            self._model.advance_incremental(t_s)
+
+    def sample(self, times: Sequence[float] | FloatArray) -> dict[str, NDArray[Any]]:
+        """Advance through ``times`` (ascending, ≥ now) and return every channel of
+        :data:`CHANNELS` at each of them (arrays of shape (n,)), in one vectorised pass.
+
+        Inputs are those in force now: apply the next command after sampling up to it.
+        """
+        model = self._model
+        grid = np.asarray(times, dtype=float)
+        if grid.size == 0:
+            return {}
+        if grid[0] < model.t - 1e-12 or np.any(np.diff(grid) < 0):
+            raise ValueError("sample times must be ascending and not before now")
+        grid = np.maximum(grid, model.t)
+        n = grid.size
+        out: dict[str, NDArray[Any]] = {
+            name: np.zeros((1, n), dtype=dtype)
+            for name, dtype in (
+                ("running", bool),
+                ("delivered_ml", float),
+                ("plunger_ml", float),
+                ("pump_infused_ml", float),
+                ("pump_withdrawn_ml", float),
+                ("line_pressure_mmhg", float),
+                ("sensed_pressure_mmhg", float),
+                ("alarms", np.int64),
+                ("balance_load_g", float),
+                ("balance_settled_g", float),
+            )
+        }
+        end = float(np.nextafter(grid[-1], math.inf))
+        model._origin = None
+        # Equal sample times (several devices at one tick) are evaluated once.
+        unique, inverse = np.unique(grid, return_inverse=True)
+        if unique.size < n:
+            sub = {name: np.zeros((1, unique.size), dtype=a.dtype) for name, a in out.items()}
+            model.run_phase(model.t, end, unique, sub, 0)
+            out = {name: a[:, inverse] for name, a in sub.items()}
+        else:
+            model.run_phase(model.t, end, grid, out, 0)
+        model.t = end
+        return {name: a[0] for name, a in out.items()}
 
     def apply(self, command: Command) -> None:
         """Apply ``command`` at its time (advancing to it first)."""
@@ -1391,7 +1470,6 @@ class SystemSimulator:
         model.inputs = self._model.inputs
         model.t = self._model.t
         model.tare_g = self._model.tare_g
-        model.backlash_steps = np.minimum(model.backlash_steps, np.inf)
         self.params = params
         self._model = model
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -106,6 +107,21 @@ def _version() -> str:
         return "unknown"
 
 
+def _configure_logging() -> None:
+    """Warnings go to stderr as one line each; library chatter stays out of the way.
+
+    pymodbus logs every failed reconnect attempt; medtwin's drivers report a lost device
+    themselves (and the run store records it), so only pymodbus's errors are shown.
+    """
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("medtwin: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+    logging.getLogger("pymodbus").setLevel(logging.ERROR)
+
+
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), prog_name="medtwin")
 def main() -> None:
@@ -113,3 +129,4 @@ def main() -> None:
 
     Start with `medtwin demo`; see docs/ for benches, scenarios and protocols.
     """
+    _configure_logging()

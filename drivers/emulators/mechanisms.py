@@ -83,7 +83,9 @@ class PumpMechanism(Protocol):
         ...
 
     def start(self) -> None:
-        """Run at the setpoint. Raises RuntimeError naming the alarm if one is active."""
+        """Run at the setpoint. Raises RuntimeError naming the alarm if a *blocking* alarm
+        (occlusion, stall, communication timeout, empty) is active; end-of-infusion after a
+        volume target does not block a new start."""
         ...
 
     def purge(self) -> None:

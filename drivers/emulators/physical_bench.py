@@ -286,13 +286,8 @@ class _Pump:
         self._b.command(CommandKind.CLEAR_ALARMS)
 
     def clear_volume(self, which: Literal["infused", "withdrawn", "both"] = "both") -> None:
-        b = self._b
-        b.sync()
-        st = b.sim.state
-        if which in ("infused", "both"):
-            st.infused_ml[:] = 0.0
-        if which in ("withdrawn", "both"):
-            st.withdrawn_ml[:] = 0.0
+        code = {"both": 0.0, "infused": 1.0, "withdrawn": 2.0}[which]
+        self._b.command(CommandKind.CLEAR_VOLUME, code)
 
     def raise_alarm(self, alarm: PumpAlarm) -> None:
         bit = _PUMP_ALARM_BITS.get(alarm)
