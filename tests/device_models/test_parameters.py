@@ -15,12 +15,16 @@ def test_every_parameter_has_a_unit_and_a_description() -> None:
     for kind in ("syringe", "volumetric"):
         for info in list_parameters(SystemParams.nominal(kind)):  # type: ignore[arg-type]
             assert info.doc, info.name
-            if isinstance(info.value, float) and not info.name.endswith(("efficiency", "ripple_fraction")):
+            if isinstance(info.value, float) and not info.name.endswith(
+                ("efficiency", "ripple_fraction")
+            ):
                 assert info.unit, info.name
 
 
 def test_override_by_dotted_name() -> None:
-    params = SystemParams.nominal().with_overrides({"pump.drive.lead_mm": "1.0", "line.head_height_cm": 20})
+    params = SystemParams.nominal().with_overrides(
+        {"pump.drive.lead_mm": "1.0", "line.head_height_cm": 20}
+    )
     assert params.pump.drive.lead_mm == 1.0  # type: ignore[union-attr]
     assert params.line.equilibrium_pressure_mmhg == pytest.approx(-20 * 0.73556)
 

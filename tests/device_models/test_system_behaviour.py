@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from device_models.base import ParameterError
 from device_models.schedule import Alarm, Schedule
 from device_models.system import ParameterBatch, SystemParams, SystemSimulator, simulate
-from device_models.base import ParameterError
 
 
 def _window_volume(row: dict[str, np.ndarray], t: np.ndarray, t0: float, t1: float) -> float:
@@ -15,7 +15,9 @@ def _window_volume(row: dict[str, np.ndarray], t: np.ndarray, t0: float, t1: flo
     return float(row["delivered_ml"][i1] - row["delivered_ml"][i0])
 
 
-@pytest.mark.parametrize(("rate", "t0", "t1"), [(1.0, 3600, 7200), (5.0, 3600, 7200), (50.0, 1800, 3000)])
+@pytest.mark.parametrize(
+    ("rate", "t0", "t1"), [(1.0, 3600, 7200), (5.0, 3600, 7200), (50.0, 1800, 3000)]
+)
 def test_syringe_steady_state_delivers_rate_times_time(rate: float, t0: float, t1: float) -> None:
     # windows well after start-up and before the 50 mL syringe runs empty
     params = SystemParams.nominal()
@@ -91,7 +93,11 @@ def test_wear_reduces_delivery_linearly_after_onset() -> None:
 
 def test_balance_reads_density_times_volume_minus_evaporation_quantised() -> None:
     params = SystemParams.nominal().with_overrides(
-        {"balance.evaporation_g_per_h": 0.02, "balance.readability_g": 0.001, "balance.noise_sd_g": 0.0}
+        {
+            "balance.evaporation_g_per_h": 0.02,
+            "balance.readability_g": 0.001,
+            "balance.noise_sd_g": 0.0,
+        }
     )
     t = np.arange(0.0, 4001.0, 1.0)
     row = simulate(params, Schedule().set_rate(0, 20.0).start(0).stop(3000), t).row(0)
@@ -137,7 +143,8 @@ def test_empty_syringe_stops_and_near_empty_warns() -> None:
     assert row["plunger_ml"][-1] == pytest.approx(5.0, abs=2e-4)
     assert row["alarms"][-1] & Alarm.EMPTY
     near = (row["alarms"] & Alarm.NEAR_EMPTY) != 0
-    assert near[-1] and not near[0]
+    assert near[-1]
+    assert not near[0]
 
 
 def test_stall_when_force_limit_reached_before_the_alarm() -> None:
@@ -156,8 +163,14 @@ def test_stall_when_force_limit_reached_before_the_alarm() -> None:
 def test_start_is_refused_while_an_alarm_is_active() -> None:
     t = np.arange(0.0, 4001.0, 1.0)
     schedule = (
-        Schedule().set_rate(0, 20.0).start(0).occlude(10).release(2000).start(2100)
-        .clear_alarms(3000).start(3000)
+        Schedule()
+        .set_rate(0, 20.0)
+        .start(0)
+        .occlude(10)
+        .release(2000)
+        .start(2100)
+        .clear_alarms(3000)
+        .start(3000)
     )
     row = simulate(SystemParams.nominal(), schedule, t).row(0)
     assert not row["running"][2500]  # start at 2100 ignored: occlusion alarm not cleared
@@ -186,13 +199,29 @@ def test_batch_equals_single_calls() -> None:
     together = simulate(batch, schedule, t)
     for i in range(n):
         alone = simulate(batch.row(i), schedule, t)
-        for name in ("delivered_ml", "line_pressure_mmhg", "balance_settled_g", "alarms", "running"):
-            np.testing.assert_allclose(together[name][i], alone[name][0], rtol=1e-12, atol=1e-12, err_msg=name)
+        for name in (
+            "delivered_ml",
+            "line_pressure_mmhg",
+            "balance_settled_g",
+            "alarms",
+            "running",
+        ):
+            np.testing.assert_allclose(
+                together[name][i], alone[name][0], rtol=1e-12, atol=1e-12, err_msg=name
+            )
 
 
 def test_incremental_simulator_equals_batch() -> None:
     params = SystemParams.nominal().with_overrides({"pump.drive.wear_percent_per_h": 1.0})
-    schedule = Schedule().set_rate(0, 5.0).start(0).occlude(1200).release(2500).clear_alarms(2600).start(2600)
+    schedule = (
+        Schedule()
+        .set_rate(0, 5.0)
+        .start(0)
+        .occlude(1200)
+        .release(2500)
+        .clear_alarms(2600)
+        .start(2600)
+    )
     t = np.array(sorted({*np.arange(0.0, 4000.0, 7.3), 1200.0, 2500.0}))
     batch = simulate(params, schedule, t).row(0)
     sim = SystemSimulator(params)
@@ -203,7 +232,13 @@ def test_incremental_simulator_equals_batch() -> None:
             sim.apply(commands[ci])
             ci += 1
         sim.advance_to(t_i)
-        assert float(sim.state.delivered_ml[0]) == pytest.approx(batch["delivered_ml"][i], rel=1e-9, abs=1e-12)
-        assert float(sim.state.pressure_mmhg[0]) == pytest.approx(batch["line_pressure_mmhg"][i], rel=1e-9, abs=1e-9)
-        assert float(sim.state.settled_g[0]) == pytest.approx(batch["balance_settled_g"][i], rel=1e-12)
+        assert float(sim.state.delivered_ml[0]) == pytest.approx(
+            batch["delivered_ml"][i], rel=1e-9, abs=1e-12
+        )
+        assert float(sim.state.pressure_mmhg[0]) == pytest.approx(
+            batch["line_pressure_mmhg"][i], rel=1e-9, abs=1e-9
+        )
+        assert float(sim.state.settled_g[0]) == pytest.approx(
+            batch["balance_settled_g"][i], rel=1e-12
+        )
         assert int(sim.alarms()) == int(batch["alarms"][i])

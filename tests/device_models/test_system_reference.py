@@ -15,17 +15,23 @@ import pytest
 
 from device_models.reference import reference_constants, solve_reference
 from device_models.schedule import Schedule
-from device_models.system import SystemParams, simulate
 from device_models.syringe_pump import PA_PER_MMHG
+from device_models.system import SystemParams, simulate
 
 
 def _constants(p: SystemParams) -> dict[str, float]:
     return reference_constants(p)
 
 
-def _reference(p: SystemParams, rates: list[tuple[float, float]], t_out: np.ndarray) -> dict[str, np.ndarray]:
+def _reference(
+    p: SystemParams, rates: list[tuple[float, float]], t_out: np.ndarray
+) -> dict[str, np.ndarray]:
     ref = solve_reference(p, rates, t_out)
-    return {"pressure": ref["pressure_mmhg"], "delivered": ref["delivered_ml"], "settled": ref["settled_g"]}
+    return {
+        "pressure": ref["pressure_mmhg"],
+        "delivered": ref["delivered_ml"],
+        "settled": ref["settled_g"],
+    }
 
 
 @pytest.fixture
@@ -41,7 +47,11 @@ def test_startup_matches_solve_ivp(continuous: SystemParams) -> None:
     k = _constants(continuous)
     t_engage = k["sigma"] / (5.0 / 3600.0 / k["dv"])
     late = t > t_engage + 1.0
-    for name, ref_name in (("line_pressure_mmhg", "pressure"), ("delivered_ml", "delivered"), ("balance_settled_g", "settled")):
+    for name, ref_name in (
+        ("line_pressure_mmhg", "pressure"),
+        ("delivered_ml", "delivered"),
+        ("balance_settled_g", "settled"),
+    ):
         got, want = ours[name][late], ref[ref_name][late]
         rel = np.max(np.abs(got - want) / np.maximum(np.abs(want), 1e-9))
         assert rel <= 1e-6, (name, rel)
@@ -50,7 +60,11 @@ def test_startup_matches_solve_ivp(continuous: SystemParams) -> None:
 
 def test_rate_changes_and_wear_match_solve_ivp(continuous: SystemParams) -> None:
     params = continuous.with_overrides(
-        {"pump.drive.wear_percent_per_h": 3.0, "pump.drive.wear_onset_s": 1000.0, "balance.evaporation_g_per_h": 0.01}
+        {
+            "pump.drive.wear_percent_per_h": 3.0,
+            "pump.drive.wear_onset_s": 1000.0,
+            "balance.evaporation_g_per_h": 0.01,
+        }
     )
     rates = [(0.0, 5.0), (700.0, 20.0), (1500.0, 2.0), (2600.0, 10.0)]
     schedule = Schedule().start(0)
@@ -60,7 +74,11 @@ def test_rate_changes_and_wear_match_solve_ivp(continuous: SystemParams) -> None
     ours = simulate(params, schedule, t).row(0)
     ref = _reference(params, rates, t)
     late = t > 200.0
-    for name, ref_name in (("line_pressure_mmhg", "pressure"), ("delivered_ml", "delivered"), ("balance_settled_g", "settled")):
+    for name, ref_name in (
+        ("line_pressure_mmhg", "pressure"),
+        ("delivered_ml", "delivered"),
+        ("balance_settled_g", "settled"),
+    ):
         got, want = ours[name][late], ref[ref_name][late]
         rel = np.max(np.abs(got - want) / np.maximum(np.abs(want), 1e-9))
         assert rel <= 1e-6, (name, rel)
@@ -99,7 +117,9 @@ def test_occlusion_time_to_alarm_and_bolus(quantised: bool, rate: float) -> None
     row = simulate(params, schedule, t).row(0)
     pump = params.pump
     area_cfg = area_true = pump.syringe.area_mm2  # type: ignore[union-attr]
-    offset = (pump.drive.friction_n - pump.drive.friction_compensation_n) / (PA_PER_MMHG * area_cfg * 1e-6)  # type: ignore[union-attr]
+    offset = (pump.drive.friction_n - pump.drive.friction_compensation_n) / (
+        PA_PER_MMHG * area_cfg * 1e-6
+    )  # type: ignore[union-attr]
     p_star = (pump.occlusion_threshold_mmhg - offset) * area_cfg / area_true
     p0 = k["p_eq"] + q / (k["lam"] * k["C"])  # steady pressure before the occlusion
     expected_alarm = t_occ + k["C"] * (p_star - p0) / q + pump.occlusion_latency_s
@@ -127,5 +147,7 @@ def test_backoff_reduces_the_bolus() -> None:
     bolus_backed = backed["delivered_ml"][-1] - backed["delivered_ml"][2999]
     assert bolus_plain - bolus_backed == pytest.approx(0.5, rel=1e-6)
     assert math.isclose(
-        backed["line_pressure_mmhg"][2999], plain["line_pressure_mmhg"][2999] - 0.5 / _constants(base)["C"], rel_tol=1e-9
+        backed["line_pressure_mmhg"][2999],
+        plain["line_pressure_mmhg"][2999] - 0.5 / _constants(base)["C"],
+        rel_tol=1e-9,
     )

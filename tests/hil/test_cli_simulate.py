@@ -12,8 +12,14 @@ from click.testing import CliRunner
 from hil.cli import main
 
 REQUIRED = [
-    "t_s", "rate_set_ml_h", "delivered_ml", "flow_ml_h", "line_pressure_mmhg",
-    "occlusion_alarm", "balance_g", "balance_stable",
+    "t_s",
+    "rate_set_ml_h",
+    "delivered_ml",
+    "flow_ml_h",
+    "line_pressure_mmhg",
+    "occlusion_alarm",
+    "balance_g",
+    "balance_stable",
 ]
 
 
@@ -26,9 +32,27 @@ def test_simulate_writes_the_documented_csv(tmp_path: Path) -> None:
     out = tmp_path / "run.csv"
     result = CliRunner().invoke(
         main,
-        ["simulate", "--pump", "syringe", "--syringe", "BD Plastipak 50 mL", "--rate", "5",
-         "--duration", "2h", "--interval", "30s", "--occlude-at", "1h30m", "--release-at", "1h50m",
-         "--seed", "3", "--out", str(out)],
+        [
+            "simulate",
+            "--pump",
+            "syringe",
+            "--syringe",
+            "BD Plastipak 50 mL",
+            "--rate",
+            "5",
+            "--duration",
+            "2h",
+            "--interval",
+            "30s",
+            "--occlude-at",
+            "1h30m",
+            "--release-at",
+            "1h50m",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     rows = _read(out)
@@ -39,7 +63,8 @@ def test_simulate_writes_the_documented_csv(tmp_path: Path) -> None:
     flows = [float(r["flow_ml_h"]) for r in rows if 3600 < float(r["t_s"]) <= 5400]
     assert sum(flows) / len(flows) == pytest.approx(5.0, rel=1e-3)
     alarm = [r for r in rows if r["occlusion_alarm"] == "1"]
-    assert alarm and 5400 < float(alarm[0]["t_s"]) < 6600
+    assert alarm
+    assert 5400 < float(alarm[0]["t_s"]) < 6600
     assert {r["balance_stable"] for r in rows} <= {"0", "1"}
     # after release the stored bolus reaches the balance
     assert float(rows[-1]["delivered_ml"]) > float(rows[220]["delivered_ml"])
@@ -48,11 +73,24 @@ def test_simulate_writes_the_documented_csv(tmp_path: Path) -> None:
 def test_volumetric_and_json_summary(tmp_path: Path) -> None:
     out = tmp_path / "v.csv"
     result = CliRunner().invoke(
-        main, ["simulate", "--pump", "volumetric", "--rate", "25", "--duration", "30min", "--out", str(out), "--json"]
+        main,
+        [
+            "simulate",
+            "--pump",
+            "volumetric",
+            "--rate",
+            "25",
+            "--duration",
+            "30min",
+            "--out",
+            str(out),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
-    assert doc["rows"] == 61 and doc["out"] == str(out)
+    assert doc["rows"] == 61
+    assert doc["out"] == str(out)
     assert doc["pump_infused_ml"] == pytest.approx(12.5, rel=1e-3)
 
 
@@ -62,7 +100,12 @@ def test_set_overrides_a_parameter(tmp_path: Path) -> None:
     base = ["simulate", "--rate", "5", "--duration", "1h", "--interval", "10min"]
     assert runner.invoke(main, [*base, "--out", str(a)]).exit_code == 0
     # a syringe narrower than the one programmed in the pump (26.59 mm) under-delivers
-    mis_sized = ["--set", "pump.syringe.inner_diameter_mm=26.0", "--set", "pump.configured_inner_diameter_mm=26.59"]
+    mis_sized = [
+        "--set",
+        "pump.syringe.inner_diameter_mm=26.0",
+        "--set",
+        "pump.configured_inner_diameter_mm=26.59",
+    ]
     assert runner.invoke(main, [*base, *mis_sized, "--out", str(b)]).exit_code == 0
     delivered_a = float(_read(a)[-1]["delivered_ml"])
     delivered_b = float(_read(b)[-1]["delivered_ml"])
@@ -88,7 +131,9 @@ def test_list_params_json() -> None:
         (["--rate", "100000"], "exceeds this pump's maximum"),
     ],
 )
-def test_bad_input_exits_2_names_it_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+def test_bad_input_exits_2_names_it_and_writes_nothing(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
     out = tmp_path / "never.csv"
     base = {"--rate": "5", "--duration": "1h"}
     for i in range(0, len(args), 2):

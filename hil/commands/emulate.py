@@ -1,0 +1,217 @@
+"""``medtwin emulate``: emulated devices on ptys or TCP, for any program to talk to.
+
+::
+
+    medtwin emulate pump --protocol ne1000|modbus
+    medtwin emulate balance --protocol mt-sics
+    medtwin emulate bench-io --protocol modbus
+    medtwin emulate bench            # pump + balance + bench I/O on one physical line
+
+Each device is served by its protocol's emulator (:data:`drivers.registry.EMULATORS`) in
+front of one :class:`~drivers.emulators.physical_bench.PhysicalBench` on the wall clock:
+the pump moves the plunger, the line builds pressure while the pinch valve is closed, the
+balance weighs what the line delivers. The emulator prints which port to open (a pty path
+by default; ``--tcp HOST:PORT`` listens on 127.0.0.1 only) and serves until SIGINT or
+SIGTERM, then exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from typing import Any
+
+import click
+
+from drivers.clock import WallClock
+from drivers.emulators.faults import FaultPlan
+from drivers.emulators.physical_bench import PhysicalBench
+from drivers.emulators.serial_server import Pacing
+from drivers.errors import ConfigurationError
+from drivers.registry import EMULATOR_MECHANISM, emulator_class
+from hil.cli import handle_errors, parse_assignments
+
+#: device → {--protocol value → registry protocol}
+DEVICE_PROTOCOLS: dict[str, dict[str, str]] = {
+    "pump": {"ne1000": "ne1000", "modbus": "modbus-pump"},
+    "balance": {"mt-sics": "mt-sics"},
+    "bench-io": {"modbus": "modbus-bench-io"},
+}
+#: what ``medtwin emulate bench`` serves, in port order
+BENCH_DEVICES: tuple[tuple[str, str], ...] = (
+    ("pump", "ne1000"),
+    ("balance", "mt-sics"),
+    ("bench-io", "modbus-bench-io"),
+)
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
+
+def _tcp(value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigurationError(f"expected HOST:PORT, got {value!r}", source="--tcp")
+    if host not in LOCAL_HOSTS:
+        raise ConfigurationError(
+            f"emulators listen on 127.0.0.1 only, not {host!r}", source="--tcp"
+        )
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigurationError(f"port {port_text!r} is not a number", source="--tcp") from None
+    if not 0 <= port <= 65535:
+        raise ConfigurationError(f"port {port} is outside 0–65535", source="--tcp")
+    return "127.0.0.1", port
+
+
+async def _serve(
+    devices: list[tuple[str, str]],
+    *,
+    pump_kind: str,
+    overrides: dict[str, str],
+    faults: list[str],
+    seed: int,
+    tcp: tuple[str, int] | None,
+    baud: int | None,
+    pace: bool,
+    as_json: bool,
+) -> None:
+    clock = WallClock()
+    plan_specs = FaultPlan.parse(faults, seed=seed)
+    bench = PhysicalBench.default(
+        pump=pump_kind,  # type: ignore[arg-type]
+        clock=clock,
+        seed=seed,
+        overrides=overrides,
+        device_faults=plan_specs.device_faults(),
+    )
+    pacing = Pacing(baud=baud) if pace and baud else None
+    emulators: list[Any] = []
+    served: list[dict[str, str]] = []
+    try:
+        for index, (device, protocol) in enumerate(devices):
+            mechanism = getattr(bench, EMULATOR_MECHANISM[protocol])
+            # each device gets its own fault plan (same specs, same seed) so that one
+            # device's traffic does not change when another misbehaves
+            plan = FaultPlan.parse(faults, seed=seed)
+            emulator = emulator_class(protocol)(mechanism, clock=clock, faults=plan, pacing=pacing)
+            emulators.append(emulator)
+            where = None if tcp is None else (tcp[0], tcp[1] + index if tcp[1] else 0)
+            port = await emulator.start(tcp=where)
+            served.append({"port": str(port), "protocol": protocol, "device": device})
+        if as_json:
+            doc: dict[str, Any] = served[0] if len(served) == 1 else {"devices": served}
+            click.echo(json.dumps(doc), nl=True)
+        else:
+            for entry in served:
+                click.echo(
+                    f"emulated {entry['device']} ({entry['protocol']}): open {entry['port']}"
+                )
+            click.echo("serving until Ctrl-C / SIGTERM")
+        await _wait_for_signal()
+    finally:
+        for emulator in reversed(emulators):
+            with contextlib.suppress(Exception):
+                await emulator.stop()
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _options(func: Any) -> Any:
+    for decorator in reversed(
+        [
+            click.option("--pty", "use_pty", is_flag=True, help="serve on a pty (the default)"),
+            click.option(
+                "--tcp", default=None, metavar="HOST:PORT", help="serve on TCP (127.0.0.1 only)"
+            ),
+            click.option(
+                "--pump-kind",
+                type=click.Choice(["syringe", "volumetric"]),
+                default="syringe",
+                show_default=True,
+                help="physics behind the pump",
+            ),
+            click.option(
+                "--set",
+                "sets",
+                multiple=True,
+                metavar="NAME=VALUE",
+                help="truth parameter override",
+            ),
+            click.option(
+                "--fault",
+                "faults",
+                multiple=True,
+                metavar="SPEC",
+                help="fault plan entry, e.g. drop:p=0.1",
+            ),
+            click.option(
+                "--seed", type=int, default=0, show_default=True, help="seed of noise and faults"
+            ),
+            click.option("--baud", type=int, default=None, help="line speed for --pace"),
+            click.option("--pace", is_flag=True, help="pace bytes at --baud (wire time)"),
+            click.option(
+                "--json", "as_json", is_flag=True, help="print the port(s) as one JSON line"
+            ),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+@click.group("emulate")
+def emulate() -> None:
+    """Serve emulated devices on ptys or TCP until Ctrl-C."""
+
+
+def _run(devices: list[tuple[str, str]], **kwargs: Any) -> None:
+    if kwargs.pop("use_pty") and kwargs.get("tcp"):
+        raise ConfigurationError("choose --pty or --tcp, not both", source="--tcp")
+    if kwargs["pace"] and not kwargs["baud"]:
+        raise ConfigurationError("--pace needs --baud N", source="--pace")
+    kwargs["tcp"] = _tcp(kwargs["tcp"])
+    kwargs["overrides"] = parse_assignments(kwargs.pop("sets"))
+    kwargs["faults"] = list(kwargs["faults"])
+    kwargs["pump_kind"] = kwargs.pop("pump_kind")
+    asyncio.run(_serve(devices, **kwargs))
+
+
+def _device_command(device: str) -> click.Command:
+    choices = sorted(DEVICE_PROTOCOLS[device])
+
+    @click.command(device, help=f"Emulate a {device} ({', '.join(choices)}).")
+    @click.option("--protocol", type=click.Choice(choices), default=choices[0], show_default=True)
+    @_options
+    @handle_errors
+    def command(protocol: str, **kwargs: Any) -> None:
+        _run([(device, DEVICE_PROTOCOLS[device][protocol])], **kwargs)
+
+    return command
+
+
+for _device in DEVICE_PROTOCOLS:
+    emulate.add_command(_device_command(_device))
+
+
+@emulate.command("bench")
+@_options
+@handle_errors
+def bench(**kwargs: Any) -> None:
+    """Pump (NE-1000), balance (MT-SICS) and bench I/O (Modbus) on one physical line.
+
+    With --tcp HOST:PORT they listen on PORT, PORT+1 and PORT+2 (PORT 0: any free ports).
+    """
+    _run(list(BENCH_DEVICES), **kwargs)

@@ -1,0 +1,405 @@
+"""Bench and scenario files: the two TOML files a user writes, validated with pydantic.
+
+A **bench file** says what is on the bench: each device's name, kind, protocol and port
+(a tty path, ``socket://HOST:PORT``, ``tcp://HOST:PORT`` for Modbus TCP, or ``emulated``:
+medtwin starts the emulator in-process on a pty sharing the run's clock), its declared
+limits, and for emulated devices the truth parameters and fault plan of the one physical
+bench behind them; and the twin (model kind and parameters, or the latest calibration of
+the device). See ``docs/benches-and-scenarios.md``.
+
+A **scenario file** says what happens: a timeline of steps (set rate, start, stop, bolus,
+occlude/release, tare, mark ...), how often each device is sampled, and the acceptance
+tolerances per channel.
+
+Every error names ``file:field`` and what was expected (:class:`ConfigurationError`);
+the CLI exits with status 2 and writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from drivers.errors import ConfigurationError
+from drivers.registry import EMULATOR_MECHANISM, protocols
+from drivers.units import parse_duration_s
+
+__all__ = [
+    "BenchConfig",
+    "DeviceConfig",
+    "EmulationConfig",
+    "LimitsConfig",
+    "ScenarioConfig",
+    "Step",
+    "TwinConfig",
+    "bench_from_text",
+    "load_bench",
+    "load_scenario",
+    "scenario_from_text",
+]
+
+DeviceKind = Literal["pump", "balance", "bench-io"]
+
+#: Which device kinds each protocol drives.
+PROTOCOL_KIND: dict[str, DeviceKind] = {
+    "ne1000": "pump",
+    "modbus-pump": "pump",
+    "mt-sics": "balance",
+    "modbus-bench-io": "bench-io",
+}
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 30min, 2h or 1h30m")
+    if isinstance(value, int | float | str):
+        return parse_duration_s(value)
+    raise ValueError("expected a duration such as 90s, 30min, 2h or 1h30m")
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _FileModel(_Strict):
+    """A model read from a file: remembers the path and the exact text (stored with runs)."""
+
+    _source: str = PrivateAttr("")
+    _text: str = PrivateAttr("")
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self._text.encode("utf-8")).hexdigest()
+
+
+class LimitsConfig(_Strict):
+    """Declared limits of a pump; commands outside them are refused before sending."""
+
+    min_rate_ml_h: float = Field(0.0, ge=0)
+    max_rate_ml_h: float = Field(math.inf, gt=0)
+    min_diameter_mm: float = Field(0.0, ge=0)
+    max_diameter_mm: float = Field(math.inf, gt=0)
+    max_volume_ml: float = Field(math.inf, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LimitsConfig:
+        if self.min_rate_ml_h > self.max_rate_ml_h:
+            raise ValueError("min_rate_ml_h must not exceed max_rate_ml_h")
+        if self.min_diameter_mm > self.max_diameter_mm:
+            raise ValueError("min_diameter_mm must not exceed max_diameter_mm")
+        return self
+
+
+class RetryConfig(_Strict):
+    """Timeouts and retries of one device's driver; unset fields keep the driver's default
+    (which knows, e.g., that a balance's stable read may take seconds)."""
+
+    timeout_s: float | None = Field(None, gt=0)
+    retries: int | None = Field(None, ge=0)
+    reconnects: int | None = Field(None, ge=0)
+
+
+class DeviceConfig(_Strict):
+    """One device on the bench."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: DeviceKind
+    protocol: str
+    port: str = Field(min_length=1)
+    baudrate: int | None = Field(None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+    emulator_options: dict[str, Any] = Field(default_factory=dict)
+    limits: LimitsConfig = LimitsConfig()
+    retry: RetryConfig = RetryConfig()
+    faults: list[str] = Field(default_factory=list)
+    pace: bool = False
+
+    @property
+    def emulated(self) -> bool:
+        return self.port == "emulated"
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        known = protocols()
+        if value not in known:
+            raise ValueError(f"unknown protocol {value!r}; expected one of {', '.join(known)}")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_matches(self) -> DeviceConfig:
+        expected = PROTOCOL_KIND.get(self.protocol)
+        if expected is not None and expected != self.kind:
+            raise ValueError(f"protocol {self.protocol!r} drives a {expected}, not a {self.kind}")
+        if self.faults and not self.emulated:
+            raise ValueError("faults can only be injected into emulated devices")
+        if self.emulator_options and not self.emulated:
+            raise ValueError("emulator_options apply to emulated devices only")
+        if self.emulated and self.protocol not in EMULATOR_MECHANISM:
+            raise ValueError(f"no emulator for protocol {self.protocol!r}")
+        if self.pace and self.baudrate is None:
+            raise ValueError("pace = true needs a baudrate")
+        return self
+
+
+class EmulationConfig(_Strict):
+    """The physical truth behind every emulated device of the bench."""
+
+    pump: Literal["syringe", "volumetric"] = "syringe"
+    syringe: str | None = None
+    seed: int = 0
+    truth: dict[str, float | int | bool | str] = Field(default_factory=dict)
+    faults: list[str] = Field(default_factory=list)
+
+
+class TwinConfig(_Strict):
+    """The twin: a model kind with parameters, optionally the device's latest calibration."""
+
+    pump: Literal["syringe", "volumetric"] = "syringe"
+    syringe: str | None = None
+    params: dict[str, float | int | bool | str] = Field(default_factory=dict)
+    calibration: Literal["none", "latest"] = "none"
+    device: str | None = None  # whose calibration (default: the bench's pump)
+
+
+class BenchConfig(_FileModel):
+    name: str = Field(min_length=1)
+    description: str = ""
+    syringe_library: str | None = None
+    devices: list[DeviceConfig] = Field(min_length=1)
+    emulation: EmulationConfig = EmulationConfig()
+    twin: TwinConfig = TwinConfig()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> BenchConfig:
+        names = [d.name for d in self.devices]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"device names must be unique; repeated: {', '.join(duplicates)}")
+        kinds = [d.kind for d in self.devices]
+        for kind in ("pump", "balance", "bench-io"):
+            if kinds.count(kind) > 1:
+                raise ValueError(f"at most one {kind} per bench (one physical line)")
+        return self
+
+    @property
+    def all_emulated(self) -> bool:
+        return all(d.emulated for d in self.devices)
+
+    def device(self, name: str) -> DeviceConfig:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def device_of_kind(self, kind: str) -> DeviceConfig | None:
+        for d in self.devices:
+            if d.kind == kind:
+                return d
+        return None
+
+
+StepAction = Literal[
+    "set_diameter",
+    "set_rate",
+    "set_target",
+    "start",
+    "stop",
+    "clear_alarms",
+    "clear_volume",
+    "bolus",
+    "occlude",
+    "release",
+    "tare",
+    "zero",
+    "mark",
+]
+
+#: The device kind each action addresses.
+ACTION_KIND: dict[str, DeviceKind | None] = {
+    "set_diameter": "pump",
+    "set_rate": "pump",
+    "set_target": "pump",
+    "start": "pump",
+    "stop": "pump",
+    "clear_alarms": "pump",
+    "clear_volume": "pump",
+    "bolus": "pump",
+    "occlude": "bench-io",
+    "release": "bench-io",
+    "tare": "balance",
+    "zero": "balance",
+    "mark": None,
+}
+
+
+class Step(_Strict):
+    """One step of the timeline, at scenario time ``at``."""
+
+    at: Duration
+    action: StepAction
+    device: str | None = None
+    rate_ml_h: float | None = Field(None, ge=0)
+    diameter_mm: float | None = Field(None, gt=0)
+    syringe: str | None = None
+    volume_ml: float | None = Field(None, ge=0)
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _arguments(self) -> Step:
+        needs = {
+            "set_rate": ("rate_ml_h",),
+            "set_target": ("volume_ml",),
+            "bolus": ("volume_ml", "rate_ml_h"),
+        }
+        for name in needs.get(self.action, ()):
+            if getattr(self, name) is None:
+                raise ValueError(f"action {self.action!r} needs {name}")
+        if self.action == "set_diameter" and self.diameter_mm is None and self.syringe is None:
+            raise ValueError("action 'set_diameter' needs diameter_mm or syringe")
+        if self.action == "bolus" and not self.volume_ml:
+            raise ValueError("a bolus needs volume_ml > 0")
+        if self.action == "bolus" and not self.rate_ml_h:
+            raise ValueError("a bolus needs rate_ml_h > 0")
+        return self
+
+
+class ScenarioConfig(_FileModel):
+    name: str = Field(min_length=1)
+    description: str = ""
+    duration: Duration
+    sampling: dict[str, Duration] = Field(min_length=1)
+    steps: list[Step] = Field(default_factory=list)
+    tolerances: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    procedures: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("sampling")
+    @classmethod
+    def _positive_intervals(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, interval in value.items():
+            if interval <= 0:
+                raise ValueError(f"sampling interval of {name!r} must be > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _steps_within(self) -> ScenarioConfig:
+        if self.duration <= 0:
+            raise ValueError("duration must be > 0")
+        for index, step in enumerate(self.steps):
+            if step.at > self.duration:
+                raise ValueError(
+                    f"steps[{index}] at {step.at:g} s is after the end ({self.duration:g} s)"
+                )
+        return self
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    error = exc.errors()[0]
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if error["type"] == "extra_forbidden":
+        message = "unknown field (check the spelling; see docs/benches-and-scenarios.md)"
+    if error["type"] == "missing":
+        message = "required field is missing"
+    return _field_path(loc), message
+
+
+def _read_toml(path: str | Path, what: str) -> tuple[dict[str, Any], str]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigurationError(f"{what} file not found", source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"cannot read {what} file: {exc}", source=str(path)) from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"not valid TOML: {exc}", source=str(path)) from None
+
+
+def load_bench(path: str | Path) -> BenchConfig:
+    """Read and validate a bench file."""
+    data, text = _read_toml(path, "bench")
+    return _bench(data, text, str(path))
+
+
+def bench_from_text(text: str, *, source: str = "<stored bench>") -> BenchConfig:
+    """Validate a bench file's text (e.g. the copy stored with a run)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"not valid TOML: {exc}", source=source) from None
+    return _bench(data, text, source)
+
+
+def _bench(data: dict[str, Any], text: str, path: str) -> BenchConfig:
+    try:
+        bench = BenchConfig.model_validate(data)
+    except ValidationError as exc:
+        field, message = _first_error(exc)
+        raise ConfigurationError(message, source=str(path), field=field) from None
+    bench._source, bench._text = str(path), text
+    return bench
+
+
+def load_scenario(path: str | Path) -> ScenarioConfig:
+    """Read and validate a scenario file."""
+    data, text = _read_toml(path, "scenario")
+    return _scenario(data, text, str(path))
+
+
+def scenario_from_text(text: str, *, source: str = "<stored scenario>") -> ScenarioConfig:
+    """Validate a scenario file's text (e.g. the copy stored with a run)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"not valid TOML: {exc}", source=source) from None
+    return _scenario(data, text, source)
+
+
+def _scenario(data: dict[str, Any], text: str, path: str) -> ScenarioConfig:
+    try:
+        scenario = ScenarioConfig.model_validate(data)
+    except ValidationError as exc:
+        field, message = _first_error(exc)
+        raise ConfigurationError(message, source=str(path), field=field) from None
+    scenario._source, scenario._text = str(path), text
+    return scenario

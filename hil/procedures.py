@@ -1,0 +1,418 @@
+"""Named test procedures in scenarios: IEC 60601-2-24 flow, occlusion and bolus.
+
+A scenario may list procedures instead of (or beside) hand-written steps::
+
+    [[procedures]]
+    kind = "iec60601-2-24.flow"
+    rate_ml_h = 5.0
+    accuracy_percent = 2.0          # the manufacturer's claim, ±
+
+Each procedure *expands* to timeline steps before the run (so the usual limit checks
+apply) and *analyses* the recorded run afterwards, on the real devices and on the twin
+alike (:mod:`hil.analysis.iec60601_2_24`), turning the results into PASS / FAIL / MARGINAL
+verdicts against the declared claims (:mod:`hil.measurements`). The verdicts are stored
+with the run and shown in its report.
+
+Fields per kind (durations accept ``90s``, ``30min``, ``2h``):
+
+``iec60601-2-24.flow``
+    ``at`` (0), ``rate_ml_h``, ``duration`` (2h), ``interval`` (S, 30s),
+    ``analysis_period`` ("60min-120min", relative to ``at``), ``accuracy_percent``
+    (2 for syringe pumps, 5 for volumetric, pumps.md §1.3), ``windows_min``
+    ([1, 2, 5, 11, 19, 31]), ``syringe`` or ``diameter_mm`` (optional).
+``iec60601-2-24.occlusion``
+    ``at``, ``rate_ml_h``, ``settle`` (10min: until the flow is constant),
+    ``max_time_to_alarm`` (the declared maximum), ``collect`` (5min after release),
+    ``max_pressure_at_alarm_mmhg``, ``max_bolus_ml`` (optional claims).
+``iec60601-2-24.bolus``
+    ``at``, ``count`` (3), ``volume_ml``, ``rate_ml_h`` (bolus rate), ``spacing`` (5min),
+    ``basal_rate_ml_h`` (0), ``accuracy_percent`` (5).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from device_models.schedule import Alarm
+from drivers.errors import AnalysisError, ConfigurationError
+from drivers.units import parse_duration_s
+from hil.analysis import iec60601_2_24 as iec
+from hil.config import Step
+from hil.measurements import (
+    Verdict,
+    bolus_measurements,
+    evaluate_bolus,
+    evaluate_occlusion,
+    evaluate_trumpet,
+    flow_accuracy_measurements,
+    occlusion_measurements,
+)
+
+__all__ = [
+    "PROCEDURES",
+    "ProcedureResult",
+    "RunSeries",
+    "parse_procedures",
+]
+
+FloatArray = NDArray[np.float64]
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("expected a duration such as 90s, 30min, 2h or 1h30m")
+    return parse_duration_s(value)
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
+def _period(value: Any) -> tuple[float, float]:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        start, end = (_duration(v) for v in value)
+    elif isinstance(value, str) and "-" in value:
+        left, _, right = value.partition("-")
+        start, end = _duration(left), _duration(right)
+    else:
+        raise ValueError('expected an analysis period such as "60min-120min"')
+    if end <= start:
+        raise ValueError("the analysis period must end after it starts")
+    return start, end
+
+
+@dataclass
+class RunSeries:
+    """What a procedure analyses: the recorded channels of one side (real or twin)."""
+
+    source: Literal["real", "twin"]
+    mass_t_s: FloatArray
+    mass_g: FloatArray
+    pressure_t_s: FloatArray
+    pressure_mmhg: FloatArray
+    alarm_t_s: FloatArray
+    alarm: NDArray[np.bool_]
+    density_g_ml: float
+
+
+@dataclass
+class ProcedureResult:
+    """One procedure's analysis (JSON-able per source) and its verdicts."""
+
+    kind: str
+    label: str
+    analysis: dict[str, Any] = field(default_factory=dict)
+    verdicts: list[Verdict] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "label": self.label,
+            "analysis": self.analysis,
+            "verdicts": [v.as_dict() for v in self.verdicts],
+            "errors": self.errors,
+        }
+
+
+class _Procedure(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    at: Duration = 0.0
+    label: str = ""
+
+    def steps(self) -> list[Step]:
+        raise NotImplementedError  # pragma: no cover - every kind overrides it
+
+    @property
+    def end_s(self) -> float:
+        raise NotImplementedError  # pragma: no cover
+
+    def analyse(self, side: RunSeries) -> tuple[dict[str, Any], list[Verdict]]:
+        raise NotImplementedError  # pragma: no cover
+
+
+def _step(at: float, action: str, **kwargs: Any) -> Step:
+    return Step.model_validate({"at": at, "action": action, **kwargs})
+
+
+class FlowProcedure(_Procedure):
+    """IEC 60601-2-24 flow accuracy: A and the trumpet curve (1998 50.102, 2012 201.12.1)."""
+
+    kind: Literal["iec60601-2-24.flow"] = "iec60601-2-24.flow"
+    rate_ml_h: float = Field(gt=0)
+    duration: Duration = 7200.0
+    interval: Duration = 30.0
+    analysis_period: Annotated[tuple[float, float], BeforeValidator(_period)] = (3600.0, 7200.0)
+    accuracy_percent: float = Field(2.0, gt=0)
+    windows_min: tuple[float, ...] = iec.DEFAULT_WINDOWS_MIN
+    syringe: str | None = None
+    diameter_mm: float | None = Field(None, gt=0)
+
+    def steps(self) -> list[Step]:
+        out = []
+        if self.syringe or self.diameter_mm:
+            out.append(
+                _step(self.at, "set_diameter", syringe=self.syringe, diameter_mm=self.diameter_mm)
+            )
+        out += [
+            _step(self.at, "set_rate", rate_ml_h=self.rate_ml_h),
+            _step(self.at, "tare"),
+            _step(self.at, "start"),
+            _step(self.at + self.duration, "stop"),
+        ]
+        return out
+
+    @property
+    def end_s(self) -> float:
+        return self.at + self.duration
+
+    def analyse(self, side: RunSeries) -> tuple[dict[str, Any], list[Verdict]]:
+        period_min = [p / 60.0 for p in self.analysis_period]
+        curve = iec.trumpet_curve(
+            side.mass_t_s,
+            side.mass_g,
+            rate_ml_h=self.rate_ml_h,
+            sample_interval_min=self.interval / 60.0,
+            density_g_ml=side.density_g_ml,
+            analysis_period_min=period_min,
+            windows_min=self.windows_min,
+            start_s=self.at,
+        )
+        startup = iec.startup_curve(
+            side.mass_t_s,
+            side.mass_g,
+            sample_interval_min=self.interval / 60.0,
+            density_g_ml=side.density_g_ml,
+            period_min=min(120.0, self.duration / 60.0),
+            start_s=self.at,
+        )
+        measurements = flow_accuracy_measurements(
+            accuracy_percent=self.accuracy_percent, windows_min=self.windows_min
+        )
+        verdicts = evaluate_trumpet(curve, measurements, source=side.source)
+        analysis = {
+            "rate_ml_h": self.rate_ml_h,
+            "interval_min": self.interval / 60.0,
+            "analysis_period_min": period_min,
+            "density_g_ml": side.density_g_ml,
+            "trumpet": curve.as_dict(),
+            "startup": {
+                "t_min": np.asarray(startup.t_min).tolist(),
+                "flow_ml_h": np.asarray(startup.flow_ml_h).tolist(),
+            },
+        }
+        return analysis, verdicts
+
+
+class OcclusionProcedure(_Procedure):
+    """Occlusion: time to alarm, pressure at alarm, unintended bolus (2012 201.12.4.4.x)."""
+
+    kind: Literal["iec60601-2-24.occlusion"] = "iec60601-2-24.occlusion"
+    rate_ml_h: float = Field(gt=0)
+    settle: Duration = 600.0
+    max_time_to_alarm: Duration
+    collect: Duration = 300.0
+    max_pressure_at_alarm_mmhg: float | None = Field(None, gt=0)
+    max_bolus_ml: float | None = Field(None, gt=0)
+
+    @property
+    def occlude_s(self) -> float:
+        return self.at + self.settle
+
+    @property
+    def release_s(self) -> float:
+        # Wait the declared maximum (plus 10 %) before reopening the line.
+        return self.occlude_s + 1.1 * self.max_time_to_alarm
+
+    @property
+    def end_s(self) -> float:
+        return self.release_s + self.collect
+
+    def steps(self) -> list[Step]:
+        return [
+            _step(self.at, "set_rate", rate_ml_h=self.rate_ml_h),
+            _step(self.at, "tare"),
+            _step(self.at, "start"),
+            _step(self.occlude_s, "occlude", note="occlusion test: stopcock closed"),
+            _step(self.release_s, "stop"),
+            _step(self.release_s, "release", note="occlusion test: line reopened"),
+            _step(self.end_s, "clear_alarms"),
+        ]
+
+    def analyse(self, side: RunSeries) -> tuple[dict[str, Any], list[Verdict]]:
+        t = side.mass_t_s
+        pressure = (
+            np.interp(t, side.pressure_t_s, side.pressure_mmhg)
+            if side.pressure_t_s.size
+            else np.full(t.size, np.nan)
+        )
+        alarm = _step_values(side.alarm_t_s, side.alarm, t)
+        result = iec.occlusion_analysis(
+            t,
+            pressure,
+            alarm,
+            side.mass_g,
+            occlusion_s=self.occlude_s,
+            release_s=self.release_s,
+            density_g_ml=side.density_g_ml,
+        )
+        measurements = occlusion_measurements(
+            max_time_to_alarm_s=self.max_time_to_alarm,
+            max_pressure_at_alarm_mmhg=self.max_pressure_at_alarm_mmhg,
+            max_bolus_ml=self.max_bolus_ml,
+        )
+        verdicts = evaluate_occlusion(result, measurements, source=side.source)
+        analysis = {
+            key: _json(value)
+            for key, value in vars(result).items()
+            if not isinstance(value, np.ndarray)
+        }
+        return analysis, verdicts
+
+
+class BolusProcedure(_Procedure):
+    """Bolus accuracy: n boluses, each deviation, mean and worst (1998 50.106)."""
+
+    kind: Literal["iec60601-2-24.bolus"] = "iec60601-2-24.bolus"
+    count: int = Field(3, ge=1, le=100)
+    volume_ml: float = Field(gt=0)
+    rate_ml_h: float = Field(gt=0)
+    spacing: Duration = 300.0
+    basal_rate_ml_h: float = Field(0.0, ge=0)
+    accuracy_percent: float = Field(5.0, gt=0)
+
+    @property
+    def bolus_s(self) -> float:
+        return self.volume_ml / self.rate_ml_h * 3600.0
+
+    def starts(self) -> list[float]:
+        return [self.at + 60.0 + i * self.spacing for i in range(self.count)]
+
+    @property
+    def end_s(self) -> float:
+        return self.starts()[-1] + self.spacing
+
+    def steps(self) -> list[Step]:
+        out = [_step(self.at, "tare")]
+        if self.basal_rate_ml_h > 0:
+            out += [
+                _step(self.at, "set_rate", rate_ml_h=self.basal_rate_ml_h),
+                _step(self.at, "start"),
+            ]
+        for start in self.starts():
+            out.append(_step(start, "bolus", volume_ml=self.volume_ml, rate_ml_h=self.rate_ml_h))
+        if self.basal_rate_ml_h > 0:
+            out.append(_step(self.end_s, "stop"))
+        return out
+
+    def analyse(self, side: RunSeries) -> tuple[dict[str, Any], list[Verdict]]:
+        if self.spacing < self.bolus_s + 60.0:
+            raise AnalysisError("spacing must leave at least 60 s after each bolus to weigh it")
+        measured = []
+        for start in self.starts():
+            before, after = start - 1.0, start + self.bolus_s + 0.75 * (self.spacing - self.bolus_s)
+            m0, m1 = np.interp([before, after], side.mass_t_s, side.mass_g)
+            basal_g = self.basal_rate_ml_h * (after - before) / 3600.0 * side.density_g_ml
+            measured.append(m1 - m0 - basal_g)
+        result = iec.bolus_accuracy(
+            self.volume_ml, np.array(measured), density_g_ml=side.density_g_ml
+        )
+        verdicts = evaluate_bolus(
+            result, bolus_measurements(accuracy_percent=self.accuracy_percent), source=side.source
+        )
+        analysis = {
+            "expected_ml": self.volume_ml,
+            "measured_mass_g": [float(m) for m in measured],
+            "deviation_percent": np.asarray(result.deviation_percent).tolist(),
+            "mean_deviation_percent": result.mean_deviation_percent,
+            "worst_deviation_percent": result.worst_deviation_percent,
+        }
+        return analysis, verdicts
+
+
+PROCEDURES: dict[str, type[_Procedure]] = {
+    "iec60601-2-24.flow": FlowProcedure,
+    "iec60601-2-24.occlusion": OcclusionProcedure,
+    "iec60601-2-24.bolus": BolusProcedure,
+}
+
+
+def parse_procedures(tables: Sequence[dict[str, Any]], *, source: str) -> list[_Procedure]:
+    """Validate a scenario's ``[[procedures]]`` tables.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming ``procedures[i].field`` and what was expected.
+    """
+    out: list[_Procedure] = []
+    for index, table in enumerate(tables):
+        where = f"procedures[{index}]"
+        kind = table.get("kind")
+        cls = PROCEDURES.get(str(kind))
+        if cls is None:
+            raise ConfigurationError(
+                f"unknown procedure {kind!r}; expected one of {', '.join(PROCEDURES)}",
+                source=source,
+                field=f"{where}.kind",
+            )
+        try:
+            procedure = cls.model_validate({"label": where, **table})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            path = ".".join(str(p) for p in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown field"
+            raise ConfigurationError(message, source=source, field=f"{where}.{path}") from None
+        out.append(procedure)
+    return out
+
+
+def analyse(procedures: Sequence[_Procedure], sides: Sequence[RunSeries]) -> list[ProcedureResult]:
+    """Run every procedure's analysis on every side; an analysis that cannot be done is
+    recorded as an error (and UNSET verdicts) instead of hiding the others."""
+    results = []
+    for procedure in procedures:
+        result = ProcedureResult(kind=procedure.kind, label=procedure.label)
+        for side in sides:
+            try:
+                analysis, verdicts = procedure.analyse(side)
+            except AnalysisError as exc:
+                result.errors[side.source] = str(exc)
+                continue
+            result.analysis[side.source] = analysis
+            result.verdicts += verdicts
+        results.append(result)
+    return results
+
+
+def pressure_alarm_bits() -> int:
+    """Alarm bits that mean "the pump stopped on pressure" (occlusion; NE-1000: stall)."""
+    return int(Alarm.OCCLUSION | Alarm.MOTOR_STALL)
+
+
+def _step_values(
+    t_events: FloatArray, values: NDArray[np.bool_], t: FloatArray
+) -> NDArray[np.bool_]:
+    """A piecewise-constant flag (set at each event time) sampled at ``t``."""
+    if t_events.size == 0:
+        return np.zeros(t.size, dtype=bool)
+    index = np.searchsorted(t_events, t, side="right") - 1
+    return np.where(index >= 0, values[np.maximum(index, 0)], False)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    return value

@@ -1,0 +1,887 @@
+"""The HIL runner: the scenario applied to the real devices and to the twin, side by side.
+
+One run walks a merged timeline of scenario steps and sample ticks on one
+:class:`~drivers.clock.Clock`:
+
+1. at a step's time, the command goes to the real device, and (once the device accepted
+   it) to the twin as well, with whatever the device reported back (a balance's tare), so
+   the twin sees exactly what the device saw;
+2. at a device's sample tick it is read; the twin is evaluated at the reading's own
+   timestamp; both go to the run store and the residual to the live comparator, whose
+   drift events are stored as they happen.
+
+Before anything moves, every pump step is checked against the bench's declared limits; a
+step the pump would refuse stops the run before it starts, naming the step. A device that
+stops answering (after the driver's own retries) is marked *lost*: its channels get gaps
+(NaN), the run goes on with the others, the device is retried with a doubling backoff in
+scenario time, and the run ends ``degraded``. Stopping the run (Ctrl-C, SIGTERM, or the
+``stop`` event) stops the pumps first and closes the run as ``aborted`` with everything
+recorded so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+
+from device_models.base import ParameterError
+from device_models.schedule import CommandKind
+from device_models.syringes import SyringeLibrary, default_library
+from drivers.base import Device, PumpStatus
+from drivers.clock import Clock, VirtualClock
+from drivers.errors import ConfigurationError, DeviceError, MedtwinError, ProtocolError
+from hil.comparator import ChannelSpec, DriftEvent, LiveComparator
+from hil.config import ACTION_KIND, BenchConfig, ScenarioConfig, Step
+from hil.measurements import Verdict
+from hil.procedures import (
+    ProcedureResult,
+    RunSeries,
+    analyse,
+    parse_procedures,
+    pressure_alarm_bits,
+)
+from hil.rig import BenchRig
+from hil.store import RunStore, RunWriter
+from hil.twin import (
+    ACTION_COMMANDS,
+    CHANNEL_KINDS,
+    Twin,
+    schedule_from_events,
+    twin_params,
+    twin_series,
+)
+
+__all__ = ["PlannedStep", "RunResult", "Runner", "plan_steps", "software_version"]
+
+_VALUED = {CommandKind.SET_RATE, CommandKind.SET_DIAMETER, CommandKind.SET_TARGET}
+
+#: Longest wait (scenario time) between attempts to reach a lost device.
+LOST_BACKOFF_MAX_S = 60.0
+#: Readings handed to the twin and the comparator in one block, at most ...
+FLUSH_SAMPLES = 64
+#: ... and at least this often (wall seconds), so that drift shows live on a wall clock.
+FLUSH_WALL_S = 0.5
+
+
+def software_version() -> str:
+    try:
+        return f"medtwin {version('medtwin')}"
+    except PackageNotFoundError:  # pragma: no cover - bare checkout
+        return "medtwin (unknown version)"
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A step as executed: one device command at ``t_s``.
+
+    ``label`` names where it came from (``steps[3]`` or ``steps[3] (bolus)``).
+    """
+
+    t_s: float
+    action: str
+    device: str | None
+    value: float = math.nan
+    note: str = ""
+    label: str = ""
+
+
+def _limit_error(scenario: ScenarioConfig, field_path: str, message: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"{message}; the run was not started", source=scenario.source, field=field_path
+    )
+
+
+def plan_steps(
+    bench: BenchConfig, scenario: ScenarioConfig, library: SyringeLibrary | None = None
+) -> list[PlannedStep]:
+    """Expand and check the scenario's steps against the bench.
+
+    Raises
+    ------
+    ConfigurationError
+        A step that names an unknown device, addresses a device of the wrong kind, or that
+        the pump would refuse (outside its declared limits), naming the step.
+    """
+    library = library or default_library()
+    planned: list[PlannedStep] = []
+    rate = 0.0
+    running = False
+    labelled: list[tuple[str, Step]] = [
+        (f"steps[{i}]", step) for i, step in enumerate(scenario.steps)
+    ]
+    for procedure in parse_procedures(scenario.procedures, source=scenario.source):
+        if procedure.end_s > scenario.duration:
+            raise ConfigurationError(
+                f"{procedure.kind} ends at {procedure.end_s:g} s, after the scenario "
+                f"({scenario.duration:g} s); lengthen duration",
+                source=scenario.source,
+                field=procedure.label,
+            )
+        labelled += [(f"{procedure.label} ({procedure.kind})", step) for step in procedure.steps()]
+    labelled.sort(key=lambda item: item[1].at)  # stable: same-time steps keep their order
+    for where, step in labelled:
+        kind = ACTION_KIND[step.action]
+        device_name: str | None = None
+        if kind is not None:
+            if step.device is not None:
+                try:
+                    cfg = bench.device(step.device)
+                except KeyError:
+                    raise ConfigurationError(
+                        f"no device {step.device!r} on bench {bench.name!r}",
+                        source=scenario.source,
+                        field=f"{where}.device",
+                    ) from None
+                if cfg.kind != kind:
+                    raise ConfigurationError(
+                        f"action {step.action!r} needs a {kind}, "
+                        f"but {step.device!r} is a {cfg.kind}",
+                        source=scenario.source,
+                        field=f"{where}.device",
+                    )
+            else:
+                cfg_or_none = bench.device_of_kind(kind)
+                if cfg_or_none is None:
+                    raise ConfigurationError(
+                        f"action {step.action!r} needs a {kind}, and bench {bench.name!r} has none",
+                        source=scenario.source,
+                        field=f"{where}.action",
+                    )
+                cfg = cfg_or_none
+            device_name = cfg.name
+            limits = cfg.limits
+        t = step.at
+        if step.action == "set_rate":
+            assert step.rate_ml_h is not None
+            if not limits.min_rate_ml_h <= step.rate_ml_h <= limits.max_rate_ml_h:
+                raise _limit_error(
+                    scenario,
+                    f"{where}.rate_ml_h",
+                    f"rate {step.rate_ml_h:g} mL/h is outside {device_name}'s declared limits "
+                    f"[{limits.min_rate_ml_h:g}, {limits.max_rate_ml_h:g}] mL/h",
+                )
+            rate = step.rate_ml_h
+            planned.append(PlannedStep(t, "set_rate", device_name, rate, label=where))
+        elif step.action == "set_diameter":
+            diameter = step.diameter_mm
+            if diameter is None:
+                try:
+                    diameter = library.get(step.syringe or "").inner_diameter_mm
+                except ParameterError as exc:
+                    raise ConfigurationError(
+                        str(exc), source=scenario.source, field=f"{where}.syringe"
+                    ) from None
+            if not limits.min_diameter_mm <= diameter <= limits.max_diameter_mm:
+                raise _limit_error(
+                    scenario,
+                    f"{where}.diameter_mm",
+                    f"syringe diameter {diameter:g} mm is outside {device_name}'s declared "
+                    f"range [{limits.min_diameter_mm:g}, {limits.max_diameter_mm:g}] mm",
+                )
+            planned.append(PlannedStep(t, "set_diameter", device_name, diameter, label=where))
+        elif step.action == "set_target":
+            assert step.volume_ml is not None
+            if step.volume_ml > limits.max_volume_ml:
+                raise _limit_error(
+                    scenario,
+                    f"{where}.volume_ml",
+                    f"volume {step.volume_ml:g} mL exceeds {device_name}'s declared maximum "
+                    f"{limits.max_volume_ml:g} mL",
+                )
+            planned.append(PlannedStep(t, "set_target", device_name, step.volume_ml, label=where))
+        elif step.action == "bolus":
+            assert step.volume_ml is not None
+            assert step.rate_ml_h is not None
+            if not limits.min_rate_ml_h <= step.rate_ml_h <= limits.max_rate_ml_h:
+                raise _limit_error(
+                    scenario,
+                    f"{where}.rate_ml_h",
+                    f"bolus rate {step.rate_ml_h:g} mL/h is outside {device_name}'s declared "
+                    f"limits [{limits.min_rate_ml_h:g}, {limits.max_rate_ml_h:g}] mL/h",
+                )
+            if step.volume_ml > limits.max_volume_ml:
+                raise _limit_error(
+                    scenario,
+                    f"{where}.volume_ml",
+                    f"bolus {step.volume_ml:g} mL exceeds {device_name}'s declared maximum "
+                    f"{limits.max_volume_ml:g} mL",
+                )
+            # A bolus is a volume target at the bolus rate, then back to the basal rate.
+            label = f"{where} (bolus)"
+            done = t + step.volume_ml / step.rate_ml_h * 3600.0 + 1.0
+            planned += [
+                PlannedStep(t, "stop", device_name, label=label),
+                PlannedStep(t, "set_target", device_name, step.volume_ml, label=label),
+                PlannedStep(t, "set_rate", device_name, step.rate_ml_h, label=label),
+                PlannedStep(t, "start", device_name, label=label, note=step.note),
+                PlannedStep(done, "set_target", device_name, 0.0, label=label),
+                PlannedStep(done, "set_rate", device_name, rate, label=label),
+            ]
+            if running:
+                planned.append(PlannedStep(done, "start", device_name, label=label))
+        else:
+            if step.action == "start":
+                running = True
+            elif step.action == "stop":
+                running = False
+            planned.append(PlannedStep(t, step.action, device_name, note=step.note, label=where))
+    planned.sort(key=lambda s: s.t_s)  # stable: same-time steps keep their order
+    if any(s.t_s > scenario.duration for s in planned):
+        late = next(s for s in planned if s.t_s > scenario.duration)
+        raise ConfigurationError(
+            f"{late.label} ends after the scenario ({late.t_s:g} s > {scenario.duration:g} s)",
+            source=scenario.source,
+            field="duration",
+        )
+    return planned
+
+
+def _sample_ticks(bench: BenchConfig, scenario: ScenarioConfig) -> dict[float, list[str]]:
+    ticks: dict[float, list[str]] = defaultdict(list)
+    for name, interval in scenario.sampling.items():
+        try:
+            bench.device(name)
+        except KeyError:
+            raise ConfigurationError(
+                f"no device {name!r} on bench {bench.name!r}",
+                source=scenario.source,
+                field=f"sampling.{name}",
+            ) from None
+        count = math.floor(scenario.duration / interval + 1e-9)
+        for k in range(count + 1):
+            ticks[round(k * interval, 9)].append(name)
+    return ticks
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class RunResult:
+    """What a run produced (also returned as the ``--json`` document)."""
+
+    run_id: int
+    status: str
+    bench: str
+    scenario: str
+    clock: str
+    duration_s: float
+    wall_s: float
+    samples: dict[str, int]
+    channels: dict[str, Any]
+    drift_events: list[DriftEvent]
+    events: dict[str, int]
+    identities: dict[str, dict[str, str]]
+    db: str
+    lost: list[str] = field(default_factory=list)
+    procedures: list[ProcedureResult] = field(default_factory=list)
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        return [v for p in self.procedures for v in p.verdicts]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "bench": self.bench,
+            "scenario": self.scenario,
+            "clock": self.clock,
+            "duration_s": self.duration_s,
+            "wall_s": round(self.wall_s, 3),
+            "speedup": round(self.duration_s / self.wall_s, 1) if self.wall_s > 0 else None,
+            "samples": self.samples,
+            "channels": self.channels,
+            "drift_events": [e.as_json() for e in self.drift_events],
+            "events": self.events,
+            "devices": self.identities,
+            "lost_devices": self.lost,
+            "procedures": [p.as_json() for p in self.procedures],
+            "verdicts": [v.as_dict() for v in self.verdicts],
+            "db": self.db,
+        }
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+@dataclass
+class _Channel:
+    name: str
+    unit: str
+    device: str
+    twin_key: str
+    real_id: int
+    twin_id: int
+    compared: bool
+
+
+@dataclass
+class _Lost:
+    since_t_s: float
+    retry_at_t_s: float
+    backoff_s: float
+
+
+ProgressHook = Callable[[float, dict[str, int], int], None]
+
+
+class Runner:
+    """Runs one scenario on one bench beside the twin.
+
+    Parameters
+    ----------
+    bench, scenario : BenchConfig, ScenarioConfig
+        Validated files.
+    store : RunStore
+        Where the run goes.
+    clock : Clock
+        ``VirtualClock`` for an all-emulated bench, else ``WallClock``.
+    progress : callable, optional
+        Called after every tick with (scenario time, sample counts, drift event count).
+    rig, twin : BenchRig, Twin, optional
+        A bench already standing (and its twin), shared by several runs (the pytest
+        plugin's session bench). The run then neither starts nor tears the rig down (it
+        still stops the pumps at its end), its scenario time starts at the clock's "now",
+        and the twin carries on from where the previous run left it, like the bench does.
+    """
+
+    def __init__(
+        self,
+        bench: BenchConfig,
+        scenario: ScenarioConfig,
+        *,
+        store: RunStore,
+        clock: Clock,
+        progress: ProgressHook | None = None,
+        rig: BenchRig | None = None,
+        twin: Twin | None = None,
+    ) -> None:
+        self.bench = bench
+        self.scenario = scenario
+        self.store = store
+        self.clock = clock
+        self.progress = progress
+        self.steps = plan_steps(bench, scenario)
+        self.ticks = _sample_ticks(bench, scenario)
+        self._own_rig = rig is None
+        self.rig = rig if rig is not None else BenchRig(bench, clock=clock)
+        self.twin: Twin | None = twin
+        self._t0 = 0.0  # clock time of scenario time 0
+        self.writer: RunWriter | None = None
+        self.comparator: LiveComparator | None = None
+        self._channels: dict[str, list[_Channel]] = {}
+        self._lost: dict[str, _Lost] = {}
+        self._ever_lost: set[str] = set()
+        self._samples: dict[str, int] = defaultdict(int)
+        self._event_counts: dict[str, int] = defaultdict(int)
+        self._last_mass: dict[str, tuple[float, float, float]] = {}
+        # Readings wait here until the twin and the comparator take them as one block:
+        # before every command, every FLUSH_SAMPLES readings and every FLUSH_WALL_S.
+        self._pending: list[tuple[str, float, dict[str, float]]] = []
+        self._pending_since = time.monotonic()
+        self._last_alarms: dict[str, frozenset[str]] = {}
+        self._specs = self._channel_specs()
+        self.procedures = parse_procedures(scenario.procedures, source=scenario.source)
+        self.procedure_results: list[ProcedureResult] = []
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def _channel_specs(self) -> dict[str, ChannelSpec]:
+        specs: dict[str, ChannelSpec] = {}
+        known: set[str] = set()
+        for cfg in self.bench.devices:
+            for ch in CHANNEL_KINDS[cfg.kind]:
+                name = f"{cfg.name}.{ch.quantity}"
+                known.add(name)
+                options = {**ch.defaults, **self.scenario.tolerances.get(name, {})}
+                specs[name] = ChannelSpec.from_mapping(
+                    name, {"unit": ch.unit, **options}, source=self.scenario.source
+                )
+        unknown = sorted(set(self.scenario.tolerances) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"no channel {unknown[0]!r} on this bench; channels are {', '.join(sorted(known))}",
+                source=self.scenario.source,
+                field=f"tolerances.{unknown[0]}",
+            )
+        return specs
+
+    def _build_twin(self) -> Twin:
+        calibration: Mapping[str, float] | None = None
+        twin_cfg = self.bench.twin
+        if twin_cfg.calibration == "latest":
+            device = (
+                twin_cfg.device or (self.bench.device_of_kind("pump") or self.bench.devices[0]).name
+            )
+            identity = self.rig.identities.get(device)
+            key = identity.key if identity else device
+            record = self.store.latest_calibration(key)
+            if record is None:
+                raise ConfigurationError(
+                    f"the twin asks for the latest calibration of {key!r}, and there is none "
+                    'yet; run `medtwin calibrate RUN` first or set twin.calibration = "none"',
+                    source=self.bench.source,
+                    field="twin.calibration",
+                )
+            calibration = {name: float(p["value"]) for name, p in record.params.items()}
+        return Twin(twin_params(self.bench, calibration))
+
+    def _open_channels(self, writer: RunWriter) -> None:
+        for cfg in self.bench.devices:
+            channels = []
+            for ch in CHANNEL_KINDS[cfg.kind]:
+                name = f"{cfg.name}.{ch.quantity}"
+                real_id = writer.add_channel(name, unit=ch.unit, source="real", device=cfg.name)
+                twin_id = writer.add_channel(name, unit=ch.unit, source="twin", device=cfg.name)
+                channels.append(
+                    _Channel(
+                        name, ch.unit, cfg.name, f"{cfg.kind}.{ch.quantity}", real_id, twin_id, True
+                    )
+                )
+            self._channels[cfg.name] = channels
+
+    # -- the run ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> RunResult:
+        """Stand the bench up, run the timeline, take the bench down, close the run."""
+        stop = stop or asyncio.Event()
+        wall_start = time.perf_counter()
+        status = "completed"
+        try:
+            if self._own_rig:
+                await self.rig.start()
+            else:
+                self.rig.require_ready("Runner.run")
+            if self.twin is None:
+                self.twin = self._build_twin()
+            self._t0 = self.clock.now()
+            self.writer = self.store.start_run(
+                bench_name=self.bench.name,
+                bench_text=self.bench.text,
+                scenario_name=self.scenario.name,
+                scenario_text=self.scenario.text,
+                software_version=software_version(),
+                clock=self.clock if self._t0 == 0.0 else _clock_kind(self.clock),
+                twin_params=self.twin.params,
+                devices=[
+                    {
+                        "name": cfg.name,
+                        "kind": cfg.kind,
+                        "protocol": cfg.protocol,
+                        "port": self.rig.ports.get(cfg.name, cfg.port),
+                        "identity": {
+                            "model": self.rig.identities[cfg.name].model,
+                            "serial": self.rig.identities[cfg.name].serial,
+                            "firmware": self.rig.identities[cfg.name].firmware,
+                        },
+                    }
+                    for cfg in self.bench.devices
+                ],
+            )
+            self.comparator = LiveComparator(self._specs)
+            self._open_channels(self.writer)
+            aborted = await self._timeline(stop)
+            self._flush_readings()
+            # A σ window still open (a short run) is closed with the samples there are.
+            for event in self.comparator.finish():
+                self._drift(event)
+            if self.procedures and not aborted:
+                self._analyse_procedures()
+            status = "aborted" if aborted else ("degraded" if self._ever_lost else "completed")
+        except asyncio.CancelledError:
+            status = "aborted"
+            raise
+        finally:
+            # Pumps first, then everything else; the run is closed whatever happened.
+            if self._own_rig:
+                await self.rig.stop()
+            else:
+                await self.rig.stop_pumps()
+            if self.writer is not None and self.writer.status == "running":
+                self.writer.finish(status, summary=self._summary(status))
+        return self._result(status, time.perf_counter() - wall_start)
+
+    async def _timeline(self, stop: asyncio.Event) -> bool:
+        times = sorted({*self.ticks, *(s.t_s for s in self.steps)})
+        steps_at: dict[float, list[PlannedStep]] = defaultdict(list)
+        for step in self.steps:
+            steps_at[step.t_s].append(step)
+        for t in times:
+            if stop.is_set():
+                return True
+            await self.clock.sleep_until(self._t0 + t)
+            for step in steps_at.get(t, ()):
+                await self._execute(step)
+            due = [name for name in self.ticks.get(t, ()) if self._may_sample(name, t)]
+            if due:
+                await asyncio.gather(*(self._sample(name, t) for name in due))
+            if (
+                len(self._pending) >= FLUSH_SAMPLES
+                or time.monotonic() - self._pending_since >= FLUSH_WALL_S
+            ):
+                self._flush_readings()
+            if self.progress is not None:
+                self.progress(
+                    t, dict(self._samples), len(self.comparator.events if self.comparator else ())
+                )
+        return stop.is_set()
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    async def _execute(self, step: PlannedStep) -> None:
+        assert self.writer is not None
+        assert self.twin is not None
+        writer, twin = self.writer, self.twin
+        if step.action == "mark":
+            writer.add_event(self._now(), "note", message=step.note or step.label)
+            return
+        # The twin must have seen every reading up to now before its inputs change.
+        self._flush_readings()
+        device = self.rig.devices[step.device or ""]
+        description = step.action + ("" if math.isnan(step.value) else f" {step.value:g}")
+        try:
+            twin_kind, twin_value = await self._command(device, step)
+        except MedtwinError as exc:
+            self._count("fault")
+            writer.add_event(
+                self._now(),
+                "fault",
+                device=device.name,
+                message=f"{step.label}: {description} failed: {exc}",
+                data={"step": step.label, "action": step.action, "value": _finite(step.value)},
+            )
+            return
+        t = self._now()
+        self._count("command")
+        writer.add_event(
+            t,
+            "command",
+            device=device.name,
+            message=f"{step.label}: {description}",
+            data={"step": step.label, "action": step.action, "value": _finite(step.value)},
+        )
+        if twin_kind is not None:
+            twin.command(self._t0 + t, twin_kind, twin_value)
+
+    async def _command(self, device: Device, step: PlannedStep) -> tuple[CommandKind | None, float]:
+        """Send one step to its device; return the twin's input change."""
+        rig = self.rig
+        action, value = step.action, step.value
+        kind = ACTION_COMMANDS[action]
+        if action in ("occlude", "release"):
+            assert rig.bench_io is not None
+            await rig.bench_io.set_occluded(action == "occlude")
+        elif action == "tare":
+            assert rig.balance is not None
+            await rig.balance.tare()
+        elif action == "zero":
+            assert rig.balance is not None
+            await rig.balance.zero()
+        else:
+            pump = rig.pump
+            assert pump is not None
+            if action == "set_rate":
+                await pump.set_rate(value)
+            elif action == "set_diameter":
+                await pump.set_syringe_diameter(value)
+            elif action == "set_target":
+                await pump.set_volume_target(value or None)
+            elif action == "start":
+                await pump.start()
+            elif action == "stop":
+                await pump.stop()
+            elif action == "clear_alarms":
+                await pump.clear_alarms()
+            elif action == "clear_volume":
+                await pump.clear_volume()
+        return kind, value if kind in _VALUED else math.nan
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    def _may_sample(self, name: str, t: float) -> bool:
+        lost = self._lost.get(name)
+        if lost is None or t >= lost.retry_at_t_s:
+            return True
+        self._gap(name, t)
+        return False
+
+    def _gap(self, name: str, t: float) -> None:
+        assert self.writer is not None
+        for ch in self._channels.get(name, ()):
+            self.writer.append(ch.real_id, t, math.nan)
+
+    async def _sample(self, name: str, t: float) -> None:
+        device = self.rig.devices[name]
+        try:
+            if name in self._lost and device.status.value != "open":
+                await device.close()
+                await device.open()
+            values = await self._read(name, device)
+        except (DeviceError, ProtocolError) as exc:
+            self._mark_lost(name, t, exc)
+            return
+        if name in self._lost:
+            lost = self._lost.pop(name)
+            assert self.writer is not None
+            self.writer.add_event(
+                t,
+                "note",
+                device=name,
+                message=f"{name} answers again after {t - lost.since_t_s:g} s",
+                data={"recovered": True},
+            )
+        self._record(name, values)
+
+    async def _read(self, name: str, device: Device) -> tuple[float, dict[str, float]]:
+        rig = self.rig
+        cfg = self.bench.device(name)
+        if cfg.kind == "pump":
+            assert rig.pump is not None
+            status = await rig.pump.read_status()
+            self._alarm_events(name, status)
+            values = {
+                "infused_ml": _num(status.infused_ml),
+                "rate_ml_h": _num(status.rate_ml_h),
+                "pressure_mmhg": _num(status.pressure_mmhg),
+            }
+            return status.t_s - self._t0, values
+        if cfg.kind == "balance":
+            assert rig.balance is not None
+            reading = await rig.balance.read(stable=False)
+            return reading.t_s - self._t0, {"mass_g": reading.mass_g}
+        assert rig.bench_io is not None
+        io = await rig.bench_io.read_status()
+        return io.t_s - self._t0, {"pressure_mmhg": io.pressure_mmhg}
+
+    def _alarm_events(self, name: str, status: PumpStatus) -> None:
+        assert self.writer is not None
+        alarms = frozenset(a.value for a in status.alarms)
+        previous = self._last_alarms.get(name, frozenset())
+        if alarms != previous:
+            raised, cleared = sorted(alarms - previous), sorted(previous - alarms)
+            parts = ([f"raised {', '.join(raised)}"] if raised else []) + (
+                [f"cleared {', '.join(cleared)}"] if cleared else []
+            )
+            self._count("alarm")
+            self.writer.add_event(
+                status.t_s - self._t0,
+                "alarm",
+                device=name,
+                message=f"{name}: " + "; ".join(parts),
+                data={"alarms": sorted(alarms), "state": status.state.value},
+            )
+            self._last_alarms[name] = alarms
+
+    def _record(self, name: str, reading: tuple[float, dict[str, float]]) -> None:
+        t, real = reading
+        self._samples[name] += 1
+        self._pending.append((name, t, real))
+
+    def _flush_readings(self) -> None:
+        """Evaluate the twin at every pending reading, store both, feed the comparator."""
+        self._pending_since = time.monotonic()
+        if not self._pending:
+            return
+        assert self.writer is not None
+        assert self.twin is not None
+        assert self.comparator is not None
+        pending, self._pending = self._pending, []
+        times = np.array([t for _, t, _ in pending])
+        order = np.argsort(times, kind="stable")
+        twin_all = self.twin.values(self._t0 + times[order])
+        position = np.empty_like(order)
+        position[order] = np.arange(order.size)
+        by_device: dict[str, list[int]] = defaultdict(list)
+        for i, (name, _, _) in enumerate(pending):
+            by_device[name].append(i)
+        for name, rows in by_device.items():
+            cfg = self.bench.device(name)
+            t = times[rows]
+            real = {
+                quantity: np.array([pending[i][2].get(quantity, math.nan) for i in rows])
+                for quantity in (ch.name.split(".", 1)[1] for ch in self._channels[name])
+            }
+            twin = {key: values[position[rows]] for key, values in twin_all.items()}
+            if cfg.kind == "balance":
+                self._flows(name, t, real, twin)
+            for ch in self._channels[name]:
+                quantity = ch.name.split(".", 1)[1]
+                r = real[quantity]
+                w = twin[ch.twin_key]
+                self.writer.append(ch.real_id, t, r)
+                self.writer.append(ch.twin_id, t, w)
+                if cfg.kind == "pump" and quantity == "pressure_mmhg" and np.all(np.isnan(r)):
+                    continue  # the protocol does not report pressure: nothing to compare
+                known = np.isfinite(w)  # e.g. no flow before the second balance reading
+                for event in self.comparator.update(ch.name, t[known], r[known], w[known]):
+                    self._drift(event)
+
+    def _flows(
+        self, name: str, t: np.ndarray, real: dict[str, np.ndarray], twin: dict[str, np.ndarray]
+    ) -> None:
+        """Flow from consecutive balance readings, for the real balance and for the twin."""
+        assert self.twin is not None
+        mass_real = real["mass_g"]
+        mass_twin = twin["balance.mass_g"]
+        previous = self._last_mass.get(name, (math.nan, math.nan, math.nan))
+        t_prev = np.concatenate([[previous[0]], t[:-1]])
+        real_prev = np.concatenate([[previous[1]], mass_real[:-1]])
+        twin_prev = np.concatenate([[previous[2]], mass_twin[:-1]])
+        real["flow_ml_h"] = self.twin.flow_from_mass(mass_real, real_prev, t - t_prev)
+        twin["balance.flow_ml_h"] = self.twin.flow_from_mass(mass_twin, twin_prev, t - t_prev)
+        self._last_mass[name] = (float(t[-1]), float(mass_real[-1]), float(mass_twin[-1]))
+
+    def _drift(self, event: DriftEvent) -> None:
+        assert self.writer is not None
+        self._count("drift")
+        arrow = "above" if event.direction == "high" else "below"
+        self.writer.add_event(
+            event.detected_t_s,
+            "drift",
+            channel=event.channel,
+            message=(
+                f"{event.channel}: real {arrow} twin by {event.magnitude:+.4g} {event.unit} "
+                f"({event.statistic}), onset {event.onset_t_s:.0f} s"
+            ),
+            data=event.as_json(),
+        )
+
+    def _mark_lost(self, name: str, t: float, exc: BaseException) -> None:
+        assert self.writer is not None
+        lost = self._lost.get(name)
+        if lost is None:
+            self._ever_lost.add(name)
+            self._count("lost")
+            self.writer.add_event(
+                t, "lost", device=name, message=f"{name} stopped answering: {exc}"
+            )
+            self._lost[name] = _Lost(since_t_s=t, retry_at_t_s=t + 1.0, backoff_s=1.0)
+        else:
+            lost.backoff_s = min(lost.backoff_s * 2.0, LOST_BACKOFF_MAX_S)
+            lost.retry_at_t_s = t + lost.backoff_s
+        self._gap(name, t)
+
+    def _analyse_procedures(self) -> None:
+        """Run the procedures' analyses on the recorded data (real and twin) and store the
+        verdicts with the run."""
+        assert self.writer is not None
+        assert self.twin is not None
+        self.writer.flush()
+        run = self.store.load_run(self.writer.run_id)
+        sides = self._series(run)
+        self.procedure_results = analyse(self.procedures, sides)
+        verdicts = [v for result in self.procedure_results for v in result.verdicts]
+        if verdicts:
+            self.store.save_verdicts(self.writer.run_id, verdicts)
+
+    def _series(self, run: Any) -> list[RunSeries]:
+        assert self.twin is not None
+        balance = self.bench.device_of_kind("balance")
+        if balance is None:
+            return []
+        io = self.bench.device_of_kind("bench-io")
+        pump = self.bench.device_of_kind("pump")
+        density = self.twin.params.balance.grams_per_ml
+        sides = []
+        for source in ("real", "twin"):
+            mass = run.channel(f"{balance.name}.mass_g", source=source)
+            keep = np.isfinite(mass.values)
+            t_mass, v_mass = mass.t_s[keep], mass.values[keep]
+            t_p, v_p = np.empty(0), np.empty(0)
+            for cfg, quantity in ((io, "pressure_mmhg"), (pump, "pressure_mmhg")):
+                if cfg is None:
+                    continue
+                ch = run.channel(f"{cfg.name}.{quantity}", source=source)
+                ok = np.isfinite(ch.values)
+                if ok.any():
+                    t_p, v_p = ch.t_s[ok], ch.values[ok]
+                    break
+            if source == "real":
+                alarm_events = [
+                    e
+                    for e in run.events
+                    if e.kind == "alarm" and pump is not None and e.device == pump.name
+                ]
+                t_alarm = np.array([e.t_s for e in alarm_events])
+                alarm = np.array(
+                    [
+                        bool({"occlusion", "motor_stall"} & set(e.data.get("alarms", ())))
+                        for e in alarm_events
+                    ],
+                    dtype=bool,
+                )
+            else:
+                replay = twin_series(self.twin.params, schedule_from_events(run.events), t_mass)
+                t_alarm = t_mass
+                alarm = (replay["pump.alarms"][0].astype(np.int64) & pressure_alarm_bits()) != 0
+            sides.append(RunSeries(source, t_mass, v_mass, t_p, v_p, t_alarm, alarm, density))
+        return sides
+
+    def _now(self) -> float:
+        """Scenario time of this run."""
+        return self.clock.now() - self._t0
+
+    def _count(self, kind: str) -> None:
+        self._event_counts[kind] += 1
+
+    # -- summary ----------------------------------------------------------------------------------
+
+    def _summary(self, status: str) -> dict[str, Any]:
+        stats = self.comparator.stats() if self.comparator else {}
+        events = self.comparator.events if self.comparator else []
+        return {
+            "status": status,
+            "samples": dict(self._samples),
+            "channels": {name: s.as_json() for name, s in stats.items()},
+            "drift_events": [e.as_json() for e in events],
+            "events": dict(self._event_counts),
+            "lost_devices": sorted(self._ever_lost),
+            "procedures": [p.as_json() for p in self.procedure_results],
+        }
+
+    def _result(self, status: str, wall_s: float) -> RunResult:
+        stats = self.comparator.stats() if self.comparator else {}
+        return RunResult(
+            run_id=self.writer.run_id if self.writer else -1,
+            status=status,
+            bench=self.bench.name,
+            scenario=self.scenario.name,
+            clock=type(self.clock).__name__.replace("Clock", "").lower(),
+            duration_s=self.scenario.duration,
+            wall_s=wall_s,
+            samples=dict(self._samples),
+            channels={name: s.as_json() for name, s in stats.items()},
+            drift_events=list(self.comparator.events if self.comparator else []),
+            events=dict(self._event_counts),
+            identities={
+                name: {"model": i.model, "serial": i.serial, "firmware": i.firmware}
+                for name, i in self.rig.identities.items()
+            },
+            db=self.store.url,
+            lost=sorted(self._ever_lost),
+            procedures=list(self.procedure_results),
+        )
+
+
+def _clock_kind(clock: Clock) -> str:
+    return "virtual" if isinstance(clock, VirtualClock) else "wall"
+
+
+def _num(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value

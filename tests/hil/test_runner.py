@@ -1,0 +1,321 @@
+"""The HIL loop end to end: emulated benches on real ptys, the virtual clock, the store.
+
+Every run here moves real protocol bytes (NE-1000, MT-SICS, Modbus RTU) between our
+drivers and our emulators on ptys; only the clock is virtual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from drivers.clock import VirtualClock
+from drivers.errors import StorageError
+from fixtures.packaged import bench_path, scenario_path
+from hil.cli import main
+from hil.config import BenchConfig, ScenarioConfig, load_bench, load_scenario
+from hil.runner import Runner
+from hil.store import RunStore
+from hil.twin import schedule_from_events, twin_params, twin_series
+
+
+def _scenario(tmp_path: Path, text: str) -> ScenarioConfig:
+    path = tmp_path / "scenario.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_scenario(path)
+
+
+def _bench(
+    tmp_path: Path, base: str, extra: str = "", replace: tuple[str, str] | None = None
+) -> BenchConfig:
+    text = bench_path(base).read_text(encoding="utf-8")
+    if replace:
+        text = text.replace(*replace)
+    path = tmp_path / "bench.toml"
+    path.write_text(text + extra, encoding="utf-8")
+    return load_bench(path)
+
+
+async def _run(
+    bench: BenchConfig, scenario: ScenarioConfig, db: str, stop: asyncio.Event | None = None
+):
+    with RunStore(db) as store:
+        runner = Runner(bench, scenario, store=store, clock=VirtualClock())
+        async with asyncio.timeout(300):
+            return await runner.run(stop)
+
+
+FLOW_24H = """
+name = "flow-24h"
+duration = "24h"
+[sampling]
+balance = "10s"
+pump = "5min"
+bench-io = "5min"
+[[steps]]
+at = "0s"
+action = "set_diameter"
+syringe = "BD Plastipak 50 mL"
+[[steps]]
+at = "0s"
+action = "set_rate"
+rate_ml_h = 1.5
+[[steps]]
+at = "0s"
+action = "tare"
+[[steps]]
+at = "0s"
+action = "start"
+"""
+
+
+@pytest.mark.slow
+async def test_nominal_bench_has_no_false_drift_over_24_hours(tmp_path: Path) -> None:
+    # 24 h at 1.5 mL/h = 36 mL: the 50 mL syringe never runs empty
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = await _run(
+        load_bench(bench_path("emulated-nominal")), _scenario(tmp_path, FLOW_24H), db
+    )
+    assert result.status == "completed"
+    assert result.drift_events == []
+    assert result.samples["balance"] == 8641
+    with RunStore(db) as store:
+        run = store.load_run(result.run_id)
+    mass = run.channel("balance.mass_g")
+    # 36 mL counted, less the backlash taken up at start (0.2 mm × 555 mm² = 0.111 mL) and
+    # what the line holds at 3 mmHg (C·P = 0.008 mL), at 0.99715 g/mL
+    assert mass.values[-1] == pytest.approx((36.0 - 0.111 - 0.008) * 0.99715, abs=0.002)
+    assert run.info.status == "completed"
+
+
+async def test_drift_bench_is_flagged_soon_after_onset(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = await _run(
+        load_bench(bench_path("emulated-drift")), load_scenario(scenario_path("iec-flow-5mlh")), db
+    )
+    assert result.status == "completed"
+    flow = [e for e in result.drift_events if e.channel == "balance.flow_ml_h"]
+    assert flow, result.drift_events
+    first = min(flow, key=lambda e: e.detected_t_s)
+    assert first.direction == "low"
+    # The under-sized syringe is there from the start; delivery begins once the backlash
+    # is taken up (~70 s at 5 mL/h). Bound: flagged within 10 minutes of that.
+    assert first.detected_t_s <= 70.0 + 600.0
+    assert first.magnitude_rel is not None
+    assert -0.06 < first.magnitude_rel < -0.01
+    mass = [e for e in result.drift_events if e.channel == "balance.mass_g"]
+    assert mass
+    assert mass[0].direction == "low"
+    with RunStore(db) as store:
+        run = store.load_run(result.run_id)
+    stored = [e for e in run.events if e.kind == "drift"]
+    assert len(stored) == len(result.drift_events)
+
+
+async def test_nominal_iec_run_stores_both_sides_and_replays(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    bench = load_bench(bench_path("emulated-nominal"))
+    result = await _run(bench, load_scenario(scenario_path("iec-flow-5mlh")), db)
+    assert result.status == "completed"
+    assert result.drift_events == []
+    with RunStore(db) as store:
+        run = store.load_run(result.run_id)
+    real = run.channel("balance.mass_g", source="real")
+    twin = run.channel("balance.mass_g", source="twin")
+    np.testing.assert_array_equal(real.t_s, twin.t_s)
+    assert real.t_s.size == 1441
+    # second hour at 5 mL/h: about 5 g of water
+    second_hour = np.interp(7200.0, real.t_s, real.values) - np.interp(
+        3600.0, real.t_s, real.values
+    )
+    assert second_hour == pytest.approx(5.0 * 0.99715, rel=2e-3)
+    # the stored commands replay into the same twin trajectory
+    series = twin_series(twin_params(bench), schedule_from_events(run.events), twin.t_s)
+    np.testing.assert_allclose(series["balance.mass_g"][0], twin.values, rtol=0, atol=1e-9)
+
+
+async def test_occlusion_scenario_raises_the_alarm_and_releases_a_bolus(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = await _run(
+        load_bench(bench_path("emulated-nominal")), load_scenario(scenario_path("occlusion")), db
+    )
+    assert result.status == "completed"
+    assert result.drift_events == []
+    with RunStore(db) as store:
+        run = store.load_run(result.run_id)
+    # The NE-1000 protocol has a single pressure alarm, the motor stall (A?S), which is how
+    # the emulated pump reports its occlusion alarm.
+    alarms = [e for e in run.events if e.kind == "alarm" and "raised" in e.message]
+    assert alarms
+    # C = 2.72 µL/mmHg, 500 mmHg threshold at 5 mL/h: ~16 min after the 10 min occlusion
+    assert 600.0 + 900.0 < alarms[0].t_s < 600.0 + 1100.0
+    pressure = run.channel("bench-io.pressure_mmhg")
+    assert np.nanmax(pressure.values) == pytest.approx(501.0, abs=3.0)
+
+
+async def test_device_faults_end_degraded_never_hang(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    # The bench I/O module's port vanishes at 10 min of scenario time and comes back after
+    # 0.5 s of wall time (a replugged USB adapter); meanwhile the run goes on, and the
+    # device is retried with a backoff in scenario time until it answers again.
+    bench = _bench(
+        tmp_path,
+        "emulated-nominal",
+        replace=(
+            "options = { device_id = 2 }",
+            'options = { device_id = 2 }\nfaults = ["disconnect:at=10min,for=0.5s"]\n'
+            "retry = { timeout_s = 0.3, retries = 0, reconnects = 0 }",
+        ),
+    )
+    scenario = _scenario(
+        tmp_path,
+        """
+name = "short"
+duration = "3h"
+[sampling]
+balance = "5s"
+pump = "10s"
+bench-io = "10s"
+[[steps]]
+at = "0s"
+action = "set_rate"
+rate_ml_h = 5.0
+[[steps]]
+at = "0s"
+action = "tare"
+[[steps]]
+at = "0s"
+action = "start"
+""",
+    )
+    started = time.monotonic()
+    result = await _run(bench, scenario, db)
+    assert time.monotonic() - started < 120.0
+    assert result.status == "degraded"
+    assert result.lost == ["bench-io"]
+    with RunStore(db) as store:
+        run = store.load_run(result.run_id)
+    kinds = [e.kind for e in run.events if e.device == "bench-io"]
+    assert "lost" in kinds
+    pressure = run.channel("bench-io.pressure_mmhg")
+    assert np.isnan(pressure.values).any()  # the gap
+    assert np.isfinite(pressure.values[-1])  # and it came back
+    assert result.samples["balance"] == 2161  # the others carried on
+
+
+def test_cli_run_json_document(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(FLOW_24H.replace('"24h"', '"20min"'), encoding="utf-8")
+    result = CliRunner().invoke(
+        main, ["run", str(bench_path("emulated-nominal")), str(scenario), "--db", db, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["status"] == "completed"
+    assert isinstance(doc["run_id"], int)
+    assert doc["drift_events"] == []
+    assert {"balance.mass_g", "balance.flow_ml_h", "bench-io.pressure_mmhg"} <= set(doc["channels"])
+    assert doc["channels"]["balance.mass_g"]["n"] == 121
+
+
+def test_cli_invalid_bench_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    bench = tmp_path / "bad.toml"
+    bench.write_text(
+        'name = "x"\n[[devices]]\nname = "p"\nkind = "pump"\nprotocol = "ne1000"\n',
+        encoding="utf-8",
+    )
+    db = tmp_path / "runs.db"
+    result = CliRunner().invoke(
+        main, ["run", str(bench), str(scenario_path("iec-flow-5mlh")), "--db", f"sqlite:///{db}"]
+    )
+    assert result.exit_code == 2
+    assert f"{bench}:devices[0].port: required field is missing" in result.output
+    assert not db.exists()
+
+
+def test_cli_unreachable_port_names_device_and_port(tmp_path: Path) -> None:
+    bench = _bench(
+        tmp_path,
+        "emulated-nominal",
+        replace=(
+            'port = "emulated"\nbaudrate = 9600',
+            'port = "/dev/ttyMEDTWIN404"\nbaudrate = 9600',
+        ),
+    )
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            bench.source,
+            str(scenario_path("iec-flow-5mlh")),
+            "--db",
+            f"sqlite:///{tmp_path / 'r.db'}",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "balance" in result.output
+    assert "/dev/ttyMEDTWIN404" in result.output
+
+
+def test_sigint_stops_the_pump_and_closes_the_run_aborted(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    scenario = tmp_path / "long.toml"
+    scenario.write_text(
+        FLOW_24H.replace('"24h"', '"400h"').replace("rate_ml_h = 1.5", "rate_ml_h = 0.1"),
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hil",
+            "run",
+            str(bench_path("emulated-nominal")),
+            str(scenario),
+            "--db",
+            db,
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60.0
+        samples = 0
+        while time.monotonic() < deadline and samples < 50:
+            try:
+                with RunStore(db, create=False) as store:
+                    runs = store.list_runs()
+                    samples = runs[0].sample_count if runs else 0
+            except StorageError:
+                pass  # the child is still creating the database
+            time.sleep(0.1)  # polling another process's database; there is no event to await
+        assert samples >= 50, "the run did not start"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err.decode()
+    doc = json.loads(out)
+    assert doc["status"] == "aborted"
+    with RunStore(db) as store:
+        run = store.load_run(doc["run_id"])
+    assert run.info.status == "aborted"
+    stops = [e for e in run.events if e.kind == "command" and "stop" in e.message]
+    del stops  # the pump was stopped by the rig on the way out (not a scenario step)
+    assert len(run.channel("balance.mass_g").t_s) >= 50
