@@ -481,4 +481,3 @@ class BenchIO(RegisterDevice):
             occluded=bool(values["pinch_valve"]),
             pressure_mmhg=float(values["line_pressure_mmhg"]),
         )
-

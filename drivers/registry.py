@@ -14,7 +14,14 @@ from typing import Any
 from drivers.base import Device
 from drivers.errors import ConfigurationError
 
-__all__ = ["DRIVERS", "EMULATORS", "EMULATOR_MECHANISM", "driver_class", "emulator_class", "protocols"]
+__all__ = [
+    "DRIVERS",
+    "EMULATORS",
+    "EMULATOR_MECHANISM",
+    "driver_class",
+    "emulator_class",
+    "protocols",
+]
 
 #: protocol → (module, class) of the driver.
 DRIVERS: dict[str, tuple[str, str]] = {

@@ -41,9 +41,7 @@ def parse_duration_s(text: str | float | int) -> float:
                 ) from None
             parts = match.groupdict()
             value = (
-                float(parts["h"] or 0) * 3600
-                + float(parts["m"] or 0) * 60
-                + float(parts["s"] or 0)
+                float(parts["h"] or 0) * 3600 + float(parts["m"] or 0) * 60 + float(parts["s"] or 0)
             )
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"malformed duration {text!r}: must be a finite, non-negative time")

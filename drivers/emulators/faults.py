@@ -44,6 +44,7 @@ __all__ = [
 FaultKind = Literal["garbage", "bad-checksum", "drop", "late", "disconnect", "stall", "drift"]
 REPLY_FAULTS: frozenset[str] = frozenset({"garbage", "bad-checksum", "drop", "late", "disconnect"})
 
+
 @dataclass(frozen=True)
 class Fault:
     """One entry of a fault plan. See the module docstring for the spec syntax."""
