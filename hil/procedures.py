@@ -26,7 +26,9 @@ Fields per kind (durations accept ``90s``, ``30min``, ``2h``):
     ``max_pressure_at_alarm_mmhg``, ``max_bolus_ml`` (optional claims).
 ``iec60601-2-24.bolus``
     ``at``, ``count`` (3), ``volume_ml``, ``rate_ml_h`` (bolus rate), ``spacing`` (5min),
-    ``basal_rate_ml_h`` (0), ``accuracy_percent`` (5).
+    ``basal_rate_ml_h`` (0), ``accuracy_percent`` (5), ``prime_ml`` (0.3: a first,
+    unweighed bolus that takes up the drive's free play, as the set is primed before the
+    test), ``settle`` (5min after priming, before the first bolus).
 """
 
 from __future__ import annotations
@@ -288,24 +290,35 @@ class BolusProcedure(_Procedure):
     spacing: Duration = 300.0
     basal_rate_ml_h: float = Field(0.0, ge=0)
     accuracy_percent: float = Field(5.0, gt=0)
+    prime_ml: float = Field(0.3, ge=0)
+    settle: Duration = 300.0
 
     @property
     def bolus_s(self) -> float:
         return self.volume_ml / self.rate_ml_h * 3600.0
 
+    @property
+    def prime_s(self) -> float:
+        return self.prime_ml / self.rate_ml_h * 3600.0 + 1.0 if self.prime_ml > 0 else 0.0
+
     def starts(self) -> list[float]:
-        return [self.at + 60.0 + i * self.spacing for i in range(self.count)]
+        first = self.at + self.prime_s + self.settle
+        return [first + i * self.spacing for i in range(self.count)]
 
     @property
     def end_s(self) -> float:
         return self.starts()[-1] + self.spacing
 
     def steps(self) -> list[Step]:
-        out = [_step(self.at, "tare")]
+        out = []
+        if self.prime_ml > 0:
+            out.append(_step(self.at, "bolus", volume_ml=self.prime_ml, rate_ml_h=self.rate_ml_h))
+        resume = self.at + self.prime_s
+        out.append(_step(resume, "tare"))
         if self.basal_rate_ml_h > 0:
             out += [
-                _step(self.at, "set_rate", rate_ml_h=self.basal_rate_ml_h),
-                _step(self.at, "start"),
+                _step(resume, "set_rate", rate_ml_h=self.basal_rate_ml_h),
+                _step(resume, "start"),
             ]
         for start in self.starts():
             out.append(_step(start, "bolus", volume_ml=self.volume_ml, rate_ml_h=self.rate_ml_h))
@@ -320,7 +333,9 @@ class BolusProcedure(_Procedure):
         for start in self.starts():
             before, after = start - 1.0, start + self.bolus_s + 0.75 * (self.spacing - self.bolus_s)
             m0, m1 = np.interp([before, after], side.mass_t_s, side.mass_g)
-            basal_g = self.basal_rate_ml_h * (after - before) / 3600.0 * side.density_g_ml
+            # the basal rate runs in the window except while the bolus replaces it
+            basal_s = after - before - self.bolus_s
+            basal_g = self.basal_rate_ml_h * basal_s / 3600.0 * side.density_g_ml
             measured.append(m1 - m0 - basal_g)
         result = iec.bolus_accuracy(
             self.volume_ml, np.array(measured), density_g_ml=side.density_g_ml
