@@ -268,66 +268,57 @@ def _rows_from(params: ParamsLike) -> tuple[_Rows, SystemParams]:
         gpm = np.array([b.grams_per_ml])
         kb_rho[(temperature == t_c) & (air == bool(a))] = gpm[0]
     zeros = np.zeros(size)
+    quantised = bool(np.all(get("pump.quantised_steps")))
+    if bool(np.any(get("pump.quantised_steps"))) != quantised:
+        raise ParameterError("pump.quantised_steps must be the same for the whole batch")
+    # Line, balance and the pump parameters both kinds share.
+    common: dict[str, Any] = {
+        "kind": rep.pump_kind,
+        "quantised": quantised,
+        "head_mmhg": MMHG_PER_CM_WATER * f("line.head_height_cm"),
+        "back_pressure_mmhg": f("line.back_pressure_mmhg"),
+        "kb_rho": kb_rho,
+        "tau_b": f("balance.settling_time_constant_s"),
+        "evap_g_s": f("balance.evaporation_g_per_h") / 3600.0,
+        "vessel_g": f("balance.vessel_mass_g"),
+        "threshold_mmhg": f("pump.occlusion_threshold_mmhg"),
+        "latency_s": f("pump.occlusion_latency_s"),
+        "backoff_ml": f("pump.backoff_ml"),
+        "near_empty_ml": f("pump.near_empty_ml"),
+        "readability_g": f("balance.readability_g"),
+        "stability_band_g": f("balance.stability_band_g"),
+        "capacity_g": f("balance.capacity_g"),
+        "noise_sd_g": f("balance.noise_sd_g"),
+    }
     if rep.pump_kind == "syringe":
-        kind = "syringe"
-        quantised = bool(np.all(get("pump.quantised_steps")))
-        if bool(np.any(get("pump.quantised_steps"))) != quantised:
-            raise ParameterError("pump.quantised_steps must be the same for the whole batch")
-        travel = f("pump.drive.lead_mm") / (
-            f("pump.drive.steps_per_rev") * f("pump.drive.microsteps")
-        )
+        drive = "pump.drive."
+        travel = f(drive + "lead_mm") / (f(drive + "steps_per_rev") * f(drive + "microsteps"))
         diameter = f("pump.syringe.inner_diameter_mm")
-        area = np.pi * diameter**2 / 4.0
         configured = f("pump.configured_inner_diameter_mm")
-        configured = np.where(configured > 0, configured, diameter)
         fill = f("pump.fill_ml")
-        fill = np.where(fill > 0, fill, f("pump.syringe.nominal_volume_ml"))
-        C = f("pump.syringe.barrel_compliance_ul_per_mmhg") * 1e-3 + line_c
-        rows = _Rows(
-            kind=kind,
-            quantised=quantised,
-            C=C,
-            lam_open=1.0 / (resistance_s * C),
-            head_mmhg=MMHG_PER_CM_WATER * f("line.head_height_cm"),
-            back_pressure_mmhg=f("line.back_pressure_mmhg"),
-            kb_rho=kb_rho,
-            tau_b=f("balance.settling_time_constant_s"),
-            evap_g_s=f("balance.evaporation_g_per_h") / 3600.0,
-            vessel_g=f("balance.vessel_mass_g"),
-            travel_mm=travel,
-            area_true_mm2=area,
-            dv_true_vol=zeros,
-            eff_drop=zeros,
-            efficiency=np.ones(size),
-            ripple=zeros,
-            dip_period=np.zeros(size, dtype=np.int64),
-            default_diameter_mm=configured,
-            dv_cfg_volumetric=zeros,
-            backlash_mm=f("pump.drive.backlash_mm"),
-            dead_ml=zeros,
-            max_step_hz=f("pump.drive.max_step_rate_hz"),
-            wear_per_s=f("pump.drive.wear_percent_per_h") / 100.0 / 3600.0,
-            wear_onset_s=f("pump.drive.wear_onset_s"),
-            threshold_mmhg=f("pump.occlusion_threshold_mmhg"),
-            latency_s=f("pump.occlusion_latency_s"),
-            backoff_ml=f("pump.backoff_ml"),
-            fill_ml=fill,
-            near_empty_ml=f("pump.near_empty_ml"),
-            max_force_n=f("pump.drive.max_force_n"),
-            friction_n=f("pump.drive.friction_n"),
-            friction_comp_n=f("pump.drive.friction_compensation_n"),
-            sensor_offset_mmhg=zeros,
-            readability_g=f("balance.readability_g"),
-            stability_band_g=f("balance.stability_band_g"),
-            capacity_g=f("balance.capacity_g"),
-            noise_sd_g=f("balance.noise_sd_g"),
-        )
+        specific: dict[str, Any] = {
+            "C": f("pump.syringe.barrel_compliance_ul_per_mmhg") * 1e-3 + line_c,
+            "travel_mm": travel,
+            "area_true_mm2": np.pi * diameter**2 / 4.0,
+            "dv_true_vol": zeros,
+            "eff_drop": zeros,
+            "efficiency": np.ones(size),
+            "ripple": zeros,
+            "dip_period": np.zeros(size, dtype=np.int64),
+            "default_diameter_mm": np.where(configured > 0, configured, diameter),
+            "dv_cfg_volumetric": zeros,
+            "backlash_mm": f(drive + "backlash_mm"),
+            "dead_ml": zeros,
+            "max_step_hz": f(drive + "max_step_rate_hz"),
+            "wear_per_s": f(drive + "wear_percent_per_h") / 100.0 / 3600.0,
+            "wear_onset_s": f(drive + "wear_onset_s"),
+            "fill_ml": np.where(fill > 0, fill, f("pump.syringe.nominal_volume_ml")),
+            "max_force_n": f(drive + "max_force_n"),
+            "friction_n": f(drive + "friction_n"),
+            "friction_comp_n": f(drive + "friction_compensation_n"),
+            "sensor_offset_mmhg": zeros,
+        }
     else:
-        kind = "volumetric"
-        quantised = bool(np.all(get("pump.quantised_steps")))
-        if bool(np.any(get("pump.quantised_steps"))) != quantised:
-            raise ParameterError("pump.quantised_steps must be the same for the whole batch")
-        steps = f("pump.rotor_steps_per_rev")
         fingers = get("pump.fingers").astype(np.int64)
         steps_int = get("pump.rotor_steps_per_rev").astype(np.int64)
         if np.any(steps_int % fingers):
@@ -335,48 +326,31 @@ def _rows_from(params: ParamsLike) -> tuple[_Rows, SystemParams]:
                 "pump.rotor_steps_per_rev must be a multiple of pump.fingers "
                 "(each finger hand-over falls on a rotor step)"
             )
-        dv_cfg = f("pump.volume_per_rev_ml") / steps
+        dv_cfg = f("pump.volume_per_rev_ml") / f("pump.rotor_steps_per_rev")
         container = f("pump.container_ml")
-        C = f("pump.set_compliance_ul_per_mmhg") * 1e-3 + line_c
-        rows = _Rows(
-            kind=kind,
-            quantised=quantised,
-            C=C,
-            lam_open=1.0 / (resistance_s * C),
-            head_mmhg=MMHG_PER_CM_WATER * f("line.head_height_cm"),
-            back_pressure_mmhg=f("line.back_pressure_mmhg"),
-            kb_rho=kb_rho,
-            tau_b=f("balance.settling_time_constant_s"),
-            evap_g_s=f("balance.evaporation_g_per_h") / 3600.0,
-            vessel_g=f("balance.vessel_mass_g"),
-            travel_mm=zeros,
-            area_true_mm2=zeros,
-            dv_true_vol=dv_cfg,
-            eff_drop=f("pump.efficiency_drop_percent_per_100_mmhg") / 100.0 / 100.0,
-            efficiency=f("pump.efficiency"),
-            ripple=f("pump.ripple_fraction"),
-            dip_period=steps_int // fingers,
-            default_diameter_mm=zeros,
-            dv_cfg_volumetric=dv_cfg,
-            backlash_mm=zeros,
-            dead_ml=f("pump.startup_dead_volume_ml"),
-            max_step_hz=f("pump.max_step_rate_hz"),
-            wear_per_s=f("pump.wear_percent_per_h") / 100.0 / 3600.0,
-            wear_onset_s=f("pump.wear_onset_s"),
-            threshold_mmhg=f("pump.occlusion_threshold_mmhg"),
-            latency_s=f("pump.occlusion_latency_s"),
-            backoff_ml=f("pump.backoff_ml"),
-            fill_ml=np.where(container > 0, container, np.inf),
-            near_empty_ml=f("pump.near_empty_ml"),
-            max_force_n=np.full(size, np.inf),
-            friction_n=zeros,
-            friction_comp_n=zeros,
-            sensor_offset_mmhg=f("pump.sensor_offset_mmhg"),
-            readability_g=f("balance.readability_g"),
-            stability_band_g=f("balance.stability_band_g"),
-            capacity_g=f("balance.capacity_g"),
-            noise_sd_g=f("balance.noise_sd_g"),
-        )
+        specific = {
+            "C": f("pump.set_compliance_ul_per_mmhg") * 1e-3 + line_c,
+            "travel_mm": zeros,
+            "area_true_mm2": zeros,
+            "dv_true_vol": dv_cfg,
+            "eff_drop": f("pump.efficiency_drop_percent_per_100_mmhg") / 100.0 / 100.0,
+            "efficiency": f("pump.efficiency"),
+            "ripple": f("pump.ripple_fraction"),
+            "dip_period": steps_int // fingers,
+            "default_diameter_mm": zeros,
+            "dv_cfg_volumetric": dv_cfg,
+            "backlash_mm": zeros,
+            "dead_ml": f("pump.startup_dead_volume_ml"),
+            "max_step_hz": f("pump.max_step_rate_hz"),
+            "wear_per_s": f("pump.wear_percent_per_h") / 100.0 / 3600.0,
+            "wear_onset_s": f("pump.wear_onset_s"),
+            "fill_ml": np.where(container > 0, container, np.inf),
+            "max_force_n": np.full(size, np.inf),
+            "friction_n": zeros,
+            "friction_comp_n": zeros,
+            "sensor_offset_mmhg": f("pump.sensor_offset_mmhg"),
+        }
+    rows = _Rows(**common, **specific, lam_open=1.0 / (resistance_s * specific["C"]))
     # Keep λτ_b away from 1 (removable singularity of the cascade formula, see module doc).
     near = np.abs(1.0 - rows.lam_open * rows.tau_b) < 1e-3
     rows.tau_b = np.where(near, rows.tau_b * 1.002, rows.tau_b)

@@ -21,7 +21,7 @@ import hashlib
 import math
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -341,65 +341,49 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
     return _field_path(loc), message
 
 
-def _read_toml(path: str | Path, what: str) -> tuple[dict[str, Any], str]:
+def _read_text(path: str | Path, what: str) -> str:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigurationError(f"{what} file not found", source=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"cannot read {what} file: {exc}", source=str(path)) from None
+
+
+M = TypeVar("M", bound=_FileModel)
+
+
+def _validate(model: type[M], text: str, source: str) -> M:
+    """Parse TOML text into ``model``; errors name ``source:field``."""
     try:
-        return tomllib.loads(text), text
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"not valid TOML: {exc}", source=str(path)) from None
+        raise ConfigurationError(f"not valid TOML: {exc}", source=source) from None
+    try:
+        result = model.model_validate(data)
+    except ValidationError as exc:
+        field, message = _first_error(exc)
+        raise ConfigurationError(message, source=source, field=field) from None
+    result._source, result._text = source, text
+    return result
 
 
 def load_bench(path: str | Path) -> BenchConfig:
     """Read and validate a bench file."""
-    data, text = _read_toml(path, "bench")
-    return _bench(data, text, str(path))
+    return _validate(BenchConfig, _read_text(path, "bench"), str(path))
 
 
 def bench_from_text(text: str, *, source: str = "<stored bench>") -> BenchConfig:
     """Validate a bench file's text (e.g. the copy stored with a run)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"not valid TOML: {exc}", source=source) from None
-    return _bench(data, text, source)
-
-
-def _bench(data: dict[str, Any], text: str, path: str) -> BenchConfig:
-    try:
-        bench = BenchConfig.model_validate(data)
-    except ValidationError as exc:
-        field, message = _first_error(exc)
-        raise ConfigurationError(message, source=str(path), field=field) from None
-    bench._source, bench._text = str(path), text
-    return bench
+    return _validate(BenchConfig, text, source)
 
 
 def load_scenario(path: str | Path) -> ScenarioConfig:
     """Read and validate a scenario file."""
-    data, text = _read_toml(path, "scenario")
-    return _scenario(data, text, str(path))
+    return _validate(ScenarioConfig, _read_text(path, "scenario"), str(path))
 
 
 def scenario_from_text(text: str, *, source: str = "<stored scenario>") -> ScenarioConfig:
     """Validate a scenario file's text (e.g. the copy stored with a run)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"not valid TOML: {exc}", source=source) from None
-    return _scenario(data, text, source)
-
-
-def _scenario(data: dict[str, Any], text: str, path: str) -> ScenarioConfig:
-    try:
-        scenario = ScenarioConfig.model_validate(data)
-    except ValidationError as exc:
-        field, message = _first_error(exc)
-        raise ConfigurationError(message, source=str(path), field=field) from None
-    scenario._source, scenario._text = str(path), text
-    return scenario
+    return _validate(ScenarioConfig, text, source)
