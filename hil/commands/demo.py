@@ -2,21 +2,23 @@
 
 The drift bench (a 1 % under-sized syringe and a wearing lead screw, all devices emulated
 on real ptys) runs the 2-hour IEC 60601-2-24 flow scenario on the virtual clock, beside the
-nominal twin; the drift events and a summary are printed, and the run is stored in
-``./medtwin.db``.
+nominal twin; the drift events, verdicts and a summary are printed, the run is stored in
+``./medtwin.db`` and its HTML report written to ``./report-<run>.html``.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from fixtures.packaged import bench_path, scenario_path
 from hil.cli import handle_errors
 from hil.config import load_bench, load_scenario
+from hil.report import calibration_in_force, write_report
 from hil.session import print_result, run_scenario
-from hil.store import DEFAULT_URL
+from hil.store import DEFAULT_URL, RunStore
 
 
 @click.command("demo")
@@ -38,7 +40,14 @@ def demo(db_url: str, as_json: bool) -> None:
     result = run_scenario(
         bench, scenario, db_url=db_url, clock="virtual", progress=None if not as_json else False
     )
-    print_result(result, as_json=as_json)
+    report_path: str | None = None
+    if result.status != "aborted":
+        with RunStore(db_url, create=False) as store:
+            run = store.load_run(result.run_id)
+            calibration = calibration_in_force(store, run)
+        written = write_report(run, Path(f"report-{result.run_id}.html"), calibration=calibration)
+        report_path = str(written.resolve())
+    print_result(result, as_json=as_json, report_path=report_path)
     if result.status == "aborted":
         # Stopped by Ctrl-C / SIGTERM: the conventional status of an interrupted command.
         sys.exit(130)
