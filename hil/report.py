@@ -49,8 +49,6 @@ import html
 import io
 import json
 import math
-import os
-import secrets
 import struct
 import tomllib
 import warnings
@@ -71,6 +69,7 @@ from matplotlib.transforms import blended_transform_factory
 from drivers.base import DeviceIdentity
 from drivers.errors import AnalysisError, ConfigurationError, StorageError
 from hil.analysis import iec60601_2_24 as iec
+from hil.files import FileBatch
 from hil.procedures import FlowProcedure, parse_procedures
 from hil.store import CalibrationRecord, ChannelData, RunData, RunStore, VerdictRecord
 
@@ -2069,94 +2068,6 @@ def build_report(run: RunData, *, calibration: CalibrationRecord | None = None) 
     )
 
 
-@dataclass
-class _Staged:
-    target: Path
-    temp: Path
-
-
-def _stage(target: Path, data: bytes) -> _Staged:
-    """Write ``data`` to a new temporary file beside ``target``, flushed to disk.
-
-    Opened with mode 0o666 so the user's umask applies, as for any file they create
-    (:func:`tempfile.mkstemp` would leave a report readable by its owner only).
-    """
-    directory = target.parent
-    for _ in range(100):
-        temp = directory / f".{target.name}.{secrets.token_hex(6)}.partial"
-        try:
-            handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot write in {directory}: {exc.strerror or exc}", source=str(target)
-            ) from exc
-        break
-    else:  # pragma: no cover - 100 collisions of 48 random bits
-        raise ConfigurationError(f"cannot create a temporary file in {directory}")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise ConfigurationError(
-            f"cannot write {temp}: {exc.strerror or exc}", source=str(target)
-        ) from exc
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return _Staged(target, temp)
-
-
-@dataclass
-class _Batch:
-    """Files written all-or-nothing as far as a file system allows: every file is staged
-    under a temporary name first; only when all are complete are they renamed into place
-    (each rename is atomic, so no reader ever sees half a file)."""
-
-    staged: list[_Staged] = field(default_factory=list)
-    created_dirs: list[Path] = field(default_factory=list)
-
-    def mkdir(self, directory: Path) -> None:
-        missing = []
-        for parent in (directory, *directory.parents):
-            if parent.exists():
-                break
-            missing.append(parent)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot create the directory {directory}: {exc.strerror or exc}",
-                source=str(directory),
-            ) from exc
-        self.created_dirs += missing
-
-    def add(self, target: Path, data: bytes) -> None:
-        self.staged.append(_stage(target, data))
-
-    def commit(self) -> None:
-        try:
-            for item in self.staged:
-                item.temp.replace(item.target)
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot write {item.target}: {exc.strerror or exc}", source=str(item.target)
-            ) from exc
-
-    def discard(self) -> None:
-        for item in self.staged:
-            item.temp.unlink(missing_ok=True)
-        for directory in self.created_dirs:  # innermost first
-            try:
-                directory.rmdir()
-            except OSError:
-                break
-
-
 def _check_target(path: Path) -> None:
     if path.is_dir():
         raise ConfigurationError(f"{path} is a directory; name a file", source=str(path))
@@ -2191,7 +2102,7 @@ def save_report(report: Report, out_html: Path, *, out_dir: Path | None = None) 
         )
     pngs: list[Path] = []
     summary_json: Path | None = None
-    batch = _Batch()
+    batch = FileBatch()
     try:
         if out_dir is not None:
             batch.mkdir(out_dir)

@@ -34,13 +34,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from itertools import repeat
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 import click
 import numpy as np
@@ -48,6 +46,7 @@ import numpy as np
 from drivers.errors import ConfigurationError, RunNotFound
 from hil.cli import handle_errors
 from hil.commands.runs import db_option, open_store, run_not_found
+from hil.files import write_atomically
 from hil.store import RunData
 from hil.store.codec import to_json
 
@@ -147,27 +146,16 @@ def write_npz(run: RunData, stream: IO[bytes]) -> None:
 
 
 def _write_atomically(path: Path, fmt: str, run: RunData) -> None:
-    directory = path.parent if str(path.parent) else Path()
-    try:
-        handle, temp_name = tempfile.mkstemp(
-            dir=directory, prefix=f".{path.name}.", suffix=".partial"
-        )
-    except OSError as error:
-        raise ConfigurationError(
-            f"cannot write in {directory}: {error.strerror or error}", source="--out"
-        ) from error
-    temp = Path(temp_name)
-    try:
+    def write(stream: BinaryIO) -> None:
         if fmt == "csv":
-            with os.fdopen(handle, "w", encoding="utf-8", newline="") as text:
-                write_csv(run, text)
+            text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+            write_csv(run, text)
+            text.flush()
+            text.detach()
         else:
-            with os.fdopen(handle, "wb") as binary:
-                write_npz(run, binary)
-        temp.replace(path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+            write_npz(run, stream)
+
+    write_atomically(path, write, source="--out")
 
 
 @click.command()

@@ -7,11 +7,10 @@ an occlusion, and writes one CSV row per output interval. Nothing touches hardwa
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 import numpy as np
@@ -24,6 +23,7 @@ from device_models.system import SystemParams
 from device_models.system import simulate as run_model
 from drivers.errors import ConfigurationError
 from hil.cli import handle_errors, parse_assignments, parse_duration_option
+from hil.files import write_atomically
 
 #: CSV columns, in order, with units (the first eight are the documented interface).
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -159,22 +159,20 @@ def simulate(
 
 
 def _write_csv(path: Path, t: np.ndarray, row: dict[str, np.ndarray]) -> None:
-    # Write next to the target and rename, so a failed run never leaves a partial file.
-    directory = path.parent if str(path.parent) else Path()
-    if not directory.is_dir():
-        raise ConfigurationError(f"directory {directory} does not exist", source="--out")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow([name for name, _ in COLUMNS])
-            columns = [t if name == "t_s" else row[name] for name, _ in COLUMNS]
-            for i in range(t.size):
-                writer.writerow([_format(column[i]) for column in columns])
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if not (path.parent if str(path.parent) else Path()).is_dir():
+        raise ConfigurationError(f"directory {path.parent} does not exist", source="--out")
+
+    def write(stream: BinaryIO) -> None:
+        text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+        writer = csv.writer(text)
+        writer.writerow([name for name, _ in COLUMNS])
+        columns = [t if name == "t_s" else row[name] for name, _ in COLUMNS]
+        for i in range(t.size):
+            writer.writerow([_format(column[i]) for column in columns])
+        text.flush()
+        text.detach()
+
+    write_atomically(path, write, source="--out")
 
 
 def _summary(

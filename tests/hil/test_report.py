@@ -746,7 +746,7 @@ def test_an_existing_report_is_replaced_only_when_the_new_one_is_complete(
     target.write_text("the previous report", encoding="utf-8")
     out_dir = tmp_path / "new" / "figures"
 
-    import hil.report as module
+    import hil.files as module
 
     calls = []
     real_fsync = module.os.fsync
