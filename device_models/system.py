@@ -872,7 +872,8 @@ class _Model:
             ph = self._phase(active, st, t_start, t_b)
             points = np.concatenate([grid, [t_b]]) if grid.size else np.array([t_b])
             u = np.broadcast_to(points, (active.size, points.size))
-            ev = _evaluate(r, st, ph, u)
+            rows_active = r if active.size == r.size else r.take(active)
+            ev = _evaluate(rows_active, st, ph, u)
             t_event, kind = self._find_events(active, st, ph, ev, t_start, t_b)
             has_event = np.isfinite(t_event)
             if out is not None and grid.size:
@@ -892,7 +893,7 @@ class _Model:
             rows_e = active[sub]
             st_e = st.take(sub)
             ph_e = _sub_phase(ph, sub)
-            ev_e = _evaluate(r, st_e, ph_e, t_event[sub][:, None])
+            ev_e = _evaluate(r.take(rows_e), st_e, ph_e, t_event[sub][:, None])
             st_new = self._state_at(rows_e, st_e, ph_e, ev_e, np.zeros(sub.size, dtype=np.intp))
             self._apply_events(rows_e, st_new, kind[sub], t_event[sub])
             self.state.put(rows_e, st_new)
@@ -987,13 +988,14 @@ class _Model:
         j = np.argmax(crossing[rows_c], axis=1)
         st_c = st.take(rows_c)
         ph_c = _sub_phase(ph, rows_c)
+        rows_c_consts = r.take(idx[rows_c])
         t_a = ph_c.t_a[:, 0]
         f = ph_c.f[:, 0]
         u_hi = ev.u[rows_c, j]
         u_lo = np.where(j > 0, ev.u[rows_c, np.maximum(j - 1, 0)], t_a)
 
         def crossed(u_val: FloatArray) -> NDArray[np.bool_]:
-            e = _evaluate(r, st_c, ph_c, u_val[:, None])
+            e = _evaluate(rows_c_consts, st_c, ph_c, u_val[:, None])
             p = e.pressure_mmhg[:, 0]
             c = (armed[rows_c] & (p >= alarm_p[rows_c])) | (p >= stall_p[rows_c])
             c |= e.plunger_ml[:, 0] >= fill[rows_c] - 1e-12
@@ -1026,7 +1028,7 @@ class _Model:
                 hi = np.where(c, mid, hi)
                 lo = np.where(c, lo, mid)
             t_cross = hi
-        e = _evaluate(r, st_c, ph_c, t_cross[:, None])
+        e = _evaluate(rows_c_consts, st_c, ph_c, t_cross[:, None])
         p = e.pressure_mmhg[:, 0]
         code = np.where(
             p >= stall_p[rows_c],

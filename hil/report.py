@@ -501,10 +501,9 @@ def _calibration_keys(run: RunData, device_name: str | None) -> list[str]:
     """Keys the device's calibrations may be filed under, from the identity it reported.
 
     :func:`hil.calibration.calibration_key` files them (``model/serial``, or
-    ``model/<bench>:<device>`` for a device that reports no serial, as the NE-1000 does);
-    :attr:`drivers.base.DeviceIdentity.key` is what :mod:`hil.runner` looks them up by.
-    The two agree whenever the device reports a serial number; both are searched so that
-    the report finds the calibration either way.
+    ``model/<bench>:<device>`` for a device that reports no serial, as the NE-1000 does)
+    and :mod:`hil.runner` looks them up the same way; runs stored before that rule used
+    :attr:`drivers.base.DeviceIdentity.key`, so both are searched.
     """
     from hil.calibration import calibration_key
 
@@ -549,12 +548,11 @@ def calibration_in_force(store: RunStore, run: RunData) -> CalibrationRecord | N
     """The calibration the twin of ``run`` used, or None for a nominal twin.
 
     A twin is calibrated when the bench file says ``[twin] calibration = "latest"``; the
-    runner then took the latest calibration of the pump (or ``[twin] device``) filed under
-    the identity the device reported (``model/serial``; see :func:`_calibration_keys` for
-    a device without a serial number). The run does not store which
-    version that was, so it is found again: the newest version whose values are exactly
-    the twin parameters stored with the run, else the newest one created before the run
-    started (the report then flags that the values differ from the run's twin).
+    runner records the version it took in the run's summary (``calibration``: device key,
+    version, id), and that is the one returned. For runs stored without that record, it is
+    found again: the newest version whose values are exactly the twin parameters stored
+    with the run, else the newest one created before the run started (the report then
+    flags that the values differ from the run's twin).
 
     Raises
     ------
@@ -563,6 +561,11 @@ def calibration_in_force(store: RunStore, run: RunData) -> CalibrationRecord | N
     """
     if _bench_twin(run).get("calibration", "none") != "latest":
         return None
+    used = run.summary.get("calibration") if isinstance(run.summary, Mapping) else None
+    if isinstance(used, Mapping) and used.get("device_key"):
+        for record in store.calibrations(str(used["device_key"])):
+            if record.version == used.get("version"):
+                return record
     records = [
         record
         for key in _calibration_keys(run, _pump_device(run))

@@ -38,6 +38,7 @@ from device_models.syringes import SyringeLibrary, default_library
 from drivers.base import Device, PumpStatus
 from drivers.clock import Clock, VirtualClock
 from drivers.errors import ConfigurationError, DeviceError, MedtwinError, ProtocolError
+from hil.calibration import calibration_key
 from hil.comparator import ChannelSpec, DriftEvent, LiveComparator
 from hil.config import ACTION_KIND, BenchConfig, ScenarioConfig, Step
 from hil.measurements import Verdict
@@ -378,6 +379,7 @@ class Runner:
         self._own_rig = rig is None
         self.rig = rig if rig is not None else BenchRig(bench, clock=clock)
         self.twin: Twin | None = twin
+        self.calibration_used: dict[str, Any] | None = None
         self._t0 = 0.0  # clock time of scenario time 0
         self.writer: RunWriter | None = None
         self.comparator: LiveComparator | None = None
@@ -426,7 +428,13 @@ class Runner:
                 twin_cfg.device or (self.bench.device_of_kind("pump") or self.bench.devices[0]).name
             )
             identity = self.rig.identities.get(device)
-            key = identity.key if identity else device
+            key = (
+                calibration_key(
+                    identity.model, identity.serial, bench=self.bench.name, device=device
+                )
+                if identity
+                else device
+            )
             record = self.store.latest_calibration(key)
             if record is None:
                 raise ConfigurationError(
@@ -436,6 +444,8 @@ class Runner:
                     field="twin.calibration",
                 )
             calibration = {name: float(p["value"]) for name, p in record.params.items()}
+            # Recorded with the run so that its report shows which version was in force.
+            self.calibration_used = {"device_key": key, "version": record.version, "id": record.id}
         return Twin(twin_params(self.bench, calibration))
 
     def _open_channels(self, writer: RunWriter) -> None:
@@ -849,6 +859,7 @@ class Runner:
             "events": dict(self._event_counts),
             "lost_devices": sorted(self._ever_lost),
             "procedures": [p.as_json() for p in self.procedure_results],
+            "calibration": self.calibration_used,
         }
 
     def _result(self, status: str, wall_s: float) -> RunResult:

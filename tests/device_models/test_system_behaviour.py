@@ -242,3 +242,29 @@ def test_incremental_simulator_equals_batch() -> None:
             batch["balance_settled_g"][i], rel=1e-12
         )
         assert int(sim.alarms()) == int(batch["alarms"][i])
+
+
+def test_batch_rows_meeting_different_events_equal_single_calls() -> None:
+    """Rows that split their phases at different events (wear onset, volume target,
+    occlusion alarm, stall, none) are advanced separately inside one batch."""
+    columns = {
+        "pump.drive.wear_percent_per_h": np.array([0.0, 0.5, 1.0, 0.0, 2.0]),
+        "pump.drive.wear_onset_s": np.array([0.0, 600.0, 1200.0, 0.0, 300.0]),
+        "pump.occlusion_threshold_mmhg": np.array([300.0, 5000.0, 500.0, 800.0, 400.0]),
+        "pump.drive.max_force_n": np.array([150.0, 40.0, 150.0, 150.0, 150.0]),
+        "pump.fill_ml": np.array([50.0, 50.0, 50.0, 1.5, 50.0]),
+    }
+    batch = ParameterBatch(SystemParams.nominal(), columns)
+    schedule = Schedule().set_rate(0, 20.0).start(0).occlude(1800).release(3000)
+    t = np.arange(0.0, 3601.0, 7.0)
+    together = simulate(batch, schedule, t)
+    for i in range(len(batch)):
+        alone = simulate(batch.row(i), schedule, t)
+        for name in ("delivered_ml", "line_pressure_mmhg", "balance_settled_g", "alarms"):
+            np.testing.assert_allclose(
+                together[name][i], alone[name][0], rtol=1e-12, atol=1e-12, err_msg=name
+            )
+    alarms = together["alarms"][:, -1]
+    assert alarms[0] & Alarm.OCCLUSION
+    assert alarms[1] & Alarm.MOTOR_STALL
+    assert alarms[3] & Alarm.EMPTY
