@@ -7,6 +7,7 @@ can ship a driver for its own instrument without touching medtwin.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from importlib.metadata import entry_points
 from typing import Any
@@ -54,11 +55,21 @@ EMULATOR_MECHANISM: dict[str, str] = {
 }
 
 
-def _table(builtin: dict[str, tuple[str, str]], group: str) -> dict[str, tuple[str, str]]:
-    table = dict(builtin)
+@functools.cache
+def _plugins(group: str) -> tuple[tuple[str, str, str], ...]:
+    """(name, module, class) of the installed plug-ins of ``group`` (read once: scanning
+    the entry points takes milliseconds)."""
+    found = []
     for ep in entry_points(group=group):
         module, _, attr = ep.value.partition(":")
-        table.setdefault(ep.name, (module, attr))
+        found.append((ep.name, module, attr))
+    return tuple(found)
+
+
+def _table(builtin: dict[str, tuple[str, str]], group: str) -> dict[str, tuple[str, str]]:
+    table = dict(builtin)
+    for name, module, attr in _plugins(group):
+        table.setdefault(name, (module, attr))
     return table
 
 
