@@ -245,16 +245,22 @@ class BenchRig:
             )
         return cls(port, **accepted)
 
-    async def stop_pumps(self) -> None:
-        """Stop every pump (best effort, bounded): the first thing done on the way out."""
+    async def stop_pumps(self) -> str | None:
+        """Stop every pump (best effort, bounded): the first thing done on the way out.
+
+        Returns None when there was no pump to stop, else a one-line account of what
+        happened (recorded in the run's event log).
+        """
         pump = self.pump
         if pump is None or pump.status.value != "open":
-            return
+            return None
         try:
             async with asyncio.timeout(STOP_TIMEOUT_S):
                 await pump.stop()
         except (MedtwinError, TimeoutError) as exc:
             log.error("could not stop pump %s: %s", pump.name, exc)
+            return f"could not stop {pump.name}: {exc}"
+        return f"{pump.name} stopped"
 
     async def stop(self) -> None:
         """Stop pumps, close drivers, stop emulators. Safe to call more than once."""

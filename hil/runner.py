@@ -49,7 +49,7 @@ from hil.procedures import (
     parse_procedures,
     pressure_alarm_bits,
 )
-from hil.rig import BenchRig
+from hil.rig import BenchRig, RigStatus
 from hil.store import RunStore, RunWriter
 from hil.twin import (
     ACTION_COMMANDS,
@@ -515,10 +515,13 @@ class Runner:
             raise
         finally:
             # Pumps first, then everything else; the run is closed whatever happened.
+            stopped = await self.rig.stop_pumps() if self.rig.status is RigStatus.READY else None
+            if stopped is not None and self.writer is not None and self.writer.status == "running":
+                self.writer.add_event(
+                    self._now(), "note", message=f"end of run ({status}): {stopped}"
+                )
             if self._own_rig:
                 await self.rig.stop()
-            else:
-                await self.rig.stop_pumps()
             if self.writer is not None and self.writer.status == "running":
                 self.writer.finish(status, summary=self._summary(status))
         return self._result(status, time.perf_counter() - wall_start)
