@@ -10,55 +10,17 @@ import csv
 import io
 import json
 import math
-import os
 import sqlite3
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner, Result
-from sqlalchemy.pool import NullPool
 
 from drivers.errors import StorageError
 from hil.cli import main
 from hil.store import RunStore, RunWriter
-
-POSTGRES_URL = os.environ.get(
-    "MEDTWIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-SKIP_POSTGRES = os.environ.get("MEDTWIN_SKIP_POSTGRES") == "1"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    if SKIP_POSTGRES:
-        pytest.skip("MEDTWIN_SKIP_POSTGRES=1")
-    admin = sa.create_engine(POSTGRES_URL, poolclass=NullPool)
-    schema = f"medtwin_test_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.SQLAlchemyError as error:
-        admin.dispose()
-        pytest.fail(
-            f"PostgreSQL test server unreachable ({error}); set MEDTWIN_SKIP_POSTGRES=1 to skip",
-            pytrace=False,
-        )
-    url = sa.make_url(POSTGRES_URL)
-    options = f"{url.query.get('options', '')} -csearch_path={schema}".strip()
-    try:
-        yield url.update_query_dict({"options": options}).render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture

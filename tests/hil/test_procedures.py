@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from drivers.errors import ConfigurationError, StorageError
+from drivers.errors import ConfigurationError
 from fixtures.packaged import bench_path, scenario_path
 from hil.config import load_bench, load_scenario
 from hil.procedures import parse_procedures
@@ -91,7 +91,9 @@ def test_procedure_errors_name_the_field(tmp_path: Path) -> None:
         plan_steps(load_bench(bench_path("emulated-nominal")), load_scenario(scenario))
 
 
-def test_sigkill_mid_run_leaves_an_interrupted_run_with_its_data(tmp_path: Path) -> None:
+def test_sigkill_mid_run_leaves_an_interrupted_run_with_its_data(
+    tmp_path: Path, wait_for_channel: Callable[[str, str, int], int]
+) -> None:
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     scenario = tmp_path / "long.toml"
     scenario.write_text(
@@ -117,18 +119,7 @@ def test_sigkill_mid_run_leaves_an_interrupted_run_with_its_data(tmp_path: Path)
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        deadline = time.monotonic() + 60.0
-        durable = 0
-        while time.monotonic() < deadline and durable < 200:
-            try:
-                with RunStore(db, create=False) as store:
-                    runs = store.list_runs()
-                    if runs:
-                        durable = len(store.load_run(runs[0].id).channel("balance.mass_g"))
-            except StorageError:
-                pass  # the child is still creating the database or the first channels
-            time.sleep(0.1)  # polling another process's database: there is no event to await
-        assert durable >= 200, "the run never got going"
+        durable = wait_for_channel(db, "balance.mass_g", 200)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,6 @@ import pytest
 from click.testing import CliRunner
 
 from drivers.clock import VirtualClock
-from drivers.errors import StorageError
 from fixtures.packaged import bench_path, scenario_path
 from hil.cli import main
 from hil.config import BenchConfig, ScenarioConfig, load_bench, load_scenario
@@ -268,7 +268,9 @@ def test_cli_unreachable_port_names_device_and_port(tmp_path: Path) -> None:
     assert "/dev/ttyMEDTWIN404" in result.output
 
 
-def test_sigint_stops_the_pump_and_closes_the_run_aborted(tmp_path: Path) -> None:
+def test_sigint_stops_the_pump_and_closes_the_run_aborted(
+    tmp_path: Path, wait_for_channel: Callable[[str, str, int], int]
+) -> None:
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     scenario = tmp_path / "long.toml"
     scenario.write_text(
@@ -293,17 +295,7 @@ def test_sigint_stops_the_pump_and_closes_the_run_aborted(tmp_path: Path) -> Non
         env=env,
     )
     try:
-        deadline = time.monotonic() + 60.0
-        samples = 0
-        while time.monotonic() < deadline and samples < 50:
-            try:
-                with RunStore(db, create=False) as store:
-                    runs = store.list_runs()
-                    samples = runs[0].sample_count if runs else 0
-            except StorageError:
-                pass  # the child is still creating the database
-            time.sleep(0.1)  # polling another process's database; there is no event to await
-        assert samples >= 50, "the run did not start"
+        wait_for_channel(db, "balance.mass_g", 50)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:

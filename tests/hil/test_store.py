@@ -50,62 +50,10 @@ from hil.store.codec import decode_block, encode_block, from_json, to_json
 from hil.store.liveness import current_process, writer_is_gone
 from hil.store.schema import SQLITE_APPLICATION_ID, BenchRow, RunRow
 
-POSTGRES_URL = os.environ.get(
-    "MEDTWIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-SKIP_POSTGRES = os.environ.get("MEDTWIN_SKIP_POSTGRES") == "1"
+# The back ends (SQLite and a PostgreSQL schema per test) come from tests/hil/conftest.py.
 
 
 # -- backends --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def postgres_admin() -> Iterator[sa.Engine]:
-    """An engine on the test server (no pooled connections left open between uses)."""
-    if SKIP_POSTGRES:
-        pytest.skip("MEDTWIN_SKIP_POSTGRES=1")
-    engine = sa.create_engine(POSTGRES_URL, poolclass=NullPool)
-    try:
-        with engine.connect():
-            pass
-    except sa.exc.SQLAlchemyError as error:
-        engine.dispose()
-        pytest.fail(
-            f"PostgreSQL test server {sa.make_url(POSTGRES_URL)!r} is unreachable ({error}); "
-            "start it, point MEDTWIN_TEST_POSTGRES_URL at one, or set MEDTWIN_SKIP_POSTGRES=1",
-            pytrace=False,
-        )
-    yield engine
-    engine.dispose()
-
-
-def _url_in_schema(schema: str) -> str:
-    url = sa.make_url(POSTGRES_URL)
-    options = url.query.get("options", "")
-    url = url.update_query_dict({"options": f"{options} -csearch_path={schema}".strip()})
-    return url.render_as_string(hide_password=False)
-
-
-@contextmanager
-def _postgres_schema(admin: sa.Engine) -> Iterator[str]:
-    schema = f"medtwin_test_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield schema
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'medtwin.db'}"
-        return
-    admin = request.getfixturevalue("postgres_admin")
-    with _postgres_schema(admin) as schema:
-        yield _url_in_schema(schema)
 
 
 @pytest.fixture
@@ -320,20 +268,22 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_schema_with_clashing_tables_is_refused(postgres_admin: sa.Engine) -> None:
-    with _postgres_schema(postgres_admin) as schema:
-        with postgres_admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE TABLE "{schema}".runs (id integer)'))
-        with pytest.raises(StorageError, match=r"not a medtwin database.*runs"):
-            RunStore(_url_in_schema(schema))
-        with pytest.raises(StorageError, match="no medtwin_meta"):
-            RunStore(_url_in_schema(schema), create=False)
-        with postgres_admin.connect() as conn:
-            tables = conn.execute(
-                sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema=:s"),
-                {"s": schema},
-            ).scalars()
-            assert sorted(tables) == ["runs"]
+def test_postgres_schema_with_clashing_tables_is_refused(
+    postgres_admin: sa.Engine, postgres_schema: tuple[str, str]
+) -> None:
+    schema, url = postgres_schema
+    with postgres_admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE TABLE "{schema}".runs (id integer)'))
+    with pytest.raises(StorageError, match=r"not a medtwin database.*runs"):
+        RunStore(url)
+    with pytest.raises(StorageError, match="no medtwin_meta"):
+        RunStore(url, create=False)
+    with postgres_admin.connect() as conn:
+        tables = conn.execute(
+            sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema=:s"),
+            {"s": schema},
+        ).scalars()
+        assert sorted(tables) == ["runs"]
 
 
 # -- samples ---------------------------------------------------------------------------
