@@ -1235,6 +1235,25 @@ class SimulationResult:
         }
 
 
+#: The per-row channels the phase kernel writes (name, dtype).
+_KERNEL_OUTPUTS: tuple[tuple[str, Any], ...] = (
+    ("running", bool),
+    ("delivered_ml", float),
+    ("plunger_ml", float),
+    ("pump_infused_ml", float),
+    ("pump_withdrawn_ml", float),
+    ("line_pressure_mmhg", float),
+    ("sensed_pressure_mmhg", float),
+    ("alarms", np.int64),
+    ("balance_load_g", float),
+    ("balance_settled_g", float),
+)
+
+
+def _allocate_outputs(rows: int, n: int) -> dict[str, NDArray[Any]]:
+    return {name: np.zeros((rows, n), dtype=dtype) for name, dtype in _KERNEL_OUTPUTS}
+
+
 def _prepare_grid(t_out: Sequence[float] | FloatArray) -> FloatArray:
     grid = np.asarray(t_out, dtype=float)
     if grid.ndim != 1 or grid.size == 0:
@@ -1277,22 +1296,8 @@ def simulate(
     grid = _prepare_grid(t_out)
     _, size, _ = _getter(params)
     n = grid.size
-    out: dict[str, NDArray[Any]] = {
-        name: np.zeros((size, n), dtype=dtype)
-        for name, dtype in (
-            ("running", bool),
-            ("delivered_ml", float),
-            ("plunger_ml", float),
-            ("pump_infused_ml", float),
-            ("pump_withdrawn_ml", float),
-            ("line_pressure_mmhg", float),
-            ("sensed_pressure_mmhg", float),
-            ("alarms", np.int64),
-            ("balance_load_g", float),
-            ("balance_settled_g", float),
-            ("_tare_g", float),
-        )
-    }
+    out = _allocate_outputs(size, n)
+    out["_tare_g"] = np.zeros((size, n))
     per_row: dict[str, FloatArray] = {}
     inputs: dict[str, NDArray[Any]] = {}
     if isinstance(params, SystemParams):
@@ -1405,21 +1410,7 @@ class SystemSimulator:
             raise ValueError("sample times must be ascending and not before now")
         grid = np.maximum(grid, model.t)
         n = grid.size
-        out: dict[str, NDArray[Any]] = {
-            name: np.zeros((1, n), dtype=dtype)
-            for name, dtype in (
-                ("running", bool),
-                ("delivered_ml", float),
-                ("plunger_ml", float),
-                ("pump_infused_ml", float),
-                ("pump_withdrawn_ml", float),
-                ("line_pressure_mmhg", float),
-                ("sensed_pressure_mmhg", float),
-                ("alarms", np.int64),
-                ("balance_load_g", float),
-                ("balance_settled_g", float),
-            )
-        }
+        out = _allocate_outputs(1, n)
         end = float(np.nextafter(grid[-1], math.inf))
         model._origin = None
         # Equal sample times (several devices at one tick) are evaluated once.
