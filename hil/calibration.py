@@ -76,7 +76,13 @@ from drivers.errors import AnalysisError, ConfigurationError
 from hil.comparator import robust_noise_sd
 from hil.config import BenchConfig, bench_from_text
 from hil.store import CalibrationRecord, RunData, RunStore
-from hil.twin import CHANNEL_KINDS, schedule_from_events, twin_params, twin_series
+from hil.twin import (
+    CHANNEL_KINDS,
+    calibration_key,
+    schedule_from_events,
+    twin_params,
+    twin_series,
+)
 
 __all__ = [
     "DEFAULT_PARAMETERS",
@@ -124,30 +130,6 @@ _RANK_RTOL = 1e-10
 
 
 # --------------------------------------------------------------------------- identity
-
-
-def calibration_key(model: str, serial: str, *, bench: str, device: str) -> str:
-    """The key a device's calibrations are filed under in the run store.
-
-    ``model/serial`` when the device reported a serial number; otherwise
-    ``model/<bench>:<device>``, the place of a serial-less device on a named bench (the
-    store needs both halves, and two pumps of one model must not share a calibration).
-
-    Parameters
-    ----------
-    model, serial : str
-        As the device reported them (``DeviceIdentity``); ``serial`` may be empty.
-    bench, device : str
-        The bench's name and the device's name on it.
-    """
-    model = model.strip()
-    serial = serial.strip()
-    if not model:
-        raise ConfigurationError(
-            f"device {device!r} on bench {bench!r} reported no model, so its calibration "
-            "cannot be filed"
-        )
-    return f"{model}/{serial}" if serial else f"{model}/{bench}:{device}"
 
 
 def _calibrated_device(bench: BenchConfig) -> str:

@@ -22,10 +22,11 @@ recorded so far.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -38,7 +39,6 @@ from device_models.syringes import SyringeLibrary, default_library
 from drivers.base import Device, PumpStatus
 from drivers.clock import Clock, VirtualClock
 from drivers.errors import ConfigurationError, DeviceError, MedtwinError, ProtocolError
-from hil.calibration import calibration_key
 from hil.comparator import ChannelSpec, DriftEvent, LiveComparator
 from hil.config import ACTION_KIND, BenchConfig, ScenarioConfig, Step
 from hil.measurements import Verdict
@@ -55,8 +55,8 @@ from hil.twin import (
     ACTION_COMMANDS,
     CHANNEL_KINDS,
     Twin,
+    build_twin,
     schedule_from_events,
-    twin_params,
     twin_series,
 )
 
@@ -122,7 +122,7 @@ def plan_steps(
         (f"steps[{i}]", step) for i, step in enumerate(scenario.steps)
     ]
     for procedure in parse_procedures(scenario.procedures, source=scenario.source):
-        if procedure.end_s > scenario.duration:
+        if procedure.end_s > scenario.duration + 1e-6:
             raise ConfigurationError(
                 f"{procedure.kind} ends at {procedure.end_s:g} s, after the scenario "
                 f"({scenario.duration:g} s); lengthen duration",
@@ -420,34 +420,6 @@ class Runner:
             )
         return specs
 
-    def _build_twin(self) -> Twin:
-        calibration: Mapping[str, float] | None = None
-        twin_cfg = self.bench.twin
-        if twin_cfg.calibration == "latest":
-            device = (
-                twin_cfg.device or (self.bench.device_of_kind("pump") or self.bench.devices[0]).name
-            )
-            identity = self.rig.identities.get(device)
-            key = (
-                calibration_key(
-                    identity.model, identity.serial, bench=self.bench.name, device=device
-                )
-                if identity
-                else device
-            )
-            record = self.store.latest_calibration(key)
-            if record is None:
-                raise ConfigurationError(
-                    f"the twin asks for the latest calibration of {key!r}, and there is none "
-                    'yet; run `medtwin calibrate RUN` first or set twin.calibration = "none"',
-                    source=self.bench.source,
-                    field="twin.calibration",
-                )
-            calibration = {name: float(p["value"]) for name, p in record.params.items()}
-            # Recorded with the run so that its report shows which version was in force.
-            self.calibration_used = {"device_key": key, "version": record.version, "id": record.id}
-        return Twin(twin_params(self.bench, calibration))
-
     def _open_channels(self, writer: RunWriter) -> None:
         for cfg in self.bench.devices:
             channels = []
@@ -475,7 +447,9 @@ class Runner:
             else:
                 self.rig.require_ready("Runner.run")
             if self.twin is None:
-                self.twin = self._build_twin()
+                self.twin, self.calibration_used = build_twin(
+                    self.bench, self.rig.identities, self.store
+                )
             self._t0 = self.clock.now()
             self.writer = self.store.start_run(
                 bench_name=self.bench.name,
@@ -510,8 +484,13 @@ class Runner:
             if self.procedures and not aborted:
                 self._analyse_procedures()
             status = "aborted" if aborted else ("degraded" if self._ever_lost else "completed")
-        except asyncio.CancelledError:
+        except BaseException:
+            # Cancelled (a second Ctrl-C) or failed: what was read so far is kept, and the
+            # run is closed as aborted rather than completed.
             status = "aborted"
+            if self.writer is not None and self.twin is not None and self.comparator is not None:
+                with contextlib.suppress(Exception):
+                    self._flush_readings()
             raise
         finally:
             # Pumps first, then everything else; the run is closed whatever happened.

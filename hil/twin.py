@@ -24,14 +24,18 @@ from device_models.base import ParameterError
 from device_models.schedule import Command, CommandKind, Schedule
 from device_models.syringes import SyringeLibrary, default_library
 from device_models.system import ParameterBatch, SystemParams, SystemSimulator, simulate
+from drivers.base import DeviceIdentity
 from drivers.errors import ConfigurationError
 from hil.config import BenchConfig, EmulationConfig, TwinConfig
+from hil.store import RunStore
 
 __all__ = [
     "ACTION_COMMANDS",
     "CHANNEL_KINDS",
     "ChannelDef",
     "Twin",
+    "build_twin",
+    "calibration_key",
     "emulation_truth",
     "schedule_from_events",
     "twin_params",
@@ -273,3 +277,65 @@ def twin_series(
         "bench-io.pressure_mmhg": ch["line_pressure_mmhg"],
         "pump.alarms": ch["alarms"].astype(float),
     }
+
+
+def calibration_key(model: str, serial: str, *, bench: str, device: str) -> str:
+    """The key a device's calibrations are filed under in the run store.
+
+    ``model/serial`` when the device reported a serial number; otherwise
+    ``model/<bench>:<device>``, the place of a serial-less device on a named bench (the
+    store needs both halves, and two pumps of one model must not share a calibration).
+
+    Parameters
+    ----------
+    model, serial : str
+        As the device reported them (``DeviceIdentity``); ``serial`` may be empty.
+    bench, device : str
+        The bench's name and the device's name on it.
+    """
+    model = model.strip()
+    serial = serial.strip()
+    if not model:
+        raise ConfigurationError(
+            f"device {device!r} on bench {bench!r} reported no model, so its calibration "
+            "cannot be filed"
+        )
+    return f"{model}/{serial}" if serial else f"{model}/{bench}:{device}"
+
+
+def build_twin(
+    bench: BenchConfig, identities: Mapping[str, DeviceIdentity], store: RunStore
+) -> tuple[Twin, dict[str, Any] | None]:
+    """The twin of ``bench``: its ``[twin]`` parameters plus, when it asks for
+    ``calibration = "latest"``, the newest calibration stored for the device's identity.
+
+    Returns the twin and, when a calibration was used, ``{"device_key", "version", "id"}``
+    (recorded with the run so its report shows which version was in force).
+
+    Raises
+    ------
+    ConfigurationError
+        The bench asks for the latest calibration and none is stored for the device.
+    """
+    twin_cfg = bench.twin
+    if twin_cfg.calibration != "latest":
+        return Twin(twin_params(bench)), None
+    device = twin_cfg.device or (bench.device_of_kind("pump") or bench.devices[0]).name
+    identity = identities.get(device)
+    key = (
+        calibration_key(identity.model, identity.serial, bench=bench.name, device=device)
+        if identity
+        else device
+    )
+    record = store.latest_calibration(key)
+    if record is None:
+        raise ConfigurationError(
+            f"the twin asks for the latest calibration of {key!r}, and there is none in "
+            f"{store.url}; run `medtwin calibrate RUN` first or set "
+            'twin.calibration = "none"',
+            source=bench.source,
+            field="twin.calibration",
+        )
+    calibration = {name: float(p["value"]) for name, p in record.params.items()}
+    used = {"device_key": key, "version": record.version, "id": record.id}
+    return Twin(twin_params(bench, calibration)), used
