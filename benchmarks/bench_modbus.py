@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from _common import BenchResult  # noqa: E402
+from _common import BenchResult, ratio_goal  # noqa: E402
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient  # noqa: E402
 
 from drivers.base import RetryPolicy  # noqa: E402
@@ -149,16 +149,14 @@ async def _overhead(tcp: bool, quick: bool) -> BenchResult:
     finally:
         await emulator.stop()
     ours_rate, bare_rate = 1.0 / min(ours), 1.0 / min(bare)
-    ratio = ours_rate / bare_rate
     how = "alternating reads" if tcp else "alternating batches"
-    return BenchResult(
-        name=f"modbus read_values vs bare pymodbus ({'Modbus TCP' if tcp else 'RTU pty'})",
-        value=ours_rate,
-        unit="reads/s",
+    return ratio_goal(
+        f"modbus read_values vs bare pymodbus ({'Modbus TCP' if tcp else 'RTU pty'})",
+        ours_rate,
+        "reads/s",
         baseline=bare_rate,
-        ratio=ratio,
-        goal="ratio >= 0.8",
-        passed=ratio >= 0.8,
+        ratio=ours_rate / bare_rate,
+        minimum=0.8,
         note=f"10 input registers decoded to 6 values; best of {rounds} × {n} reads, {how}",
     )
 
@@ -181,15 +179,13 @@ async def _paced(quick: bool) -> BenchResult:
     finally:
         await emulator.stop()
     achieved, limit = 1.0 / per_read, wire_limit_tx_s(pacing)
-    ratio = achieved / limit
-    return BenchResult(
-        name="modbus RTU paced at 19200 baud 11 bit/char vs wire limit",
-        value=achieved,
-        unit="tx/s",
+    return ratio_goal(
+        "modbus RTU paced at 19200 baud 11 bit/char vs wire limit",
+        achieved,
+        "tx/s",
         baseline=limit,
-        ratio=ratio,
-        goal="ratio >= 0.9",
-        passed=ratio >= 0.9,
+        ratio=achieved / limit,
+        minimum=0.9,
         note=f"{n} status reads; limit = 1 / ((8 + 25) × 11/19200 + 2 × t3.5)",
     )
 

@@ -32,11 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import multiprocessing
 import multiprocessing.connection
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -49,7 +47,13 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from _common import BenchResult, best_time_s  # noqa: E402
+from _common import (  # noqa: E402
+    BenchResult,
+    alternating_rounds,
+    best_time_s,
+    paired_rates,
+    ratio_goal,
+)
 
 from drivers.base import RetryPolicy  # noqa: E402
 from drivers.clock import VirtualClock  # noqa: E402
@@ -103,41 +107,6 @@ def emulator_process(baud: int | None = None) -> Iterator[str]:
             process.join()
 
 
-def _alternating_rounds(
-    runs: dict[str, Callable[[], None]], *, repeat: int
-) -> dict[str, list[float]]:
-    """Wall time of each runner in each of ``repeat`` rounds, the runners taking turns
-    within a round so that load from other processes on a shared machine falls on all
-    of them alike (GC paused while timing)."""
-    for run_once in runs.values():
-        run_once()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeat):
-        for name, run_once in runs.items():
-            gc.collect()
-            gc.disable()
-            try:
-                start = time.perf_counter()
-                run_once()
-                times[name].append(time.perf_counter() - start)
-            finally:
-                gc.enable()
-    return times
-
-
-def _paired(
-    n: int, times: dict[str, list[float]], ours: str, baseline: str
-) -> tuple[float, float, float]:
-    """(ours tx/s, baseline tx/s, ratio): medians over rounds; the ratio is the median of
-    the per-round ratios, each comparing two batches run back to back."""
-    ratios = [b / o for o, b in zip(times[ours], times[baseline], strict=True)]
-    return (
-        n / statistics.median(times[ours]),
-        n / statistics.median(times[baseline]),
-        statistics.median(ratios),
-    )
-
-
 def _driver_runner(loop: asyncio.AbstractEventLoop, pump: NE1000Pump, n: int) -> Callable[[], None]:
     command = Command("DIS")
 
@@ -173,7 +142,7 @@ def _bench_driver_vs_bare(quick: bool) -> BenchResult:
             loop.run_until_complete(pump.open())
             bare.write(REQUEST)
             reply_len = len(bare.read_until(b"\x03"))
-            times = _alternating_rounds(
+            times = alternating_rounds(
                 {
                     "ours": _driver_runner(loop, pump, n),
                     "bare": _bare_runner(bare, n, reply_len),
@@ -184,15 +153,14 @@ def _bench_driver_vs_bare(quick: bool) -> BenchResult:
             bare.close()
             loop.run_until_complete(pump.close())
             loop.close()
-    ours, baseline, ratio = _paired(n, times, "ours", "bare")
-    return BenchResult(
-        name="ne1000 driver DIS round trip (pty)",
-        value=ours,
-        unit="tx/s",
+    ours, baseline, ratio = paired_rates(n, times, "ours", "bare")
+    return ratio_goal(
+        "ne1000 driver DIS round trip (pty)",
+        ours,
+        "tx/s",
         baseline=baseline,
         ratio=ratio,
-        goal="ratio >= 0.7",
-        passed=ratio >= 0.7,
+        minimum=0.7,
         note=(
             f"baseline: bare pyserial write + read(n) against the same emulator process; "
             f"medians of {repeat} alternating rounds of {n}"
@@ -264,7 +232,7 @@ def _bench_transport_choice(quick: bool) -> BenchResult:
                 await writer.wait_closed()
 
         try:
-            times = _alternating_rounds(
+            times = alternating_rounds(
                 {
                     "ours": lambda: loop.run_until_complete(ours_batch()),
                     "library": lambda: loop.run_until_complete(library_batch()),
@@ -275,15 +243,14 @@ def _bench_transport_choice(quick: bool) -> BenchResult:
             loop.run_until_complete(shutdown())
             loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
-    ours, library, ratio = _paired(n, times, "ours", "library")
-    return BenchResult(
-        name="transport add_reader vs pyserial-asyncio-fast",
-        value=ours,
-        unit="tx/s",
+    ours, library, ratio = paired_rates(n, times, "ours", "library")
+    return ratio_goal(
+        "transport add_reader vs pyserial-asyncio-fast",
+        ours,
+        "tx/s",
         baseline=library,
         ratio=ratio,
-        goal="ratio >= 0.9",
-        passed=ratio >= 0.9,
+        minimum=0.9,
         note="write + read_until(ETX) of DIS against the same emulator process",
     )
 

@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from _common import BenchResult  # noqa: E402
+from _common import BenchResult, ratio_goal  # noqa: E402
 
 from hil.store import RunStore, RunWriter  # noqa: E402
 
@@ -223,15 +223,13 @@ def _postgres_schema() -> Iterator[str | None]:
 def _ratio_result(
     name: str, ours_rate: float, base_rate: float, goal: float, note: str
 ) -> BenchResult:
-    ratio = ours_rate / base_rate
-    return BenchResult(
-        name=name,
-        value=ours_rate,
-        unit="samples/s",
+    return ratio_goal(
+        name,
+        ours_rate,
+        "samples/s",
         baseline=base_rate,
-        ratio=ratio,
-        goal=f"ratio >= {goal:g}",
-        passed=ratio >= goal,
+        ratio=ours_rate / base_rate,
+        minimum=goal,
         note=note,
     )
 

@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from _common import BenchResult, best_time_s  # noqa: E402
+from _common import BenchResult, best_time_s, value_goal  # noqa: E402
 
 from hil.analysis.iec60601_2_24 import (  # noqa: E402
     DEFAULT_WINDOWS_MIN,
@@ -142,34 +142,29 @@ def run(quick: bool = False) -> list[BenchResult]:
     )
     label = f"{hours:g} h @ {LOG_INTERVAL_S:g} s"
     return [
-        BenchResult(
-            name=f"trumpet {label}, S = 0.5 s over the whole log vs np.convolve per window",
-            value=ours_s,
-            unit="s",
+        value_goal(
+            f"trumpet {label}, S = 0.5 s over the whole log vs np.convolve per window",
+            ours_s,
+            "s",
+            at_most=GOAL_S,
             baseline=convolve_s,
             ratio=convolve_s / ours_s,
-            goal=f"value <= {GOAL_S:g} s",
-            passed=ours_s <= GOAL_S,
             note=f"{errors.size} flows, windows up to {round(31 / interval_min)} samples",
         ),
-        BenchResult(
-            name=f"trumpet {label}, S = 0.5 s vs pure-Python formula (extrapolated)",
-            value=ours_s,
-            unit="s",
+        value_goal(
+            f"trumpet {label}, S = 0.5 s vs pure-Python formula (extrapolated)",
+            ours_s,
+            "s",
+            at_most=GOAL_S,
             baseline=python_s,
             ratio=python_s / ours_s,
-            goal=f"value <= {GOAL_S:g} s",
-            passed=ours_s <= GOAL_S,
             note=f"Python measured on {python_hours:g} h ({python_short_s:.3g} s), scaled by Σ m·p",
         ),
-        BenchResult(
-            name=f"IEC pipeline on {label}: resample to S = 0.5 min, A + trumpet, B + trumpet",
-            value=iec_s,
-            unit="s",
-            baseline=None,
-            ratio=None,
-            goal=f"value <= {GOAL_S:g} s",
-            passed=iec_s <= GOAL_S,
+        value_goal(
+            f"IEC pipeline on {label}: resample to S = 0.5 min, A + trumpet, B + trumpet",
+            iec_s,
+            "s",
+            at_most=GOAL_S,
             note="two trumpet_curve calls, each resampling the full 0.5-s log",
         ),
     ]

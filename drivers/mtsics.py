@@ -43,7 +43,6 @@ Driver-side decisions (see ``docs/protocols/mt-sics.md``):
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -57,7 +56,6 @@ from drivers.clock import Clock
 from drivers.errors import (
     CommandRefused,
     DeviceError,
-    DeviceTimeout,
     LimitError,
     PortError,
     ProtocolError,
@@ -783,15 +781,7 @@ class BalanceStream:
         if not self._open:
             raise StopAsyncIteration
         balance = self._balance
-        timeout_s = balance.retry.timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):
-                line = await balance._read_line()
-        except TimeoutError:
-            raise DeviceTimeout(
-                f"SIR stream: no value within {timeout_s:g} s on {balance.port}",
-                device=balance.name,
-            ) from None
+        line = await balance._within(balance._read_line, what="SIR stream: no value")
         reply = decode_reply(line, device=balance.name)
         if isinstance(reply, StatusReply) and reply.command == "S" and reply.status in "I+-":
             raise CommandRefused(
@@ -811,25 +801,21 @@ class BalanceStream:
         if balance._transport is None:  # the port closed under us: nothing to stop
             balance._stream = None
             return
-        try:
-            async with asyncio.timeout(balance.retry.timeout_s):
-                port = balance._port()
-                await port.write(Command("SI").encode() + Command("I4").encode())
-                for _ in range(_MAX_FENCE_LINES):
-                    line = await balance._read_line()
-                    if line.startswith(b"I4 "):
-                        break
-                else:
-                    raise ProtocolError(
-                        f"SIR stream did not stop within {_MAX_FENCE_LINES} lines",
-                        raw=line,
-                        device=balance.name,
-                    )
-        except TimeoutError:
-            raise DeviceTimeout(
-                f"SIR stream: no answer to the stop command within "
-                f"{balance.retry.timeout_s:g} s on {balance.port}",
+
+        async def stop() -> None:
+            port = balance._port()
+            await port.write(Command("SI").encode() + Command("I4").encode())
+            for _ in range(_MAX_FENCE_LINES):
+                line = await balance._read_line()
+                if line.startswith(b"I4 "):
+                    return
+            raise ProtocolError(
+                f"SIR stream did not stop within {_MAX_FENCE_LINES} lines",
+                raw=line,
                 device=balance.name,
-            ) from None
+            )
+
+        try:
+            await balance._within(stop, what="SIR stream: no answer to the stop command")
         finally:
             balance._stream = None

@@ -594,26 +594,7 @@ def decode_reply(frame: bytes) -> tuple[Reply, bool]:
     match = _BASIC_FRAME.match(frame)
     if match is not None:
         # The common case in one regex: a well-formed basic reply (printable by pattern).
-        address, prompt, alarm, rest = match.groups()
-        error: ErrorCode | None = None
-        if rest[:1] == b"?":
-            error = _ERRORS.get(rest[1:])
-            if error is None:
-                raise ProtocolError(
-                    f"unknown command error {rest.decode()!r}; expected ?, ?NA, ?OOR, ?COM or ?IGN",
-                    raw=frame,
-                )
-            rest = b""
-        return (
-            Reply(
-                int(address),
-                _PROMPTS[prompt] if prompt else None,
-                _ALARM_CODES[alarm] if alarm else None,
-                error,
-                rest.decode("ascii"),
-            ),
-            False,
-        )
+        return _basic_reply(match, frame), False
     if len(frame) < 2 or frame[0] != STX:
         raise ProtocolError("reply must start with STX", raw=frame)
     if _is_digit(frame[1]):
@@ -630,6 +611,33 @@ def decode_reply(frame: bytes) -> tuple[Reply, bool]:
         return decode_reply_text(text), safe
     except ProtocolError as exc:
         raise _restated(exc, raw=frame) from None
+
+
+def _known_error(match: re.Match[bytes]) -> bool:
+    """Whether a :data:`_BASIC_FRAME` match carries data or a known ``?error``."""
+    rest: bytes = match.group(4)
+    return rest[:1] != b"?" or rest[1:] in _ERRORS
+
+
+def _basic_reply(match: re.Match[bytes], frame: bytes) -> Reply:
+    """The reply of a frame :data:`_BASIC_FRAME` matched."""
+    address, prompt, alarm, rest = match.groups()
+    error: ErrorCode | None = None
+    if rest[:1] == b"?":
+        error = _ERRORS.get(rest[1:])
+        if error is None:
+            raise ProtocolError(
+                f"unknown command error {rest.decode()!r}; expected ?, ?NA, ?OOR, ?COM or ?IGN",
+                raw=frame,
+            )
+        rest = b""
+    return Reply(
+        int(address),
+        _PROMPTS[prompt] if prompt else None,
+        _ALARM_CODES[alarm] if alarm else None,
+        error,
+        rest.decode("ascii"),
+    )
 
 
 def _restated(
@@ -682,6 +690,13 @@ def _candidate(buffer: bytes | bytearray, start: int) -> tuple[str, int, _Decode
 def scan_reply(buffer: bytes | bytearray) -> tuple[_Decoded | None, bytes, int]:
     """:func:`find_reply`, also returning the decoded frame: ``((reply, safe), frame,
     index)``, or ``(None, b"", index)`` when more bytes are needed."""
+    if 0 < len(buffer) <= MAX_BASIC_REPLY + 1 and buffer[0] == STX:
+        # The common case, a buffer holding exactly one well-formed basic reply, in one
+        # regex match; the scan below finds the same frame, only slower.
+        frame = bytes(buffer)
+        match = _BASIC_FRAME.match(frame)
+        if match is not None and _known_error(match):
+            return (_basic_reply(match, frame), False), frame, len(frame)
     first_bad: int | None = None
     waiting_at: int | None = None
     position = buffer.find(STX)
@@ -1024,31 +1039,28 @@ class NE1000Pump(InfusionPump):
         """
         argument = str(self.safe_mode_timeout_s) if self.safe_mode else "0"
         command = Command("SAF", argument)
-        failure: Exception | None = None
-        for _ in range(self.retry.retries + 1):
-            await self._resync()
-            try:
-                async with asyncio.timeout(self.retry.timeout_s):
-                    for _ in range(len(AlarmCode) + 1):
-                        reply, raw = await self._exchange_raw(command, safe=True)
-                        if reply.alarm is None:
-                            return reply, raw
-                        # The alarm reply acknowledged that alarm and SAF was not
-                        # executed: send it again. A power-up reset is expected when
-                        # connecting; any other alarm is reported by the next status.
-                        if reply.alarm is not AlarmCode.RESET:
-                            self._unreported.add(reply.alarm.pump_alarm)
+
+        async def attempt() -> tuple[Reply, bytes]:
+            for _ in range(len(AlarmCode) + 1):
+                reply, raw = await self._exchange_raw(command, safe=True)
+                if reply.alarm is None:
                     return reply, raw
-            except (TimeoutError, ProtocolError) as exc:
-                failure = exc
-        if isinstance(failure, ProtocolError):
-            raise failure
-        raise DeviceTimeout(
-            f"no reply to SAF{argument} within {self.retry.timeout_s:g} s "
-            f"({self.retry.retries + 1} attempts) on {self.port}; check the baud rate "
-            f"({self.baudrate}), the address ({self.address}) and the cable",
-            device=self.name,
-        )
+                # The alarm reply acknowledged that alarm and SAF was not executed: send
+                # it again. A power-up reset is expected when connecting; any other alarm
+                # is reported by the next status.
+                if reply.alarm is not AlarmCode.RESET:
+                    self._unreported.add(reply.alarm.pump_alarm)
+            return reply, raw
+
+        try:
+            return await self._retrying("open", attempt, reconnect=False)
+        except DeviceTimeout:
+            raise DeviceTimeout(
+                f"no reply to SAF{argument} within {self.retry.timeout_s:g} s "
+                f"({self.retry.retries + 1} attempts) on {self.port}; check the baud rate "
+                f"({self.baudrate}), the address ({self.address}) and the cable",
+                device=self.name,
+            ) from None
 
     async def _close(self) -> None:
         heartbeat, self._heartbeat = self._heartbeat, None
@@ -1070,10 +1082,12 @@ class NE1000Pump(InfusionPump):
                 await asyncio.sleep(wait)
                 continue
             try:
-                async with self._lock, asyncio.timeout(self.retry.timeout_s):
+                async with self._lock:
                     if time.monotonic() - self._last_tx < period:
                         continue
-                    reply = await self._exchange(Command())
+                    reply = await self._within(
+                        lambda: self._exchange(Command()), what="heartbeat: no reply"
+                    )
                 if reply.alarm is not None:
                     self._unreported.add(reply.alarm.pump_alarm)
             except (DeviceError, ProtocolError, TimeoutError) as exc:

@@ -11,10 +11,10 @@
   pyserial again; URL handlers that expose no file descriptor are polled while a reader
   waits (every millisecond), since pyserial gives no readiness notification for them.
 
-Reads never block forever: callers wrap them in ``asyncio.timeout`` (``drivers.base``
-does). A port that vanishes (EOF, ``EIO``/``ENXIO`` on a hung-up tty, a closed socket)
-raises :class:`~drivers.errors.PortError` naming the device and the port, and so does
-every later read or write until the transport is reopened.
+Reads never block forever: callers bound them (``drivers.base`` cancels every attempt
+at its deadline). A port that vanishes (EOF, ``EIO``/``ENXIO`` on a hung-up tty, a
+closed socket) raises :class:`~drivers.errors.PortError` naming the device and the port,
+and so does every later read or write until the transport is reopened.
 
 Why ``add_reader`` on pyserial's descriptor rather than pyserial-asyncio-fast
 -----------------------------------------------------------------------------
@@ -118,6 +118,36 @@ class _BufferedTransport(ByteTransport):
         self._open_error: PortError | None = None
         self._open = False
 
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._open:
+            return
+        self._lost = None
+        self._buffer.clear()
+        try:
+            await self._connect()
+        except PortError as exc:
+            # Kept so that a read on the port that failed to reopen says why.
+            self._open_error = exc
+            raise
+        self._open_error = None
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+        self._buffer.clear()
+        self._wake()
+        await self._disconnect()
+
+    @abc.abstractmethod
+    async def _connect(self) -> None:
+        """Acquire the port; PortError (naming device and port) if that fails."""
+
+    @abc.abstractmethod
+    async def _disconnect(self) -> None:
+        """Release the port; safe when it is already gone."""
+
     # -- called by the I/O side --------------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
@@ -209,10 +239,15 @@ class _BufferedTransport(ByteTransport):
         return data
 
     async def read_some(self, max_size: int = 4096) -> bytes:
-        while not self._buffer:
+        buffer = self._buffer
+        while not buffer:
             await self._wait_data()
-        data = bytes(self._buffer[:max_size])
-        del self._buffer[:max_size]
+        if len(buffer) <= max_size:
+            data = bytes(buffer)
+            buffer.clear()
+            return data
+        data = bytes(buffer[:max_size])
+        del buffer[:max_size]
         return data
 
     def discard_input(self) -> None:
@@ -237,24 +272,13 @@ class SerialTransport(_BufferedTransport):
         stopbits: float = 1,
     ) -> None:
         super().__init__(port, device=device)
-        self._settings = _line_settings(
-            port,
-            device=device,
-            baudrate=baudrate,
-            bytesize=bytesize,
-            parity=parity,
-            stopbits=stopbits,
-        )
+        self._settings = _line_settings(port, device, baudrate, bytesize, parity, stopbits)
         self._serial: serial.SerialBase | None = None
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def open(self) -> None:
-        if self._open:
-            return
+    async def _connect(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._lost = None
-        self._buffer.clear()
         options: dict[str, Any] = dict(self._settings)
         if "://" not in self.port:
             # Two programs on one tty interleave their bytes; refuse like a locked port.
@@ -263,13 +287,11 @@ class SerialTransport(_BufferedTransport):
             port = serial.serial_for_url(self.port, do_not_open=True, timeout=0, **options)
             port.open()
         except (serial.SerialException, OSError, ValueError) as exc:
-            self._open_error = PortError(
+            raise PortError(
                 f"cannot open port {self.port}: {exc}; check the path or URL, that the "
                 "device is connected and that no other program holds it",
                 device=self.device,
-            )
-            raise self._open_error from exc
-        self._open_error = None
+            ) from exc
         self._serial = port
         try:
             fd = port.fileno()
@@ -279,7 +301,6 @@ class SerialTransport(_BufferedTransport):
         self._polled = self._fd is None
         if self._fd is not None:
             self._loop.add_reader(self._fd, self._on_readable)
-        self._open = True
 
     def _on_readable(self) -> None:
         fd = self._fd
@@ -330,7 +351,7 @@ class SerialTransport(_BufferedTransport):
             except (serial.SerialException, OSError) as exc:
                 raise self._lose(str(exc)) from exc
             return
-        view = memoryview(data)
+        view: bytes | memoryview = data
         while view:
             try:
                 written = os.write(self._fd, view)
@@ -340,7 +361,9 @@ class SerialTransport(_BufferedTransport):
             except OSError as exc:
                 self._stop_watching()
                 raise self._lose(errno.errorcode.get(exc.errno or 0, str(exc))) from exc
-            view = view[written:]
+            if written == len(view):
+                return
+            view = memoryview(view)[written:]  # a partial write: the rest, without copying
 
     async def _writable(self) -> None:
         assert self._loop is not None
@@ -353,12 +376,9 @@ class SerialTransport(_BufferedTransport):
             if self._fd is not None:
                 self._loop.remove_writer(self._fd)
 
-    async def close(self) -> None:
+    async def _disconnect(self) -> None:
         self._stop_watching()
         port, self._serial, self._fd = self._serial, None, None
-        self._open = False
-        self._buffer.clear()
-        self._wake()
         if port is not None:
             with contextlib.suppress(OSError, serial.SerialException):
                 port.close()
@@ -397,27 +417,20 @@ class TcpTransport(_BufferedTransport):
         self._transport: asyncio.Transport | None = None
         self._protocol: _TcpProtocol | None = None
 
-    async def open(self) -> None:
-        if self._open:
-            return
-        self._lost = None
-        self._buffer.clear()
+    async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             transport, protocol = await loop.create_connection(
                 lambda: _TcpProtocol(self), self.host, self.tcp_port
             )
         except OSError as exc:
-            self._open_error = PortError(
+            raise PortError(
                 f"cannot connect to {self.port}: {exc}; check that the device server or "
                 "emulator is listening there",
                 device=self.device,
-            )
-            raise self._open_error from exc
-        self._open_error = None
+            ) from exc
         assert isinstance(transport, asyncio.Transport)
         self._transport, self._protocol = transport, protocol
-        self._open = True
 
     async def write(self, data: bytes) -> None:
         self._check_usable()
@@ -427,11 +440,8 @@ class TcpTransport(_BufferedTransport):
         await self._protocol._resumed.wait()
         self._check_usable()
 
-    async def close(self) -> None:
+    async def _disconnect(self) -> None:
         transport, self._transport = self._transport, None
-        self._open = False
-        self._buffer.clear()
-        self._wake()
         if transport is not None:
             transport.close()
             # Let the loop run connection_lost so the socket is really released.
@@ -458,8 +468,11 @@ def _parse_socket_url(port: str, *, device: str) -> tuple[str, int]:
 
 
 def _line_settings(
-    port: str, *, device: str, baudrate: int, bytesize: int, parity: str, stopbits: float
+    port: str, device: str, baudrate: int, bytesize: int, parity: str, stopbits: float
 ) -> dict[str, Any]:
+    """pyserial's keyword arguments for the line settings; ConfigurationError naming the
+    device, the port and the setting when one is not valid."""
+
     def bad(field: str, value: object, expected: str) -> ConfigurationError:
         return ConfigurationError(
             f"{device} on {port}: {field}={value!r} is not valid; expected {expected}",
@@ -516,14 +529,7 @@ def open_transport(
     if port.startswith("socket://"):
         # Validate the line settings anyway: a bench file with parity "X" is wrong
         # whether or not this particular port uses it.
-        _line_settings(
-            port,
-            device=device,
-            baudrate=baudrate,
-            bytesize=bytesize,
-            parity=parity,
-            stopbits=stopbits,
-        )
+        _line_settings(port, device, baudrate, bytesize, parity, stopbits)
         return TcpTransport(port, device=device)
     return SerialTransport(
         port,

@@ -52,7 +52,7 @@ import math
 import struct
 import tomllib
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -130,6 +130,8 @@ _WIDE = 9.0
 _MAX_PLOT_POINTS = 4000
 _REAL_COLOUR = "#1f77b4"
 _TWIN_COLOUR = "#ff7f0e"
+#: Line colour and style of each source, in every figure that shows both.
+_SOURCE_STYLES = {"real": (_REAL_COLOUR, "-"), "twin": (_TWIN_COLOUR, "--")}
 _LIMIT_COLOUR = "#d62728"
 _DETECTOR_COLOURS = {"tolerance": "#d62728", "cusum": "#9467bd", "ewma": "#8c564b"}
 # matplotlib's built-in defaults plus a few of ours, applied whatever the user's
@@ -854,15 +856,13 @@ def _plot_pair(
     twin_label: str = "twin",
 ) -> bool:
     drawn = False
-    for source, colour, style, label in (
-        ("real", _REAL_COLOUR, "-", real_label),
-        ("twin", _TWIN_COLOUR, "--", twin_label),
-    ):
+    labels = {"real": real_label, "twin": twin_label}
+    for source, (colour, style) in _SOURCE_STYLES.items():
         channel = _channel(run, name, source)
         if channel is None or not _has_data(channel):
             continue
         t_s, values = _envelope(channel.t_s, channel.values)
-        ax.plot(axis(t_s), values, color=colour, ls=style, lw=1.0, label=label)
+        ax.plot(axis(t_s), values, color=colour, ls=style, lw=1.0, label=labels[source])
         drawn = True
     return drawn
 
@@ -1234,59 +1234,104 @@ def _not_analysed(procedure: _Procedure, run: RunData) -> str:
     )
 
 
-def _section_startup(ctx: _Context) -> tuple[bool, str]:
-    flows = ctx.of_kind(_FLOW_KIND)
-    if not flows:
-        return False, _na("No IEC 60601-2-24 flow procedure in this run: no start-up curve.")
-    parts = []
-    for index, procedure in enumerate(flows):
-        curves = {
-            s: _dict(procedure.analysis[s].get("startup"))
-            for s in _SOURCES
-            if s in procedure.analysis
-        }
-        curves = {s: c for s, c in curves.items() if _list(c.get("t_min"))}
-        if not curves:
-            parts.append(_not_analysed(procedure, ctx.run))
-            continue
-        any_analysis = next(iter(procedure.analysis.values()))
-        rate = _finite(any_analysis.get("rate_ml_h"))
-        interval = _finite(any_analysis.get("interval_min"))
-        lower, upper = _accuracy_limits(procedure, ctx.run.verdicts)
-        figure, (ax,) = ctx.figures.new(4.2)
-        for source, colour, style in (("real", _REAL_COLOUR, "-"), ("twin", _TWIN_COLOUR, "--")):
-            if source in curves:
-                t_min = _floats(curves[source]["t_min"])
-                flow = _floats(curves[source]["flow_ml_h"])
-                ax.plot(t_min, flow, color=colour, ls=style, lw=1.0, label=f"{source}: Q_i")
-        if rate is not None:
-            ax.axhline(rate, color="#333333", lw=0.9, label=f"set rate r = {rate:g} mL/h")
-            label: str | None = f"declared accuracy [{_num(lower)}, {_num(upper)}] %"
-            for limit in (lower, upper):
-                if limit is not None:
-                    ax.axhline(
-                        rate * (1 + limit / 100.0), color=_LIMIT_COLOUR, ls=":", lw=1.0, label=label
-                    )
-                    label = None
-        ax.set_xlabel("time after the start (min)")
-        ax.set_ylabel("flow Q_i (mL/h)")
-        title = f"Start-up curve, r = {_num(rate)} mL/h, S = {_num(interval)} min"
-        ax.set_title(title + f" ({procedure.label})")
-        ax.legend(loc="lower right")
-        item = ctx.figures.add(
-            figure,
-            name=_name("startup", index, len(flows)),
-            title=f"start-up curve {procedure.label}",
-            section="startup",
-        )
-        caption = (
-            f"{_esc(procedure.label)}: flow Q_i = 60·ΔW/(S·d) per sample interval S over the "
-            "start-up period (IEC 60601-2-24:1998 50.102), real device and twin."
-            + _esc(_flow_note(procedure))
-        )
-        missing = [s for s in _SOURCES if s not in curves]
-        parts.append(_figure_html(item, caption) + _errors_html(procedure, missing))
-    return True, "".join(parts)
+def _per_procedure(
+    kind: str,
+    part: Callable[[_Context, _Procedure, int, int], str | None],
+    *,
+    absent: str,
+    note: str = "",
+) -> Callable[[_Context], tuple[bool, str]]:
+    """The builder of a section with one part per procedure of ``kind`` (in run order),
+    then ``note``.
+
+    ``part(ctx, procedure, index, count)`` renders one procedure, or gives None when the
+    procedure has no analysis to show (its part then says why). A run without such a
+    procedure has no section; ``absent`` says so.
+    """
+
+    def build(ctx: _Context) -> tuple[bool, str]:
+        procedures = ctx.of_kind(kind)
+        if not procedures:
+            return False, _na(absent)
+        parts = []
+        for index, procedure in enumerate(procedures):
+            html_part = part(ctx, procedure, index, len(procedures))
+            parts.append(_not_analysed(procedure, ctx.run) if html_part is None else html_part)
+        return True, "".join(parts) + note
+
+    return build
+
+
+def _analysed_sides(procedure: _Procedure) -> list[str]:
+    return [s for s in _SOURCES if s in procedure.analysis]
+
+
+def _flow_figure(
+    ctx: _Context,
+    figure: Figure,
+    procedure: _Procedure,
+    *,
+    section: str,
+    title: str,
+    index: int,
+    count: int,
+    caption: str,
+) -> str:
+    """Add the ``section`` figure of one flow procedure; its HTML, captioned with the
+    procedure's label, ``caption`` (HTML) and the note on how its flow was analysed."""
+    item = ctx.figures.add(
+        figure,
+        name=_name(section, index, count),
+        title=f"{title} {procedure.label}",
+        section=section,
+    )
+    text = f"{_esc(procedure.label)}: {caption}" + _esc(_flow_note(procedure))
+    return _figure_html(item, text)
+
+
+def _startup_part(ctx: _Context, procedure: _Procedure, index: int, count: int) -> str | None:
+    curves = {
+        s: _dict(procedure.analysis[s].get("startup")) for s in _SOURCES if s in procedure.analysis
+    }
+    curves = {s: c for s, c in curves.items() if _list(c.get("t_min"))}
+    if not curves:
+        return None
+    any_analysis = next(iter(procedure.analysis.values()))
+    rate = _finite(any_analysis.get("rate_ml_h"))
+    interval = _finite(any_analysis.get("interval_min"))
+    lower, upper = _accuracy_limits(procedure, ctx.run.verdicts)
+    figure, (ax,) = ctx.figures.new(4.2)
+    for source, (colour, style) in _SOURCE_STYLES.items():
+        if source in curves:
+            t_min = _floats(curves[source]["t_min"])
+            flow = _floats(curves[source]["flow_ml_h"])
+            ax.plot(t_min, flow, color=colour, ls=style, lw=1.0, label=f"{source}: Q_i")
+    if rate is not None:
+        ax.axhline(rate, color="#333333", lw=0.9, label=f"set rate r = {rate:g} mL/h")
+        label: str | None = f"declared accuracy [{_num(lower)}, {_num(upper)}] %"
+        for limit in (lower, upper):
+            if limit is not None:
+                ax.axhline(
+                    rate * (1 + limit / 100.0), color=_LIMIT_COLOUR, ls=":", lw=1.0, label=label
+                )
+                label = None
+    ax.set_xlabel("time after the start (min)")
+    ax.set_ylabel("flow Q_i (mL/h)")
+    title = f"Start-up curve, r = {_num(rate)} mL/h, S = {_num(interval)} min"
+    ax.set_title(title + f" ({procedure.label})")
+    ax.legend(loc="lower right")
+    missing = [s for s in _SOURCES if s not in curves]
+    return _flow_figure(
+        ctx,
+        figure,
+        procedure,
+        section="startup",
+        title="start-up curve",
+        index=index,
+        count=count,
+        caption="flow Q_i = 60·ΔW/(S·d) per sample interval S over the start-up period "
+        "(IEC 60601-2-24:1998 50.102), real device and twin.",
+    ) + _errors_html(procedure, missing)
 
 
 def _trumpet_windows(analysis: Mapping[str, Any]) -> dict[float, dict[str, Any]]:
@@ -1309,96 +1354,83 @@ def _window_limits(
     return (min(lows) if lows else None, max(highs) if highs else None)
 
 
-def _section_trumpet(ctx: _Context) -> tuple[bool, str]:
-    flows = ctx.of_kind(_FLOW_KIND)
-    if not flows:
-        return False, _na("No IEC 60601-2-24 flow procedure in this run: no trumpet curve.")
-    parts = []
-    for index, procedure in enumerate(flows):
-        sides = {
-            s: procedure.analysis[s]
-            for s in _SOURCES
-            if s in procedure.analysis and _trumpet_windows(procedure.analysis[s])
-        }
-        if not sides:
-            parts.append(_not_analysed(procedure, ctx.run))
+def _trumpet_part(ctx: _Context, procedure: _Procedure, index: int, count: int) -> str | None:
+    sides = {
+        s: procedure.analysis[s]
+        for s in _SOURCES
+        if s in procedure.analysis and _trumpet_windows(procedure.analysis[s])
+    }
+    if not sides:
+        return None
+    lower, upper = _accuracy_limits(procedure, ctx.run.verdicts)
+    figure, (ax,) = ctx.figures.new(4.6)
+    all_windows: set[float] = set()
+    for source, (colour, style) in _SOURCE_STYLES.items():
+        if source not in sides:
             continue
-        lower, upper = _accuracy_limits(procedure, ctx.run.verdicts)
-        figure, (ax,) = ctx.figures.new(4.6)
-        all_windows: set[float] = set()
-        for source, colour, style in (("real", _REAL_COLOUR, "-"), ("twin", _TWIN_COLOUR, "--")):
-            if source not in sides:
-                continue
-            windows = _trumpet_windows(sides[source])
-            p = np.array(list(windows))
-            all_windows.update(windows)
-            ep_max = _floats([w.get("ep_max") for w in windows.values()])
-            ep_min = _floats([w.get("ep_min") for w in windows.values()])
-            ax.plot(
-                p, ep_max, color=colour, ls=style, marker="^", lw=1.1, label=f"{source}: Ep(max)"
-            )
-            ax.plot(
-                p, ep_min, color=colour, ls=style, marker="v", lw=1.1, label=f"{source}: Ep(min)"
-            )
-            mean = _finite(_dict(sides[source].get("trumpet")).get("mean_error_percent"))
-            if mean is not None:
-                ax.axhline(mean, color=colour, ls=":", lw=1.0, label=f"{source}: A = {mean:+.3g} %")
-        if lower is not None or upper is not None:
-            for limit in (lower, upper):
-                if limit is not None:
-                    ax.axhline(limit, color=_LIMIT_COLOUR, ls="--", lw=1.2)
-            ax.plot(
-                [],
-                [],
-                color=_LIMIT_COLOUR,
-                ls="--",
-                label=f"declared accuracy [{_num(lower)}, {_num(upper)}] %",
-            )
-        windows_sorted = sorted(all_windows)
-        declared_p, declared_limit = [], []
-        for window in windows_sorted:
-            for limit in _window_limits(ctx.run.verdicts, window):
-                if limit is not None:
-                    declared_p.append(window)
-                    declared_limit.append(limit)
-        if declared_p:
-            ax.plot(
-                declared_p,
-                declared_limit,
-                ls="none",
-                marker="_",
-                markersize=14,
-                color=_LIMIT_COLOUR,
-                label="declared window limits",
-            )
-        ax.axhline(0.0, color="#555555", lw=0.6)
-        ax.set_xticks(windows_sorted)
-        ax.set_xlabel("observation window P (min)")
-        ax.set_ylabel("flow error (%)")
-        any_trumpet = _dict(next(iter(sides.values())).get("trumpet"))
-        period = _list(any_trumpet.get("analysis_period_min"))
-        period_text = f"{_num(period[0])}–{_num(period[1])} min" if len(period) == 2 else "?"
-        ax.set_title(
-            f"Trumpet curve, r = {_num(any_trumpet.get('rate_ml_h'))} mL/h, analysis period "
-            f"{period_text} ({procedure.label})"
+        windows = _trumpet_windows(sides[source])
+        p = np.array(list(windows))
+        all_windows.update(windows)
+        ep_max = _floats([w.get("ep_max") for w in windows.values()])
+        ep_min = _floats([w.get("ep_min") for w in windows.values()])
+        ax.plot(p, ep_max, color=colour, ls=style, marker="^", lw=1.1, label=f"{source}: Ep(max)")
+        ax.plot(p, ep_min, color=colour, ls=style, marker="v", lw=1.1, label=f"{source}: Ep(min)")
+        mean = _finite(_dict(sides[source].get("trumpet")).get("mean_error_percent"))
+        if mean is not None:
+            ax.axhline(mean, color=colour, ls=":", lw=1.0, label=f"{source}: A = {mean:+.3g} %")
+    if lower is not None or upper is not None:
+        for limit in (lower, upper):
+            if limit is not None:
+                ax.axhline(limit, color=_LIMIT_COLOUR, ls="--", lw=1.2)
+        ax.plot(
+            [],
+            [],
+            color=_LIMIT_COLOUR,
+            ls="--",
+            label=f"declared accuracy [{_num(lower)}, {_num(upper)}] %",
         )
-        ax.legend(loc="best", ncols=2)
-        item = ctx.figures.add(
-            figure,
-            name=_name("trumpet", index, len(flows)),
-            title=f"trumpet curve {procedure.label}",
-            section="trumpet",
+    windows_sorted = sorted(all_windows)
+    declared_p, declared_limit = [], []
+    for window in windows_sorted:
+        for limit in _window_limits(ctx.run.verdicts, window):
+            if limit is not None:
+                declared_p.append(window)
+                declared_limit.append(limit)
+    if declared_p:
+        ax.plot(
+            declared_p,
+            declared_limit,
+            ls="none",
+            marker="_",
+            markersize=14,
+            color=_LIMIT_COLOUR,
+            label="declared window limits",
         )
-        caption = (
-            f"{_esc(procedure.label)}: the largest and smallest mean flow error over any "
-            "window of P minutes in the analysis period (IEC 60601-2-24:1998 50.102, "
-            "2012 201.12.1), real device and twin, with the declared accuracy."
-            + _esc(_flow_note(procedure))
-        )
-        parts.append(_figure_html(item, caption))
-        parts.append(_trumpet_table(sides, windows_sorted))
-        parts.append(_errors_html(procedure))
-    return True, "".join(parts)
+    ax.axhline(0.0, color="#555555", lw=0.6)
+    ax.set_xticks(windows_sorted)
+    ax.set_xlabel("observation window P (min)")
+    ax.set_ylabel("flow error (%)")
+    any_trumpet = _dict(next(iter(sides.values())).get("trumpet"))
+    period = _list(any_trumpet.get("analysis_period_min"))
+    period_text = f"{_num(period[0])}–{_num(period[1])} min" if len(period) == 2 else "?"
+    ax.set_title(
+        f"Trumpet curve, r = {_num(any_trumpet.get('rate_ml_h'))} mL/h, analysis period "
+        f"{period_text} ({procedure.label})"
+    )
+    ax.legend(loc="best", ncols=2)
+    figure_html = _flow_figure(
+        ctx,
+        figure,
+        procedure,
+        section="trumpet",
+        title="trumpet curve",
+        index=index,
+        count=count,
+        caption="the largest and smallest mean flow error over any window of P minutes in the "
+        "analysis period (IEC 60601-2-24:1998 50.102, 2012 201.12.1), real device and twin, "
+        "with the declared accuracy.",
+    )
+    return figure_html + _trumpet_table(sides, windows_sorted) + _errors_html(procedure)
 
 
 def _trumpet_table(sides: Mapping[str, Mapping[str, Any]], windows: Sequence[float]) -> str:
@@ -1617,78 +1649,66 @@ _OCCLUSION_ROWS = (
 )
 
 
-def _section_occlusion(ctx: _Context) -> tuple[bool, str]:
-    procedures = ctx.of_kind(_OCCLUSION_KIND)
-    if not procedures:
-        return False, _na("No occlusion procedure in this run.")
-    parts = []
-    for procedure in procedures:
-        sides = [s for s in _SOURCES if s in procedure.analysis]
-        if not sides:
-            parts.append(_not_analysed(procedure, ctx.run))
-            continue
-        rows = []
-        for key, label, kind in _OCCLUSION_ROWS:
-            row = [_esc(label)]
-            for source in sides:
-                value = procedure.analysis[source].get(key)
-                if value is None and key in ("alarm_s", "time_to_alarm_s"):
-                    row.append("no alarm before the release")
-                else:
-                    row.append(_clock(value) if kind == "time" else _num(value, 5))
-            rows.append(row)
-        parts.append(f"<h3>{_esc(procedure.label)}</h3>")
-        parts.append(_table(["", *(f"{s}" for s in sides)], rows, table_id="occlusion-table"))
-        parts.append(_errors_html(procedure))
-    parts.append(
-        '<p class="note">Occlusion test of IEC 60601-2-24 (2012 edition, occlusion clause under '
-        "201.12.4.4; the sub-clause number is not confirmed). The bolus ends when the "
-        "pressure is back within 5 mmHg of the baseline (our reading of “until the pressure "
-        "is reduced”). Verdicts against the declared maxima are in the verdict table.</p>"
-    )
-    return True, "".join(parts)
+_OCCLUSION_NOTE = (
+    '<p class="note">Occlusion test of IEC 60601-2-24 (2012 edition, occlusion clause under '
+    "201.12.4.4; the sub-clause number is not confirmed). The bolus ends when the pressure is "
+    "back within 5 mmHg of the baseline (our reading of “until the pressure is reduced”). "
+    "Verdicts against the declared maxima are in the verdict table.</p>"
+)
 
 
-def _section_bolus(ctx: _Context) -> tuple[bool, str]:
-    procedures = ctx.of_kind(_BOLUS_KIND)
-    if not procedures:
-        return False, _na("No bolus procedure in this run.")
-    parts = []
-    for procedure in procedures:
-        sides = [s for s in _SOURCES if s in procedure.analysis]
-        if not sides:
-            parts.append(_not_analysed(procedure, ctx.run))
-            continue
-        count = max(len(_list(procedure.analysis[s].get("measured_mass_g"))) for s in sides)
-        expected = _finite(procedure.analysis[sides[0]].get("expected_ml"))
-        headers = ["bolus", "set volume (mL)"]
+def _occlusion_part(ctx: _Context, procedure: _Procedure, index: int, count: int) -> str | None:
+    sides = _analysed_sides(procedure)
+    if not sides:
+        return None
+    rows = []
+    for key, label, kind in _OCCLUSION_ROWS:
+        row = [_esc(label)]
         for source in sides:
-            headers += [f"{source} mass (g)", f"{source} deviation (%)"]
-        rows = []
-        for i in range(count):
-            row = [str(i + 1), _num(expected)]
-            for source in sides:
-                masses = _list(procedure.analysis[source].get("measured_mass_g"))
-                deviations = _list(procedure.analysis[source].get("deviation_percent"))
-                row.append(_num(masses[i] if i < len(masses) else None, 5))
-                row.append(_num(deviations[i] if i < len(deviations) else None, signed=True))
-            rows.append(row)
-        for key, label in (
-            ("mean_deviation_percent", "mean deviation"),
-            ("worst_deviation_percent", "worst deviation"),
-        ):
-            row = [label, ""]
-            for source in sides:
-                row += ["", _num(procedure.analysis[source].get(key), signed=True)]
-            rows.append(row)
-        parts.append(f"<h3>{_esc(procedure.label)}</h3>")
-        parts.append(_table(headers, rows, table_id="bolus-table"))
-        parts.append(_errors_html(procedure))
-    parts.append(
-        '<p class="note">Bolus accuracy after IEC 60601-2-24:1998 50.106: each bolus weighed on '
-        "the balance (basal delivery subtracted), deviation 100·(W/d − V)/V.</p>"
-    )
-    return True, "".join(parts)
+            value = procedure.analysis[source].get(key)
+            if value is None and key in ("alarm_s", "time_to_alarm_s"):
+                row.append("no alarm before the release")
+            else:
+                row.append(_clock(value) if kind == "time" else _num(value, 5))
+        rows.append(row)
+    table = _table(["", *sides], rows, table_id="occlusion-table")
+    return f"<h3>{_esc(procedure.label)}</h3>{table}{_errors_html(procedure)}"
+
+
+_BOLUS_NOTE = (
+    '<p class="note">Bolus accuracy after IEC 60601-2-24:1998 50.106: each bolus weighed on '
+    "the balance (basal delivery subtracted), deviation 100·(W/d − V)/V.</p>"
+)
+
+
+def _bolus_part(ctx: _Context, procedure: _Procedure, index: int, count: int) -> str | None:
+    sides = _analysed_sides(procedure)
+    if not sides:
+        return None
+    n_boluses = max(len(_list(procedure.analysis[s].get("measured_mass_g"))) for s in sides)
+    expected = _finite(procedure.analysis[sides[0]].get("expected_ml"))
+    headers = ["bolus", "set volume (mL)"]
+    for source in sides:
+        headers += [f"{source} mass (g)", f"{source} deviation (%)"]
+    rows = []
+    for i in range(n_boluses):
+        row = [str(i + 1), _num(expected)]
+        for source in sides:
+            masses = _list(procedure.analysis[source].get("measured_mass_g"))
+            deviations = _list(procedure.analysis[source].get("deviation_percent"))
+            row.append(_num(masses[i] if i < len(masses) else None, 5))
+            row.append(_num(deviations[i] if i < len(deviations) else None, signed=True))
+        rows.append(row)
+    for key, label in (
+        ("mean_deviation_percent", "mean deviation"),
+        ("worst_deviation_percent", "worst deviation"),
+    ):
+        row = [label, ""]
+        for source in sides:
+            row += ["", _num(procedure.analysis[source].get(key), signed=True)]
+        rows.append(row)
+    table = _table(headers, rows, table_id="bolus-table")
+    return f"<h3>{_esc(procedure.label)}</h3>{table}{_errors_html(procedure)}"
 
 
 def _section_drift(ctx: _Context) -> tuple[bool, str]:
@@ -1843,12 +1863,27 @@ _BUILDERS = {
     "scenario": _section_scenario,
     "calibration": _section_calibration,
     "verdicts": _section_verdicts,
-    "startup": _section_startup,
-    "trumpet": _section_trumpet,
+    "startup": _per_procedure(
+        _FLOW_KIND,
+        _startup_part,
+        absent="No IEC 60601-2-24 flow procedure in this run: no start-up curve.",
+    ),
+    "trumpet": _per_procedure(
+        _FLOW_KIND,
+        _trumpet_part,
+        absent="No IEC 60601-2-24 flow procedure in this run: no trumpet curve.",
+    ),
     "flow": _section_flow,
     "pressure": _section_pressure,
-    "occlusion": _section_occlusion,
-    "bolus": _section_bolus,
+    "occlusion": _per_procedure(
+        _OCCLUSION_KIND,
+        _occlusion_part,
+        absent="No occlusion procedure in this run.",
+        note=_OCCLUSION_NOTE,
+    ),
+    "bolus": _per_procedure(
+        _BOLUS_KIND, _bolus_part, absent="No bolus procedure in this run.", note=_BOLUS_NOTE
+    ),
     "drift": _section_drift,
     "residuals": _section_residuals,
     "events": _section_events,
@@ -1982,16 +2017,7 @@ def _summary(
         "run": info.as_json(),
         "bench": {"name": info.bench_name, "sha256": info.bench_sha256},
         "scenario": {"name": info.scenario_name, "sha256": info.scenario_sha256},
-        "devices": [
-            {
-                "name": d.name,
-                "kind": d.kind,
-                "protocol": d.protocol,
-                "port": d.port,
-                "identity": d.identity,
-            }
-            for d in run.devices
-        ],
+        "devices": [d.as_json() for d in run.devices],
         "calibration": calibration,
         "twin_params": run.twin_params,
         "outcome": {

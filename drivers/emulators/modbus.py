@@ -51,7 +51,7 @@ import tty
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar, cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerRTU
@@ -88,6 +88,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+_Mechanism = TypeVar("_Mechanism", PumpMechanism, BenchIOMechanism)
 
 #: Function codes the emulators implement.
 SUPPORTED_FUNCTIONS: frozenset[int] = frozenset({1, 2, 3, 4, 5, 6, 15, 16, 22, 23, 43})
@@ -543,27 +545,33 @@ class _PtyPort:
             self._on_data(data)
 
 
-class _ModbusEmulator(abc.ABC):
+class _ModbusEmulator(abc.ABC, Generic[_Mechanism]):
     """Shared machinery of the Modbus emulators (see the module docstring).
 
-    A subclass implements ``_read`` (current values of some entries, from one snapshot of
-    its mechanism), ``_write`` (carry out one write; ValueError/RuntimeError refuses it)
-    and ``_identity`` (Read Device Identification objects).
+    A subclass names its default map, its kind and the entries it can serve, and
+    implements ``_read`` (current values of some entries, from one snapshot of its
+    mechanism), ``_write`` (carry out one write; ValueError/RuntimeError refuses it) and
+    ``_identity`` (Read Device Identification objects). The constructor is this one,
+    with every option spelled out so that a bench loader can tell which a device takes.
     """
 
     default_map: ClassVar[str]
     kind: ClassVar[str]
+    #: Entry names the emulator knows how to serve; a map with any other is refused.
+    served_names: ClassVar[tuple[str, ...]]
 
     def __init__(
         self,
+        mechanism: _Mechanism,
         *,
         clock: Clock,
-        faults: FaultPlan | None,
-        pacing: Pacing | None,
-        device_id: int | None,
-        register_map: str | Path | RegisterMap | None,
-        tcp_framing: Literal["mbap", "rtu"],
+        faults: FaultPlan | None = None,
+        pacing: Pacing | None = None,
+        device_id: int | None = None,
+        register_map: str | Path | RegisterMap | None = None,
+        tcp_framing: Literal["mbap", "rtu"] = "mbap",
     ) -> None:
+        self.mechanism: _Mechanism = mechanism
         self.clock = clock
         self.faults = faults
         self.pacing = pacing
@@ -606,6 +614,7 @@ class _ModbusEmulator(abc.ABC):
         self.requests = 0
         self.replies = 0
         self.ignored = 0
+        self._check_names(self.served_names)
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -698,7 +707,7 @@ class _ModbusEmulator(abc.ABC):
         await self._close_tcp()
         self._port = ""
 
-    async def __aenter__(self) -> _ModbusEmulator:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -959,7 +968,7 @@ _PUMP_GETTERS: dict[str, Callable[[PumpSnapshot], float]] = {
 }
 
 
-class ModbusPumpEmulator(_ModbusEmulator):
+class ModbusPumpEmulator(_ModbusEmulator[PumpMechanism]):
     """The reference infusion pump over Modbus, driving a :class:`PumpMechanism`.
 
     Parameters
@@ -983,28 +992,7 @@ class ModbusPumpEmulator(_ModbusEmulator):
 
     default_map = "infusion_pump"
     kind = "pump"
-
-    def __init__(
-        self,
-        mechanism: PumpMechanism,
-        *,
-        clock: Clock,
-        faults: FaultPlan | None = None,
-        pacing: Pacing | None = None,
-        device_id: int | None = None,
-        register_map: str | Path | RegisterMap | None = None,
-        tcp_framing: Literal["mbap", "rtu"] = "mbap",
-    ) -> None:
-        self.mechanism = mechanism
-        super().__init__(
-            clock=clock,
-            faults=faults,
-            pacing=pacing,
-            device_id=device_id,
-            register_map=register_map,
-            tcp_framing=tcp_framing,
-        )
-        self._check_names([*_PUMP_GETTERS, "state", "alarm_bits", "uptime_s", "command"])
+    served_names = (*_PUMP_GETTERS, "state", "alarm_bits", "uptime_s", "command")
 
     def _read(self, entries: list[RegisterEntry]) -> Mapping[str, Value]:
         snap = self.mechanism.snapshot()
@@ -1062,7 +1050,7 @@ class ModbusPumpEmulator(_ModbusEmulator):
 # --------------------------------------------------------------------------- bench I/O
 
 
-class ModbusBenchIOEmulator(_ModbusEmulator):
+class ModbusBenchIOEmulator(_ModbusEmulator[BenchIOMechanism]):
     """The bench I/O module over Modbus, driving a :class:`BenchIOMechanism`.
 
     Same parameters as :class:`ModbusPumpEmulator`; the default map is the shipped
@@ -1071,30 +1059,13 @@ class ModbusBenchIOEmulator(_ModbusEmulator):
 
     default_map = "bench_io"
     kind = "benchio"
-
-    def __init__(
-        self,
-        mechanism: BenchIOMechanism,
-        *,
-        clock: Clock,
-        faults: FaultPlan | None = None,
-        pacing: Pacing | None = None,
-        device_id: int | None = None,
-        register_map: str | Path | RegisterMap | None = None,
-        tcp_framing: Literal["mbap", "rtu"] = "mbap",
-    ) -> None:
-        self.mechanism = mechanism
-        super().__init__(
-            clock=clock,
-            faults=faults,
-            pacing=pacing,
-            device_id=device_id,
-            register_map=register_map,
-            tcp_framing=tcp_framing,
-        )
-        self._check_names(
-            ["pinch_valve", "valve_closed_feedback", "line_pressure_mmhg", "status", "uptime_s"]
-        )
+    served_names = (
+        "pinch_valve",
+        "valve_closed_feedback",
+        "line_pressure_mmhg",
+        "status",
+        "uptime_s",
+    )
 
     def _read(self, entries: list[RegisterEntry]) -> Mapping[str, Value]:
         io = self.mechanism

@@ -205,13 +205,8 @@ class _Channel:
         if not self.alive or not data:
             return
         if self.server.pacing is None and not self._queue and self._writer is None:
-            try:
-                written = self._write_now(data)
-            except OSError as exc:
-                log.debug("%s: write failed: %s", self.name, exc)
-                return
-            self.server.bytes_sent += written
-            if written >= len(data):
+            written = self._write_some(data)
+            if written is None or written >= len(data):
                 return
             data = data[written:]
         self._queue.append((data, not_before))
@@ -232,15 +227,23 @@ class _Channel:
         finally:
             self._writer = None
 
+    def _write_some(self, data: bytes) -> int | None:
+        """Write what the client takes now and count it; None if the write failed (the
+        client went away: the rest of the reply is dropped, as on a cut line)."""
+        try:
+            written = self._write_now(data)
+        except OSError as exc:
+            log.debug("%s: write failed: %s", self.name, exc)
+            return None
+        self.server.bytes_sent += written
+        return written
+
     async def _write_all(self, data: bytes) -> None:
         deadline = time.monotonic() + WRITE_STALL_S
         while data and self.alive:
-            try:
-                written = self._write_now(data)
-            except OSError as exc:
-                log.debug("%s: write failed: %s", self.name, exc)
+            written = self._write_some(data)
+            if written is None:
                 return
-            self.server.bytes_sent += written
             data = data[written:]
             if data:
                 if time.monotonic() > deadline:

@@ -97,16 +97,7 @@ def npz_metadata(run: RunData) -> dict[str, Any]:
         },
         "twin_params": run.twin_params,
         "summary": run.summary,
-        "devices": [
-            {
-                "name": d.name,
-                "kind": d.kind,
-                "protocol": d.protocol,
-                "port": d.port,
-                "identity": d.identity,
-            }
-            for d in run.devices
-        ],
+        "devices": [d.as_json() for d in run.devices],
         "channels": [
             {
                 "key": f"ch{i}",

@@ -143,6 +143,16 @@ class DeviceInfo:
     port: str
     identity: dict[str, Any]
 
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready dict, as exports and report summaries list the devices."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "protocol": self.protocol,
+            "port": self.port,
+            "identity": self.identity,
+        }
+
 
 @dataclass(frozen=True, eq=False)
 class ChannelData:

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
@@ -21,7 +21,6 @@ import pytest_asyncio
 from drivers.base import DeviceIdentity, DeviceStatus, RetryPolicy
 from drivers.clock import Clock, VirtualClock, WallClock
 from drivers.emulators.faults import FaultPlan
-from drivers.emulators.mechanisms import BalanceSnapshot
 from drivers.emulators.mtsics import MTSICSEmulator
 from drivers.emulators.physical_bench import PhysicalBench
 from drivers.emulators.serial_server import EmulatorServer, ProtocolHandler
@@ -35,49 +34,11 @@ from drivers.errors import (
 from drivers.mtsics import MTSICSBalance
 from drivers.registry import driver_class
 
+if TYPE_CHECKING:
+    from conftest import FakeBalance  # tests/drivers/conftest.py
+
 # Short attempts keep the fault cases quick; reconnects outlast a 0.3 s disconnect.
 FAST = RetryPolicy(timeout_s=0.5, retries=2, reconnects=20, backoff_s=0.02, backoff_max_s=0.1)
-
-
-class FakeBalance:
-    """A balance mechanism whose load and flags the test sets; stable from ``settled_at_s``."""
-
-    model = "XS205DU"
-    serial = "B123456789"
-    firmware = "2.10 10.28.0.493.142"
-    capacity_g = 220.0
-    readability_g = 0.01
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.load_g = 0.0
-        self.zero_point_g = 0.0
-        self.tare_g = 0.0
-        self.settled_at_s = 0.0
-        self.underload = False
-
-    def snapshot(self) -> BalanceSnapshot:
-        gross = self.load_g - self.zero_point_g
-        return BalanceSnapshot(
-            t_s=self.clock.now(),
-            net_g=round((gross - self.tare_g) / self.readability_g) * self.readability_g,
-            gross_g=gross,
-            tare_g=self.tare_g,
-            stable=self.clock.now() >= self.settled_at_s,
-            overload=gross > self.capacity_g,
-            underload=self.underload,
-        )
-
-    def tare(self) -> float:
-        self.tare_g = self.load_g - self.zero_point_g
-        return self.tare_g
-
-    def zero(self) -> None:
-        self.zero_point_g = self.load_g
-        self.tare_g = 0.0
-
-    def clear_tare(self) -> None:
-        self.tare_g = 0.0
 
 
 @dataclass
@@ -91,11 +52,6 @@ class Bench:
 @pytest.fixture
 def clock() -> VirtualClock:
     return VirtualClock(100.0)
-
-
-@pytest.fixture
-def mechanism(clock: VirtualClock) -> FakeBalance:
-    return FakeBalance(clock)
 
 
 @contextlib.asynccontextmanager
@@ -196,9 +152,11 @@ async def test_stable_read_waits_while_the_clock_moves(bench: Bench) -> None:
     assert reading.t_s >= 101.0
 
 
-async def test_stable_read_on_a_wall_clock() -> None:
+async def test_stable_read_on_a_wall_clock(
+    make_mechanism: Callable[..., FakeBalance],
+) -> None:
     clock = WallClock()
-    mechanism = FakeBalance(clock)
+    mechanism = make_mechanism(clock)
     mechanism.load_g = 9.0
     mechanism.settled_at_s = clock.now() + 0.3
     async with _bench(clock, mechanism, tcp=False, retry=MTSICSBalance.DEFAULT_RETRY) as bench:
@@ -207,9 +165,11 @@ async def test_stable_read_on_a_wall_clock() -> None:
         assert reading.t_s >= mechanism.settled_at_s
 
 
-async def test_stability_timeout_on_a_wall_clock() -> None:
+async def test_stability_timeout_on_a_wall_clock(
+    make_mechanism: Callable[..., FakeBalance],
+) -> None:
     clock = WallClock()
-    mechanism = FakeBalance(clock)
+    mechanism = make_mechanism(clock)
     mechanism.settled_at_s = 1e9
     async with _bench(clock, mechanism, tcp=True, stability_timeout_s=0.3) as bench:
         start_s = clock.now()

@@ -8,7 +8,8 @@ test advances, so every reply is exact and every wait is decided by the test.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
@@ -16,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.clock import VirtualClock
-from drivers.emulators.mechanisms import BalanceSnapshot
 from drivers.emulators.mtsics import (
     IMPLEMENTED_COMMANDS,
     MAX_COMMAND_BYTES,
@@ -27,58 +27,8 @@ from drivers.mtsics import LINE_END, DataReply, Quoted, decode_reply
 from drivers.registry import emulator_class
 from drivers.transport import ByteTransport, open_transport
 
-
-class FakeBalance:
-    """A :class:`BalanceMechanism` whose load and flags the test sets directly.
-
-    Stable once the clock reaches ``settled_at_s``; the displayed net is quantised to the
-    readability, as a real display is.
-    """
-
-    model = "XS205DU"
-    serial = "B123456789"
-    firmware = "2.10 10.28.0.493.142"
-    capacity_g = 220.0
-    readability_g = 0.01
-
-    def __init__(self, clock: VirtualClock, *, readability_g: float = 0.01) -> None:
-        self.clock = clock
-        self.readability_g = readability_g
-        self.load_g = 0.0
-        self.zero_point_g = 0.0
-        self.tare_g = 0.0
-        self.settled_at_s = 0.0
-        self.underload = False
-
-    def _gross_g(self) -> float:
-        return self.load_g - self.zero_point_g
-
-    def snapshot(self) -> BalanceSnapshot:
-        gross = self._gross_g()
-        step = self.readability_g
-        return BalanceSnapshot(
-            t_s=self.clock.now(),
-            net_g=round((gross - self.tare_g) / step) * step,
-            gross_g=gross,
-            tare_g=self.tare_g,
-            stable=self.clock.now() >= self.settled_at_s,
-            overload=gross > self.capacity_g,
-            underload=self.underload,
-        )
-
-    def tare(self) -> float:
-        gross = self._gross_g()
-        if gross < 0:
-            raise ValueError("cannot tare a negative load")
-        self.tare_g = round(gross / self.readability_g) * self.readability_g
-        return self.tare_g
-
-    def zero(self) -> None:
-        self.zero_point_g = self.load_g
-        self.tare_g = 0.0
-
-    def clear_tare(self) -> None:
-        self.tare_g = 0.0
+if TYPE_CHECKING:
+    from conftest import FakeBalance  # tests/drivers/conftest.py
 
 
 class FakeWallTime:
@@ -92,23 +42,13 @@ class FakeWallTime:
 
 
 @pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock()
-
-
-@pytest.fixture
-def balance(clock: VirtualClock) -> FakeBalance:
-    return FakeBalance(clock)
-
-
-@pytest.fixture
 def wall() -> FakeWallTime:
     return FakeWallTime()
 
 
 @pytest.fixture
-def handler(balance: FakeBalance, clock: VirtualClock, wall: FakeWallTime) -> MTSICSProtocol:
-    return MTSICSProtocol(balance, clock=clock, wall_time=wall, stream_interval_s=0.1)
+def handler(mechanism: FakeBalance, clock: VirtualClock, wall: FakeWallTime) -> MTSICSProtocol:
+    return MTSICSProtocol(mechanism, clock=clock, wall_time=wall, stream_interval_s=0.1)
 
 
 def ask(handler: MTSICSProtocol, line: bytes) -> list[bytes]:
@@ -118,25 +58,25 @@ def ask(handler: MTSICSProtocol, line: bytes) -> list[bytes]:
 # --------------------------------------------------------------------------- weighing
 
 
-def test_s_golden_reply(handler: MTSICSProtocol, balance: FakeBalance) -> None:
-    balance.load_g = 100.0
+def test_s_golden_reply(handler: MTSICSProtocol, mechanism: FakeBalance) -> None:
+    mechanism.load_g = 100.0
     assert ask(handler, b"S") == [b"S S     100.00 g\r\n"]
 
 
 def test_si_reports_dynamic_values(
-    handler: MTSICSProtocol, balance: FakeBalance, clock: VirtualClock
+    handler: MTSICSProtocol, mechanism: FakeBalance, clock: VirtualClock
 ) -> None:
-    balance.load_g = 129.07
-    balance.settled_at_s = 5.0
+    mechanism.load_g = 129.07
+    mechanism.settled_at_s = 5.0
     assert ask(handler, b"SI") == [b"S D     129.07 g\r\n"]
     clock.advance_to(5.0)
     assert ask(handler, b"SI") == [b"S S     129.07 g\r\n"]
 
 
-def test_negative_and_zero_values(handler: MTSICSProtocol, balance: FakeBalance) -> None:
-    balance.load_g = -0.25
+def test_negative_and_zero_values(handler: MTSICSProtocol, mechanism: FakeBalance) -> None:
+    mechanism.load_g = -0.25
     assert ask(handler, b"SI") == [b"S S      -0.25 g\r\n"]
-    balance.load_g = -0.001  # rounds to zero: shown without a sign
+    mechanism.load_g = -0.001  # rounds to zero: shown without a sign
     assert ask(handler, b"SI") == [b"S S       0.00 g\r\n"]
 
 
@@ -150,29 +90,32 @@ def test_negative_and_zero_values(handler: MTSICSProtocol, balance: FakeBalance)
     ],
 )
 def test_decimals_follow_readability(
-    clock: VirtualClock, readability_g: float, reply: bytes
+    clock: VirtualClock,
+    make_mechanism: Callable[..., FakeBalance],
+    readability_g: float,
+    reply: bytes,
 ) -> None:
-    balance = FakeBalance(clock, readability_g=readability_g)
-    balance.load_g = 123.4567
-    handler = MTSICSProtocol(balance, clock=clock)
+    mechanism = make_mechanism(clock, readability_g=readability_g)
+    mechanism.load_g = 123.4567
+    handler = MTSICSProtocol(mechanism, clock=clock)
     assert ask(handler, b"S") == [reply]
 
 
-def test_overload_and_underload(handler: MTSICSProtocol, balance: FakeBalance) -> None:
-    balance.load_g = 250.0
+def test_overload_and_underload(handler: MTSICSProtocol, mechanism: FakeBalance) -> None:
+    mechanism.load_g = 250.0
     for command in (b"S", b"SI"):
         assert ask(handler, command) == [b"S +\r\n"]
-    balance.load_g = 0.0
-    balance.underload = True
+    mechanism.load_g = 0.0
+    mechanism.underload = True
     for command in (b"S", b"SI"):
         assert ask(handler, command) == [b"S -\r\n"]
 
 
 def test_s_waits_for_stability_while_the_clock_moves(
-    handler: MTSICSProtocol, balance: FakeBalance, clock: VirtualClock
+    handler: MTSICSProtocol, mechanism: FakeBalance, clock: VirtualClock
 ) -> None:
-    balance.load_g = 50.0
-    balance.settled_at_s = 1.0
+    mechanism.load_g = 50.0
+    mechanism.settled_at_s = 1.0
     assert ask(handler, b"S") == []
     assert handler.busy
     for t_s in (0.25, 0.5, 0.75):
@@ -184,10 +127,10 @@ def test_s_waits_for_stability_while_the_clock_moves(
 
 
 def test_s_answers_s_i_after_the_stability_timeout(
-    balance: FakeBalance, clock: VirtualClock
+    mechanism: FakeBalance, clock: VirtualClock
 ) -> None:
-    handler = MTSICSProtocol(balance, clock=clock, stability_timeout_s=2.0)
-    balance.settled_at_s = 100.0
+    handler = MTSICSProtocol(mechanism, clock=clock, stability_timeout_s=2.0)
+    mechanism.settled_at_s = 100.0
     assert ask(handler, b"S") == []
     clock.advance_to(1.0)
     assert handler.unsolicited() == []
@@ -199,9 +142,9 @@ def test_s_answers_s_i_after_the_stability_timeout(
 
 
 def test_s_answers_s_i_when_the_clock_does_not_move(
-    handler: MTSICSProtocol, balance: FakeBalance
+    handler: MTSICSProtocol, mechanism: FakeBalance
 ) -> None:
-    balance.settled_at_s = 1.0
+    mechanism.settled_at_s = 1.0
     assert ask(handler, b"S") == []
     # The server polls right after the feed: no verdict on a clock that had no chance.
     assert handler.unsolicited() == []
@@ -209,10 +152,10 @@ def test_s_answers_s_i_when_the_clock_does_not_move(
 
 
 def test_commands_queue_behind_a_waiting_command(
-    handler: MTSICSProtocol, balance: FakeBalance, clock: VirtualClock
+    handler: MTSICSProtocol, mechanism: FakeBalance, clock: VirtualClock
 ) -> None:
-    balance.load_g = 20.0
-    balance.settled_at_s = 0.5
+    mechanism.load_g = 20.0
+    mechanism.settled_at_s = 0.5
     assert handler.feed(b"S\r\nSI\r\nI4\r\n") == []
     clock.advance_to(0.5)
     assert handler.unsolicited() == [
@@ -223,9 +166,9 @@ def test_commands_queue_behind_a_waiting_command(
 
 
 def test_reset_cancels_waiting_commands(
-    handler: MTSICSProtocol, balance: FakeBalance, clock: VirtualClock
+    handler: MTSICSProtocol, mechanism: FakeBalance, clock: VirtualClock
 ) -> None:
-    balance.settled_at_s = 10.0
+    mechanism.settled_at_s = 10.0
     assert handler.feed(b"S\r\nT\r\n") == []
     assert ask(handler, b"@") == [b'I4 A "B123456789"\r\n']
     assert not handler.busy
@@ -236,59 +179,61 @@ def test_reset_cancels_waiting_commands(
 # --------------------------------------------------------------------------- zero and tare
 
 
-def test_zero(handler: MTSICSProtocol, balance: FakeBalance) -> None:
-    balance.load_g = 1.5
+def test_zero(handler: MTSICSProtocol, mechanism: FakeBalance) -> None:
+    mechanism.load_g = 1.5
     assert ask(handler, b"Z") == [b"Z A\r\n"]
     assert ask(handler, b"S") == [b"S S       0.00 g\r\n"]
 
 
 def test_zero_waits_for_stability(
-    handler: MTSICSProtocol, balance: FakeBalance, clock: VirtualClock
+    handler: MTSICSProtocol, mechanism: FakeBalance, clock: VirtualClock
 ) -> None:
-    balance.load_g = 1.0
-    balance.settled_at_s = 0.3
+    mechanism.load_g = 1.0
+    mechanism.settled_at_s = 0.3
     assert ask(handler, b"Z") == []
     clock.advance_to(0.3)
     assert handler.unsolicited() == [b"Z A\r\n"]
 
 
-def test_zero_has_no_range_limit_by_default(handler: MTSICSProtocol, balance: FakeBalance) -> None:
-    balance.load_g = 50.0  # e.g. a collecting vessel
+def test_zero_has_no_range_limit_by_default(
+    handler: MTSICSProtocol, mechanism: FakeBalance
+) -> None:
+    mechanism.load_g = 50.0  # e.g. a collecting vessel
     assert ask(handler, b"Z") == [b"Z A\r\n"]
     assert ask(handler, b"S") == [b"S S       0.00 g\r\n"]
 
 
 def test_zero_range_is_counted_from_the_power_on_zero(
-    balance: FakeBalance, clock: VirtualClock
+    mechanism: FakeBalance, clock: VirtualClock
 ) -> None:
     # 2 % of 220 g = 4.4 g either way.
-    handler = MTSICSProtocol(balance, clock=clock, zero_range_g=0.02 * balance.capacity_g)
-    balance.load_g = 4.0
+    handler = MTSICSProtocol(mechanism, clock=clock, zero_range_g=0.02 * mechanism.capacity_g)
+    mechanism.load_g = 4.0
     assert ask(handler, b"Z") == [b"Z A\r\n"]
-    balance.load_g = 8.0  # 4 g above the new zero, 8 g above the power-on zero
+    mechanism.load_g = 8.0  # 4 g above the new zero, 8 g above the power-on zero
     assert ask(handler, b"Z") == [b"Z +\r\n"]
     assert ask(handler, b"ZI") == [b"ZI +\r\n"]
-    balance.load_g = -1.0  # 5 g below the current zero, 1 g below the power-on zero
+    mechanism.load_g = -1.0  # 5 g below the current zero, 1 g below the power-on zero
     assert ask(handler, b"Z") == [b"Z A\r\n"]
-    balance.load_g = -5.0
+    mechanism.load_g = -5.0
     assert ask(handler, b"Z") == [b"Z -\r\n"]
-    balance.load_g = 0.0
+    mechanism.load_g = 0.0
     assert ask(handler, b"Z") == [b"Z A\r\n"]
 
 
 def test_zero_immediately_reports_stability(
-    handler: MTSICSProtocol, balance: FakeBalance, clock: VirtualClock
+    handler: MTSICSProtocol, mechanism: FakeBalance, clock: VirtualClock
 ) -> None:
-    balance.settled_at_s = 1.0
+    mechanism.settled_at_s = 1.0
     assert ask(handler, b"ZI") == [b"ZI D\r\n"]
     clock.advance_to(1.0)
     assert ask(handler, b"ZI") == [b"ZI S\r\n"]
 
 
-def test_tare(handler: MTSICSProtocol, balance: FakeBalance) -> None:
-    balance.load_g = 100.0
+def test_tare(handler: MTSICSProtocol, mechanism: FakeBalance) -> None:
+    mechanism.load_g = 100.0
     assert ask(handler, b"T") == [b"T S     100.00 g\r\n"]
-    balance.load_g = 112.5
+    mechanism.load_g = 112.5
     assert ask(handler, b"S") == [b"S S      12.50 g\r\n"]
     assert ask(handler, b"TA") == [b"TA A     100.00 g\r\n"]
     assert ask(handler, b"TAC") == [b"TAC A\r\n"]
@@ -296,27 +241,27 @@ def test_tare(handler: MTSICSProtocol, balance: FakeBalance) -> None:
 
 
 def test_tare_immediately_reports_stability(
-    handler: MTSICSProtocol, balance: FakeBalance, clock: VirtualClock
+    handler: MTSICSProtocol, mechanism: FakeBalance, clock: VirtualClock
 ) -> None:
-    balance.load_g = 3.0
-    balance.settled_at_s = 1.0
+    mechanism.load_g = 3.0
+    mechanism.settled_at_s = 1.0
     assert ask(handler, b"TI") == [b"TI D       3.00 g\r\n"]
     clock.advance_to(1.0)
     assert ask(handler, b"TI") == [b"TI S       3.00 g\r\n"]
 
 
-def test_tare_out_of_range(handler: MTSICSProtocol, balance: FakeBalance) -> None:
-    balance.load_g = 300.0
+def test_tare_out_of_range(handler: MTSICSProtocol, mechanism: FakeBalance) -> None:
+    mechanism.load_g = 300.0
     assert ask(handler, b"T") == [b"T +\r\n"]
-    balance.load_g = -2.0  # the fake refuses to tare a negative load
+    mechanism.load_g = -2.0  # the fake refuses to tare a negative load
     assert ask(handler, b"T") == [b"T -\r\n"]
-    balance.load_g = 0.0
-    balance.underload = True
+    mechanism.load_g = 0.0
+    mechanism.underload = True
     assert ask(handler, b"TI") == [b"TI -\r\n"]
 
 
-def test_preset_tare(handler: MTSICSProtocol, balance: FakeBalance) -> None:
-    balance.load_g = 110.0
+def test_preset_tare(handler: MTSICSProtocol, mechanism: FakeBalance) -> None:
+    mechanism.load_g = 110.0
     assert ask(handler, b"TA 10.00 g") == [b"TA A      10.00 g\r\n"]
     assert ask(handler, b"S") == [b"S S     100.00 g\r\n"]
     assert ask(handler, b"TA") == [b"TA A      10.00 g\r\n"]
@@ -341,17 +286,17 @@ def test_preset_tare_syntax(handler: MTSICSProtocol, command: bytes) -> None:
 
 
 def test_reset_clears_the_tare_and_reports_the_serial(
-    handler: MTSICSProtocol, balance: FakeBalance
+    handler: MTSICSProtocol, mechanism: FakeBalance
 ) -> None:
-    balance.load_g = 30.0
+    mechanism.load_g = 30.0
     ask(handler, b"T")
     assert ask(handler, b"@") == [b'I4 A "B123456789"\r\n']
     assert ask(handler, b"S") == [b"S S      30.00 g\r\n"]
 
 
-def test_reset_can_keep_the_tare(balance: FakeBalance, clock: VirtualClock) -> None:
-    handler = MTSICSProtocol(balance, clock=clock, reset_clears_tare=False)
-    balance.load_g = 30.0
+def test_reset_can_keep_the_tare(mechanism: FakeBalance, clock: VirtualClock) -> None:
+    handler = MTSICSProtocol(mechanism, clock=clock, reset_clears_tare=False)
+    mechanism.load_g = 30.0
     ask(handler, b"T")
     ask(handler, b"@")
     assert ask(handler, b"S") == [b"S S       0.00 g\r\n"]
@@ -377,9 +322,9 @@ def test_command_list(handler: MTSICSProtocol) -> None:
     assert listed == IMPLEMENTED_COMMANDS
 
 
-def test_text_fields_never_carry_quotes(balance: FakeBalance, clock: VirtualClock) -> None:
-    balance.model = 'XS "205"'
-    handler = MTSICSProtocol(balance, clock=clock)
+def test_text_fields_never_carry_quotes(mechanism: FakeBalance, clock: VirtualClock) -> None:
+    mechanism.model = 'XS "205"'
+    handler = MTSICSProtocol(mechanism, clock=clock)
     reply = decode_reply(ask(handler, b"I2")[0])
     assert reply == DataReply("I2", "A", (Quoted("XS '205' 220.00 g"),))
 
@@ -388,10 +333,10 @@ def test_text_fields_never_carry_quotes(balance: FakeBalance, clock: VirtualCloc
 
 
 def test_sir_streams_until_cancelled(
-    handler: MTSICSProtocol, balance: FakeBalance, wall: FakeWallTime, clock: VirtualClock
+    handler: MTSICSProtocol, mechanism: FakeBalance, wall: FakeWallTime, clock: VirtualClock
 ) -> None:
-    balance.load_g = 129.07
-    balance.settled_at_s = 1.0
+    mechanism.load_g = 129.07
+    mechanism.settled_at_s = 1.0
     assert ask(handler, b"SIR") == [b"S D     129.07 g\r\n"]
     assert handler.streaming
     assert handler.unsolicited() == []  # right after the command: not yet due
@@ -401,7 +346,7 @@ def test_sir_streams_until_cancelled(
     assert handler.unsolicited() == []
     wall.t_s += 0.05
     clock.advance_to(1.0)
-    balance.load_g = 129.09
+    mechanism.load_g = 129.09
     assert handler.unsolicited() == [b"S S     129.09 g\r\n"]
     # Other commands are answered while the stream goes on (the manual lists only S,
     # SI, SR and @ as cancelling it).
@@ -428,8 +373,8 @@ def test_sir_is_cancelled_by_s_and_reset(
     assert handler.unsolicited() == []
 
 
-def test_sir_reports_overload(handler: MTSICSProtocol, balance: FakeBalance) -> None:
-    balance.load_g = 500.0
+def test_sir_reports_overload(handler: MTSICSProtocol, mechanism: FakeBalance) -> None:
+    mechanism.load_g = 500.0
     assert ask(handler, b"SIR") == [b"S +\r\n"]
 
 
@@ -453,15 +398,15 @@ def test_sir_reports_overload(handler: MTSICSProtocol, balance: FakeBalance) -> 
     ],
 )
 def test_malformed_input_gets_es_and_the_handler_keeps_serving(
-    handler: MTSICSProtocol, balance: FakeBalance, line: bytes
+    handler: MTSICSProtocol, mechanism: FakeBalance, line: bytes
 ) -> None:
-    balance.load_g = 1.0
+    mechanism.load_g = 1.0
     assert ask(handler, line) == [b"ES\r\n"]
     assert ask(handler, b"S") == [b"S S       1.00 g\r\n"]
 
 
-def test_partial_and_joined_frames(handler: MTSICSProtocol, balance: FakeBalance) -> None:
-    balance.load_g = 2.0
+def test_partial_and_joined_frames(handler: MTSICSProtocol, mechanism: FakeBalance) -> None:
+    mechanism.load_g = 2.0
     assert handler.feed(b"S") == []
     assert handler.feed(b"\r") == []
     assert handler.feed(b"\nI4\r\nS") == [b"S S       2.00 g\r\n", b'I4 A "B123456789"\r\n']
@@ -485,22 +430,22 @@ def test_reset_input_forgets_partial_input(handler: MTSICSProtocol) -> None:
 
 
 def test_corrupted_reply_byte_no_longer_decodes_to_the_same_reply(
-    handler: MTSICSProtocol, balance: FakeBalance
+    handler: MTSICSProtocol, mechanism: FakeBalance
 ) -> None:
-    balance.load_g = 100.0
+    mechanism.load_g = 100.0
     (reply,) = ask(handler, b"S")
     corrupted = handler.corrupt_checksum(reply)
     assert corrupted != reply
     assert len(corrupted) == len(reply)
 
 
-def test_invalid_options_are_refused(balance: FakeBalance) -> None:
+def test_invalid_options_are_refused(mechanism: FakeBalance) -> None:
     with pytest.raises(ValueError, match="stability_timeout_s"):
-        MTSICSProtocol(balance, stability_timeout_s=0)
+        MTSICSProtocol(mechanism, stability_timeout_s=0)
     with pytest.raises(ValueError, match="zero_range_g"):
-        MTSICSProtocol(balance, zero_range_g=float("nan"))
+        MTSICSProtocol(mechanism, zero_range_g=float("nan"))
     with pytest.raises(ValueError, match="sics_versions"):
-        MTSICSProtocol(balance, sics_versions=("1",))
+        MTSICSProtocol(mechanism, sics_versions=("1",))
 
 
 _chunks = st.lists(
@@ -516,13 +461,15 @@ _chunks = st.lists(
 
 @settings(max_examples=200)
 @given(_chunks, st.booleans())
-def test_any_input_gets_valid_replies_and_never_raises(chunks: list[bytes], stable: bool) -> None:
+def test_any_input_gets_valid_replies_and_never_raises(
+    make_mechanism: Callable[..., FakeBalance], chunks: list[bytes], stable: bool
+) -> None:
     clock = VirtualClock()
-    balance = FakeBalance(clock)
-    balance.load_g = 42.0
-    balance.settled_at_s = 0.0 if stable else 1e9
+    mechanism = make_mechanism(clock)
+    mechanism.load_g = 42.0
+    mechanism.settled_at_s = 0.0 if stable else 1e9
     wall = FakeWallTime()
-    handler = MTSICSProtocol(balance, clock=clock, wall_time=wall)
+    handler = MTSICSProtocol(mechanism, clock=clock, wall_time=wall)
     out: list[bytes] = []
     for chunk in chunks:
         out += handler.feed(chunk)
@@ -545,9 +492,9 @@ def test_registry_names_the_emulator() -> None:
 
 @pytest_asyncio.fixture(params=["pty", "tcp"])
 async def served(
-    request: pytest.FixtureRequest, clock: VirtualClock, balance: FakeBalance
+    request: pytest.FixtureRequest, clock: VirtualClock, mechanism: FakeBalance
 ) -> AsyncIterator[ByteTransport]:
-    emulator = MTSICSEmulator(balance, clock=clock)
+    emulator = MTSICSEmulator(mechanism, clock=clock)
     try:
         port = await emulator.start(tcp=("127.0.0.1", 0) if request.param == "tcp" else None)
         transport = open_transport(port, device="raw client")
@@ -560,8 +507,8 @@ async def served(
         await emulator.stop()
 
 
-async def test_served_bytes_match_the_manual(served: ByteTransport, balance: FakeBalance) -> None:
-    balance.load_g = 100.0
+async def test_served_bytes_match_the_manual(served: ByteTransport, mechanism: FakeBalance) -> None:
+    mechanism.load_g = 100.0
     async with asyncio.timeout(5):
         await served.write(b"S\r\n")
         assert await served.read_until(LINE_END) == b"S S     100.00 g\r\n"
@@ -571,19 +518,19 @@ async def test_served_bytes_match_the_manual(served: ByteTransport, balance: Fak
 
 
 async def test_served_s_on_a_stalled_virtual_clock_answers_s_i(
-    served: ByteTransport, balance: FakeBalance
+    served: ByteTransport, mechanism: FakeBalance
 ) -> None:
-    balance.settled_at_s = 1.0
+    mechanism.settled_at_s = 1.0
     async with asyncio.timeout(5):
         await served.write(b"S\r\n")
         assert await served.read_until(LINE_END) == b"S I\r\n"
 
 
 async def test_served_s_completes_when_the_clock_moves(
-    served: ByteTransport, balance: FakeBalance, clock: VirtualClock
+    served: ByteTransport, mechanism: FakeBalance, clock: VirtualClock
 ) -> None:
-    balance.load_g = 7.0
-    balance.settled_at_s = 1.0
+    mechanism.load_g = 7.0
+    mechanism.settled_at_s = 1.0
     async with asyncio.timeout(5):
         await served.write(b"S\r\n")
         reply = asyncio.ensure_future(served.read_until(LINE_END))

@@ -1,5 +1,6 @@
-"""Fixtures shared by the hil tests: the two store back ends, and waiting on another
-process's run.
+"""Fixtures shared by the hil tests: the two store back ends, bench and scenario files,
+runs on the emulated benches (in this process or in a ``medtwin run`` child process), and
+waiting on another process's run.
 
 PostgreSQL is the server named by ``MEDTWIN_TEST_POSTGRES_URL`` (default
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test``); each test gets a schema of its
@@ -10,9 +11,11 @@ it) unless ``MEDTWIN_SKIP_POSTGRES=1``.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +24,10 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from drivers.errors import StorageError
+from fixtures.packaged import bench_path, scenario_path
+from hil.config import load_bench, load_scenario
+from hil.runner import RunResult
+from hil.session import run_scenario
 from hil.store import RunStore
 
 POSTGRES_URL = os.environ.get(
@@ -110,3 +117,112 @@ def wait_for_channel() -> Callable[[str, str, int], int]:
         raise AssertionError(f"the other process stored only {durable} samples of {channel}")
 
     return wait
+
+
+# --------------------------------------------------------------------------- files and runs
+
+#: The syringe the test scenarios load unless they say otherwise.
+SYRINGE = "BD Plastipak 50 mL"
+
+
+@pytest.fixture(scope="session")
+def write_toml() -> Callable[[Path, str, str], Path]:
+    """``write_toml(directory, name, text)``: write a bench or scenario file (UTF-8) and
+    return its path."""
+
+    def write(directory: Path, name: str, text: str) -> Path:
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def write_scenario(write_toml: Callable[[Path, str, str], Path]) -> Callable[..., Path]:
+    """``write_scenario(directory, *, name, duration, sampling, rate_ml_h, syringe=SYRINGE,
+    tare=True, extra="")``: a scenario file that starts an infusion at 0 s.
+
+    At 0 s it loads ``syringe`` (None: the pump's own), sets ``rate_ml_h``, tares the
+    balance (unless ``tare`` is false) and starts the pump; ``sampling`` maps device names
+    to sample periods; ``extra`` is TOML appended as is (later steps, procedures). The file
+    is ``directory/<name>.toml``.
+    """
+
+    def write(
+        directory: Path,
+        *,
+        name: str,
+        duration: str,
+        sampling: Mapping[str, str],
+        rate_ml_h: float,
+        syringe: str | None = SYRINGE,
+        tare: bool = True,
+        extra: str = "",
+    ) -> Path:
+        lines = [f'name = "{name}"', f'duration = "{duration}"', "[sampling]"]
+        lines += [f'{device} = "{period}"' for device, period in sampling.items()]
+        steps: list[tuple[str, str | None]] = []
+        if syringe is not None:
+            steps.append(("set_diameter", f'syringe = "{syringe}"'))
+        steps.append(("set_rate", f"rate_ml_h = {float(rate_ml_h)!r}"))
+        if tare:
+            steps.append(("tare", None))
+        steps.append(("start", None))
+        for action, argument in steps:
+            lines += ["[[steps]]", 'at = "0s"', f'action = "{action}"']
+            if argument is not None:
+                lines.append(argument)
+        return write_toml(directory, f"{name}.toml", "\n".join(lines) + "\n" + extra)
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def make_run() -> Callable[..., RunResult]:
+    """``make_run(db_url, bench, scenario, *, status="completed")``: run ``scenario`` on
+    ``bench`` on the virtual clock, stored in ``db_url``; assert the run ended with
+    ``status`` and return its result. ``bench`` and ``scenario`` are files, or the names
+    of the shipped ones (``"emulated-nominal"``, ``"iec-flow-5mlh"``)."""
+
+    def run(
+        db_url: str, bench: str | Path, scenario: str | Path, *, status: str = "completed"
+    ) -> RunResult:
+        result = run_scenario(
+            load_bench(bench_path(bench) if isinstance(bench, str) else bench),
+            load_scenario(scenario_path(scenario) if isinstance(scenario, str) else scenario),
+            db_url=db_url,
+            clock="virtual",
+            progress=False,
+        )
+        assert result.status == status, (bench, scenario, result.status)
+        return result
+
+    return run
+
+
+@pytest.fixture
+def run_process() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """``run_process(bench, scenario, db_url, *, output=subprocess.PIPE)``: ``medtwin run
+    BENCH SCENARIO --db DB_URL --json`` in a child process (unbuffered; stdout and stderr
+    go to ``output``). A child still running at teardown is killed and reaped."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        bench: Path, scenario: Path, db_url: str, *, output: int = subprocess.PIPE
+    ) -> subprocess.Popen[bytes]:
+        command = ["run", str(bench), str(scenario), "--db", db_url, "--json"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hil", *command],
+            stdout=output,
+            stderr=output,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

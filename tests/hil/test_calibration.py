@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from drivers.errors import AnalysisError, ConfigurationError
-from fixtures.packaged import bench_path, scenario_path
+from fixtures.packaged import bench_path
 from hil.calibration import (
     DEFAULT_PARAMETERS,
     calibrate,
@@ -30,8 +31,7 @@ from hil.calibration import (
     validate,
 )
 from hil.cli import main
-from hil.config import load_bench, load_scenario
-from hil.session import run_scenario
+from hil.runner import RunResult
 from hil.store import RunData, RunStore
 
 TRUE_DIAMETER_MM = 26.3241
@@ -40,25 +40,6 @@ WEAR_ONSET_S = 1800.0
 NOMINAL_DIAMETER_MM = 26.59
 ONSET = {"pump.drive.wear_onset_s": WEAR_ONSET_S}
 DRIFT_KEY = "NE-1000/emulated-drift:pump"  # the NE-1000 reports no serial number
-
-SHORT_NO_BALANCE = """
-name = "pump-only"
-duration = "10min"
-[sampling]
-pump = "10s"
-bench-io = "10s"
-[[steps]]
-at = "0s"
-action = "set_diameter"
-syringe = "BD Plastipak 50 mL"
-[[steps]]
-at = "0s"
-action = "set_rate"
-rate_ml_h = 5.0
-[[steps]]
-at = "0s"
-action = "start"
-"""
 
 
 @dataclass(frozen=True)
@@ -70,12 +51,6 @@ class Runs:
     no_balance: int  # a bench without a balance
 
 
-def _bench_file(directory: Path, name: str, text: str) -> Path:
-    path = directory / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def _drift_text(*, seed: int = 1, calibration: str = "none") -> str:
     text = bench_path("emulated-drift").read_text(encoding="utf-8")
     assert "seed = 1" in text
@@ -85,36 +60,41 @@ def _drift_text(*, seed: int = 1, calibration: str = "none") -> str:
     )
 
 
-def _run(db_url: str, bench: Path, scenario: Path) -> int:
-    result = run_scenario(
-        load_bench(bench), load_scenario(scenario), db_url=db_url, clock="virtual", progress=False
-    )
-    assert result.status == "completed"
-    return result.run_id
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+def runs(
+    tmp_path_factory: pytest.TempPathFactory,
+    write_toml: Callable[[Path, str, str], Path],
+    write_scenario: Callable[..., Path],
+    make_run: Callable[..., RunResult],
+) -> Runs:
     """Four recorded runs in one SQLite store (tests copy it before writing to it)."""
     directory = tmp_path_factory.mktemp("calibration-runs")
     db_file = directory / "runs.db"
     db_url = f"sqlite:///{db_file}"
-    flow = scenario_path("iec-flow-5mlh")
-    drift = _run(db_url, bench_path("emulated-drift"), flow)
+    flow = "iec-flow-5mlh"
+    drift = make_run(db_url, "emulated-drift", flow).run_id
     # A different emulation seed: another balance-noise realisation of the same device.
-    drift_seed2 = _run(db_url, _bench_file(directory, "drift2.toml", _drift_text(seed=2)), flow)
-    nominal = _run(db_url, bench_path("emulated-nominal"), flow)
+    drift2 = write_toml(directory, "drift2.toml", _drift_text(seed=2))
+    drift_seed2 = make_run(db_url, drift2, flow).run_id
+    nominal = make_run(db_url, "emulated-nominal", flow).run_id
     no_balance_text = bench_path("emulated-drift").read_text(encoding="utf-8")
     balance_block = (
         '[[devices]]\nname = "balance"\nkind = "balance"\nprotocol = "mt-sics"\n'
         'port = "emulated"\nbaudrate = 9600\n'
     )
     assert balance_block in no_balance_text
-    no_balance = _run(
+    no_balance = make_run(
         db_url,
-        _bench_file(directory, "nobalance.toml", no_balance_text.replace(balance_block, "")),
-        _bench_file(directory, "short.toml", SHORT_NO_BALANCE),
-    )
+        write_toml(directory, "nobalance.toml", no_balance_text.replace(balance_block, "")),
+        write_scenario(
+            directory,
+            name="pump-only",
+            duration="10min",
+            sampling={"pump": "10s", "bench-io": "10s"},
+            rate_ml_h=5.0,
+            tare=False,
+        ),
+    ).run_id
     return Runs(db_file, drift, drift_seed2, nominal, no_balance)
 
 
@@ -345,21 +325,19 @@ def test_saved_calibrations_are_versioned_per_device(runs: Runs, tmp_path: Path)
     assert latest.residual_rms_after == pytest.approx(cal.residual_rms_after)
 
 
-def test_latest_calibration_takes_the_drift_out_of_the_next_run(runs: Runs, tmp_path: Path) -> None:
+def test_latest_calibration_takes_the_drift_out_of_the_next_run(
+    runs: Runs,
+    tmp_path: Path,
+    write_toml: Callable[[Path, str, str], Path],
+    make_run: Callable[..., RunResult],
+) -> None:
     db_url = _private_db(runs, tmp_path)
     result = invoke(
         str(runs.drift), "--db", db_url, "--fix", "pump.drive.wear_onset_s=1800", "--json"
     )
     assert result.exit_code == 0, result.output
-    bench = _bench_file(tmp_path, "latest.toml", _drift_text(seed=2, calibration="latest"))
-    outcome = run_scenario(
-        load_bench(bench),
-        load_scenario(scenario_path("iec-flow-5mlh")),
-        db_url=db_url,
-        clock="virtual",
-        progress=False,
-    )
-    assert outcome.status == "completed"
+    bench = write_toml(tmp_path, "latest.toml", _drift_text(seed=2, calibration="latest"))
+    outcome = make_run(db_url, bench, "iec-flow-5mlh")
     # the nominal twin flags this bench within minutes (see test_runner); the calibrated
     # one sees the same device as itself
     assert outcome.drift_events == []
@@ -402,33 +380,26 @@ pump = "volumetric"
 calibration = "%s"
 """
 
-VOLUMETRIC_FLOW = """
-name = "volumetric-flow"
-duration = "1h"
-[sampling]
-balance = "5s"
-pump = "10s"
-[[steps]]
-at = "0s"
-action = "set_rate"
-rate_ml_h = 25.0
-[[steps]]
-at = "0s"
-action = "tare"
-[[steps]]
-at = "0s"
-action = "start"
-"""
-
 
 def test_latest_calibration_of_a_pump_with_a_serial_is_used_by_the_next_run(
     tmp_path: Path,
+    write_toml: Callable[[Path, str, str], Path],
+    write_scenario: Callable[..., Path],
+    make_run: Callable[..., RunResult],
 ) -> None:
     # The Modbus pump reports model and serial, so its calibrations are filed under
     # model/serial, the key the runner looks up for calibration = "latest".
     db_url = f"sqlite:///{tmp_path / 'runs.db'}"
-    scenario = _bench_file(tmp_path, "flow.toml", VOLUMETRIC_FLOW)
-    first = _run(db_url, _bench_file(tmp_path, "nominal.toml", VOLUMETRIC_BENCH % "none"), scenario)
+    scenario = write_scenario(
+        tmp_path,
+        name="volumetric-flow",
+        duration="1h",
+        sampling={"balance": "5s", "pump": "10s"},
+        rate_ml_h=25.0,
+        syringe=None,
+    )
+    nominal = write_toml(tmp_path, "nominal.toml", VOLUMETRIC_BENCH % "none")
+    first = make_run(db_url, nominal, scenario).run_id
     result = invoke(str(first), "--db", db_url, "--json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -438,14 +409,8 @@ def test_latest_calibration_of_a_pump_with_a_serial_is_used_by_the_next_run(
         assert abs(entry["value"] - truth) <= 3 * entry["stderr"], (name, entry)
     key = doc["calibration"]["device_key"]
     assert key.startswith("MTV-100/")  # model/serial as the emulated pump reports it
-    outcome = run_scenario(
-        load_bench(_bench_file(tmp_path, "latest.toml", VOLUMETRIC_BENCH % "latest")),
-        load_scenario(scenario),
-        db_url=db_url,
-        clock="virtual",
-        progress=False,
-    )
-    assert outcome.status == "completed"
+    latest = write_toml(tmp_path, "latest.toml", VOLUMETRIC_BENCH % "latest")
+    outcome = make_run(db_url, latest, scenario)
     assert outcome.drift_events == []
     mass = outcome.channels["balance.mass_g"]
     assert mass["rms"] < 2e-4  # the balance noise; the nominal twin is off by ~0.45 g

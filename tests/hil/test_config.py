@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,12 +32,6 @@ def test_shipped_scenarios_plan_on_the_nominal_bench(name: str) -> None:
     steps = plan_steps(load_bench(bench_path("emulated-nominal")), scenario)
     assert steps[0].t_s == 0.0
     assert all(s.t_s <= scenario.duration for s in steps)
-
-
-def _write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 BENCH = """
@@ -88,9 +83,13 @@ port = "emulated"
     ],
 )
 def test_bench_errors_name_file_and_field(
-    tmp_path: Path, text: str, field: str, message: str
+    tmp_path: Path,
+    text: str,
+    field: str,
+    message: str,
+    write_toml: Callable[[Path, str, str], Path],
 ) -> None:
-    path = _write(tmp_path, "bench.toml", text)
+    path = write_toml(tmp_path, "bench.toml", text)
     with pytest.raises(ConfigurationError) as info:
         load_bench(path)
     assert str(path) in str(info.value)
@@ -140,9 +139,13 @@ action = "start"
     ],
 )
 def test_scenario_errors_name_file_and_field(
-    tmp_path: Path, text: str, field: str, message: str
+    tmp_path: Path,
+    text: str,
+    field: str,
+    message: str,
+    write_toml: Callable[[Path, str, str], Path],
 ) -> None:
-    path = _write(tmp_path, "scenario.toml", text)
+    path = write_toml(tmp_path, "scenario.toml", text)
     with pytest.raises(ConfigurationError) as info:
         load_scenario(path)
     assert str(path) in str(info.value)
@@ -150,10 +153,12 @@ def test_scenario_errors_name_file_and_field(
     assert message in str(info.value)
 
 
-def test_a_step_outside_the_pump_limits_is_refused_before_the_run(tmp_path: Path) -> None:
-    bench = load_bench(_write(tmp_path, "bench.toml", BENCH))
+def test_a_step_outside_the_pump_limits_is_refused_before_the_run(
+    tmp_path: Path, write_toml: Callable[[Path, str, str], Path]
+) -> None:
+    bench = load_bench(write_toml(tmp_path, "bench.toml", BENCH))
     scenario = load_scenario(
-        _write(tmp_path, "s.toml", SCENARIO.replace("rate_ml_h = 5.0", "rate_ml_h = 250.0"))
+        write_toml(tmp_path, "s.toml", SCENARIO.replace("rate_ml_h = 5.0", "rate_ml_h = 250.0"))
     )
     with pytest.raises(ConfigurationError) as info:
         plan_steps(bench, scenario)
@@ -163,13 +168,15 @@ def test_a_step_outside_the_pump_limits_is_refused_before_the_run(tmp_path: Path
     assert "the run was not started" in text
 
 
-def test_bolus_expands_to_target_rate_and_back(tmp_path: Path) -> None:
-    bench = load_bench(_write(tmp_path, "bench.toml", BENCH))
+def test_bolus_expands_to_target_rate_and_back(
+    tmp_path: Path, write_toml: Callable[[Path, str, str], Path]
+) -> None:
+    bench = load_bench(write_toml(tmp_path, "bench.toml", BENCH))
     text = (
         SCENARIO
         + '\n[[steps]]\nat = "10min"\naction = "bolus"\nvolume_ml = 1.0\nrate_ml_h = 60.0\n'
     )
-    steps = plan_steps(bench, load_scenario(_write(tmp_path, "s.toml", text)))
+    steps = plan_steps(bench, load_scenario(write_toml(tmp_path, "s.toml", text)))
     bolus = [(s.t_s, s.action, s.value) for s in steps if "bolus" in s.label]
     assert bolus[:4] == [
         (600.0, "stop", pytest.approx(float("nan"), nan_ok=True)),
@@ -186,8 +193,10 @@ def test_bolus_expands_to_target_rate_and_back(tmp_path: Path) -> None:
     assert [s.value for s in steps if s.t_s == end and s.action == "set_rate"] == [5.0]
 
 
-def test_step_for_a_device_the_bench_lacks(tmp_path: Path) -> None:
-    bench = load_bench(_write(tmp_path, "bench.toml", BENCH))
+def test_step_for_a_device_the_bench_lacks(
+    tmp_path: Path, write_toml: Callable[[Path, str, str], Path]
+) -> None:
+    bench = load_bench(write_toml(tmp_path, "bench.toml", BENCH))
     text = SCENARIO + '\n[[steps]]\nat = "1min"\naction = "occlude"\n'
     with pytest.raises(ConfigurationError, match="needs a bench-io, and bench 'b' has none"):
-        plan_steps(bench, load_scenario(_write(tmp_path, "s.toml", text)))
+        plan_steps(bench, load_scenario(write_toml(tmp_path, "s.toml", text)))

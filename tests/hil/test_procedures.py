@@ -3,41 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from drivers.errors import ConfigurationError
-from fixtures.packaged import bench_path, scenario_path
+from fixtures.packaged import bench_path
 from hil.config import load_bench, load_scenario
 from hil.procedures import parse_procedures
-from hil.runner import plan_steps
-from hil.session import run_scenario
+from hil.runner import RunResult, plan_steps
 from hil.store import RunStore
-
-
-def _run(tmp_path: Path, bench: str, scenario: str | Path):  # type: ignore[no-untyped-def]
-    path = scenario if isinstance(scenario, Path) else scenario_path(scenario)
-    return run_scenario(
-        load_bench(bench_path(bench)),
-        load_scenario(path),
-        db_url=f"sqlite:///{tmp_path / 'runs.db'}",
-        clock="virtual",
-        progress=False,
-    )
 
 
 def _verdicts(result) -> dict[tuple[str, str], object]:  # type: ignore[no-untyped-def]
     return {(v.source, v.name): v for v in result.verdicts}
 
 
-def test_flow_procedure_fails_the_drifting_pump_and_passes_the_twin(tmp_path: Path) -> None:
-    result = _run(tmp_path, "emulated-drift", "iec-flow-5mlh")
+def test_flow_procedure_fails_the_drifting_pump_and_passes_the_twin(
+    tmp_path: Path, make_run: Callable[..., RunResult]
+) -> None:
+    result = make_run(f"sqlite:///{tmp_path / 'runs.db'}", "emulated-drift", "iec-flow-5mlh")
     verdicts = _verdicts(result)
     real = verdicts[("real", "mean_flow_error_a")]
     twin = verdicts[("twin", "mean_flow_error_a")]
@@ -53,8 +41,10 @@ def test_flow_procedure_fails_the_drifting_pump_and_passes_the_twin(tmp_path: Pa
     assert run.summary["procedures"][0]["kind"] == "iec60601-2-24.flow"
 
 
-def test_occlusion_procedure_measures_alarm_and_bolus(tmp_path: Path) -> None:
-    result = _run(tmp_path, "emulated-nominal", "occlusion")
+def test_occlusion_procedure_measures_alarm_and_bolus(
+    tmp_path: Path, make_run: Callable[..., RunResult]
+) -> None:
+    result = make_run(f"sqlite:///{tmp_path / 'runs.db'}", "emulated-nominal", "occlusion")
     procedure = result.procedures[0]
     assert procedure.errors == {}
     for side in ("real", "twin"):
@@ -68,8 +58,10 @@ def test_occlusion_procedure_measures_alarm_and_bolus(tmp_path: Path) -> None:
     assert {v.outcome.value for v in result.verdicts} == {"PASS"}
 
 
-def test_bolus_procedure_weighs_each_bolus(tmp_path: Path) -> None:
-    result = _run(tmp_path, "emulated-nominal", "bolus")
+def test_bolus_procedure_weighs_each_bolus(
+    tmp_path: Path, make_run: Callable[..., RunResult]
+) -> None:
+    result = make_run(f"sqlite:///{tmp_path / 'runs.db'}", "emulated-nominal", "bolus")
     analysis = result.procedures[0].analysis["real"]
     assert len(analysis["deviation_percent"]) == 5
     assert max(abs(d) for d in analysis["deviation_percent"]) < 1.0
@@ -92,40 +84,25 @@ def test_procedure_errors_name_the_field(tmp_path: Path) -> None:
 
 
 def test_sigkill_mid_run_leaves_an_interrupted_run_with_its_data(
-    tmp_path: Path, wait_for_channel: Callable[[str, str, int], int]
+    tmp_path: Path,
+    wait_for_channel: Callable[[str, str, int], int],
+    write_scenario: Callable[..., Path],
+    run_process: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
     db = f"sqlite:///{tmp_path / 'runs.db'}"
-    scenario = tmp_path / "long.toml"
-    scenario.write_text(
-        'name = "long"\nduration = "300h"\n[sampling]\nbalance = "10s"\npump = "5min"\n'
-        '[[steps]]\nat = "0s"\naction = "set_rate"\nrate_ml_h = 0.1\n'
-        '[[steps]]\nat = "0s"\naction = "start"\n',
-        encoding="utf-8",
+    scenario = write_scenario(
+        tmp_path,
+        name="long",
+        duration="300h",
+        sampling={"balance": "10s", "pump": "5min"},
+        rate_ml_h=0.1,
+        syringe=None,
+        tare=False,
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hil",
-            "run",
-            str(bench_path("emulated-nominal")),
-            str(scenario),
-            "--db",
-            db,
-            "--json",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        durable = wait_for_channel(db, "balance.mass_g", 200)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc = run_process(bench_path("emulated-nominal"), scenario, db, output=subprocess.DEVNULL)
+    durable = wait_for_channel(db, "balance.mass_g", 200)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
     with RunStore(db) as store:
         run = store.load_run(store.list_runs()[0].id)
     assert run.info.status == "interrupted"

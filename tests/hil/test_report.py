@@ -13,7 +13,7 @@ import json
 import math
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,9 +22,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fixtures.packaged import bench_path
 from hil.cli import main
-from hil.config import load_bench, load_scenario
 from hil.report import (
     SECTIONS,
     Report,
@@ -33,7 +31,7 @@ from hil.report import (
     save_report,
     write_report,
 )
-from hil.session import run_scenario
+from hil.runner import RunResult
 from hil.store import CalibrationRecord, ChannelData, RunData, RunStatus, RunStore
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -99,34 +97,8 @@ spacing = "3min"
 settle = "1min"
 """
 
-STEPS_ONLY = """
-name = "steps-only"
-description = "hand-written steps, no procedure"
-duration = "6min"
-
-[sampling]
-balance = "5s"
-pump = "10s"
-bench-io = "5s"
-
-[[steps]]
-at = "0s"
-action = "set_diameter"
-syringe = "BD Plastipak 50 mL"
-
-[[steps]]
-at = "0s"
-action = "set_rate"
-rate_ml_h = 5.0
-
-[[steps]]
-at = "0s"
-action = "tare"
-
-[[steps]]
-at = "0s"
-action = "start"
-
+# Hand-written steps, no procedure: after the start at 0 s (see write_scenario) ...
+STEPS_AFTER_START = """
 [[steps]]
 at = "2min"
 action = "occlude"
@@ -155,29 +127,33 @@ class Runs:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+def runs(
+    tmp_path_factory: pytest.TempPathFactory,
+    write_toml: Callable[[Path, str, str], Path],
+    write_scenario: Callable[..., Path],
+    make_run: Callable[..., RunResult],
+) -> Runs:
     directory = tmp_path_factory.mktemp("report-runs")
     db_url = f"sqlite:///{directory / 'runs.db'}"
+    flow = write_toml(directory, "flow.toml", FLOW_20MIN)
+    steps = write_scenario(
+        directory,
+        name="steps-only",
+        duration="6min",
+        sampling={"balance": "5s", "pump": "10s", "bench-io": "5s"},
+        rate_ml_h=5.0,
+        extra=STEPS_AFTER_START,
+    )
     plan = {
-        "nominal": ("emulated-nominal", FLOW_20MIN),
-        "drift": ("emulated-drift", FLOW_20MIN),
-        "occlusion": ("emulated-nominal", OCCLUSION_SHORT),
-        "bolus": ("emulated-nominal", BOLUS_SHORT),
-        "steps": ("emulated-nominal", STEPS_ONLY),
+        "nominal": ("emulated-nominal", flow),
+        "drift": ("emulated-drift", flow),
+        "occlusion": ("emulated-nominal", write_toml(directory, "occ.toml", OCCLUSION_SHORT)),
+        "bolus": ("emulated-nominal", write_toml(directory, "bolus.toml", BOLUS_SHORT)),
+        "steps": ("emulated-nominal", steps),
     }
-    ids = {}
-    for name, (bench, text) in plan.items():
-        scenario_file = directory / f"{name}.toml"
-        scenario_file.write_text(text, encoding="utf-8")
-        result = run_scenario(
-            load_bench(bench_path(bench)),
-            load_scenario(scenario_file),
-            db_url=db_url,
-            clock="virtual",
-            progress=False,
-        )
-        assert result.status == "completed", (name, result.status)
-        ids[name] = result.run_id
+    ids = {
+        name: make_run(db_url, bench, scenario).run_id for name, (bench, scenario) in plan.items()
+    }
     return Runs(db_url, ids)
 
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,21 +27,33 @@ from hil.store import RunStore
 from hil.twin import schedule_from_events, twin_params, twin_series
 
 
-def _scenario(tmp_path: Path, text: str) -> ScenarioConfig:
-    path = tmp_path / "scenario.toml"
-    path.write_text(text, encoding="utf-8")
-    return load_scenario(path)
-
-
 def _bench(
-    tmp_path: Path, base: str, extra: str = "", replace: tuple[str, str] | None = None
+    write_toml: Callable[[Path, str, str], Path],
+    tmp_path: Path,
+    base: str,
+    replace: tuple[str, str],
 ) -> BenchConfig:
+    """The shipped bench ``base`` with one piece of text replaced."""
     text = bench_path(base).read_text(encoding="utf-8")
-    if replace:
-        text = text.replace(*replace)
-    path = tmp_path / "bench.toml"
-    path.write_text(text + extra, encoding="utf-8")
-    return load_bench(path)
+    assert replace[0] in text
+    return load_bench(write_toml(tmp_path, "bench.toml", text.replace(*replace)))
+
+
+def _flow(
+    write_scenario: Callable[..., Path],
+    tmp_path: Path,
+    *,
+    duration: str = "24h",
+    rate_ml_h: float = 1.5,
+) -> Path:
+    """A constant-rate flow on the 50 mL syringe: 24 h at 1.5 mL/h (36 mL) by default."""
+    return write_scenario(
+        tmp_path,
+        name="flow",
+        duration=duration,
+        sampling={"balance": "10s", "pump": "5min", "bench-io": "5min"},
+        rate_ml_h=rate_ml_h,
+    )
 
 
 async def _run(
@@ -55,36 +65,16 @@ async def _run(
             return await runner.run(stop)
 
 
-FLOW_24H = """
-name = "flow-24h"
-duration = "24h"
-[sampling]
-balance = "10s"
-pump = "5min"
-bench-io = "5min"
-[[steps]]
-at = "0s"
-action = "set_diameter"
-syringe = "BD Plastipak 50 mL"
-[[steps]]
-at = "0s"
-action = "set_rate"
-rate_ml_h = 1.5
-[[steps]]
-at = "0s"
-action = "tare"
-[[steps]]
-at = "0s"
-action = "start"
-"""
-
-
 @pytest.mark.slow
-async def test_nominal_bench_has_no_false_drift_over_24_hours(tmp_path: Path) -> None:
+async def test_nominal_bench_has_no_false_drift_over_24_hours(
+    tmp_path: Path, write_scenario: Callable[..., Path]
+) -> None:
     # 24 h at 1.5 mL/h = 36 mL: the 50 mL syringe never runs empty
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     result = await _run(
-        load_bench(bench_path("emulated-nominal")), _scenario(tmp_path, FLOW_24H), db
+        load_bench(bench_path("emulated-nominal")),
+        load_scenario(_flow(write_scenario, tmp_path)),
+        db,
     )
     assert result.status == "completed"
     assert result.drift_events == []
@@ -163,12 +153,17 @@ async def test_occlusion_scenario_raises_the_alarm_and_releases_a_bolus(tmp_path
     assert np.nanmax(pressure.values) == pytest.approx(501.0, abs=3.0)
 
 
-async def test_device_faults_end_degraded_never_hang(tmp_path: Path) -> None:
+async def test_device_faults_end_degraded_never_hang(
+    tmp_path: Path,
+    write_toml: Callable[[Path, str, str], Path],
+    write_scenario: Callable[..., Path],
+) -> None:
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     # The bench I/O module's port vanishes at 10 min of scenario time and comes back after
     # 0.5 s of wall time (a replugged USB adapter); meanwhile the run goes on, and the
     # device is retried with a backoff in scenario time until it answers again.
     bench = _bench(
+        write_toml,
         tmp_path,
         "emulated-nominal",
         replace=(
@@ -177,26 +172,15 @@ async def test_device_faults_end_degraded_never_hang(tmp_path: Path) -> None:
             "retry = { timeout_s = 0.3, retries = 0, reconnects = 0 }",
         ),
     )
-    scenario = _scenario(
-        tmp_path,
-        """
-name = "short"
-duration = "3h"
-[sampling]
-balance = "5s"
-pump = "10s"
-bench-io = "10s"
-[[steps]]
-at = "0s"
-action = "set_rate"
-rate_ml_h = 5.0
-[[steps]]
-at = "0s"
-action = "tare"
-[[steps]]
-at = "0s"
-action = "start"
-""",
+    scenario = load_scenario(
+        write_scenario(
+            tmp_path,
+            name="short",
+            duration="3h",
+            sampling={"balance": "5s", "pump": "10s", "bench-io": "10s"},
+            rate_ml_h=5.0,
+            syringe=None,
+        )
     )
     started = time.monotonic()
     result = await _run(bench, scenario, db)
@@ -213,10 +197,9 @@ action = "start"
     assert result.samples["balance"] == 2161  # the others carried on
 
 
-def test_cli_run_json_document(tmp_path: Path) -> None:
+def test_cli_run_json_document(tmp_path: Path, write_scenario: Callable[..., Path]) -> None:
     db = f"sqlite:///{tmp_path / 'runs.db'}"
-    scenario = tmp_path / "s.toml"
-    scenario.write_text(FLOW_24H.replace('"24h"', '"20min"'), encoding="utf-8")
+    scenario = _flow(write_scenario, tmp_path, duration="20min")
     result = CliRunner().invoke(
         main, ["run", str(bench_path("emulated-nominal")), str(scenario), "--db", db, "--json"]
     )
@@ -244,8 +227,11 @@ def test_cli_invalid_bench_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     assert not db.exists()
 
 
-def test_cli_unreachable_port_names_device_and_port(tmp_path: Path) -> None:
+def test_cli_unreachable_port_names_device_and_port(
+    tmp_path: Path, write_toml: Callable[[Path, str, str], Path]
+) -> None:
     bench = _bench(
+        write_toml,
         tmp_path,
         "emulated-nominal",
         replace=(
@@ -269,39 +255,17 @@ def test_cli_unreachable_port_names_device_and_port(tmp_path: Path) -> None:
 
 
 def test_sigint_stops_the_pump_and_closes_the_run_aborted(
-    tmp_path: Path, wait_for_channel: Callable[[str, str, int], int]
+    tmp_path: Path,
+    wait_for_channel: Callable[[str, str, int], int],
+    write_scenario: Callable[..., Path],
+    run_process: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
     db = f"sqlite:///{tmp_path / 'runs.db'}"
-    scenario = tmp_path / "long.toml"
-    scenario.write_text(
-        FLOW_24H.replace('"24h"', '"400h"').replace("rate_ml_h = 1.5", "rate_ml_h = 0.1"),
-        encoding="utf-8",
-    )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hil",
-            "run",
-            str(bench_path("emulated-nominal")),
-            str(scenario),
-            "--db",
-            db,
-            "--json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    try:
-        wait_for_channel(db, "balance.mass_g", 50)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    scenario = _flow(write_scenario, tmp_path, duration="400h", rate_ml_h=0.1)
+    proc = run_process(bench_path("emulated-nominal"), scenario, db)
+    wait_for_channel(db, "balance.mass_g", 50)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
     doc = json.loads(out)
     assert doc["status"] == "aborted"
