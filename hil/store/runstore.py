@@ -10,7 +10,8 @@ import hashlib
 import math
 import threading
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -459,6 +460,27 @@ class RunStore:
         if self._closed:
             raise StorageError(f"the run store {self.url} is closed")
 
+    @contextmanager
+    def _session(self, doing: str) -> Iterator[Session]:
+        """An ORM session under the store's lock; database errors become StorageError."""
+        with (
+            self._backend.lock,
+            db_errors(self._backend, doing),
+            Session(self._backend.engine) as session,
+        ):
+            yield session
+
+    @contextmanager
+    def _connection(self, doing: str, *, transaction: bool = False) -> Iterator[sa.Connection]:
+        """A Core connection (in one transaction if asked) under the store's lock."""
+        engine = self._backend.engine
+        with (
+            self._backend.lock,
+            db_errors(self._backend, doing),
+            engine.begin() if transaction else engine.connect() as conn,
+        ):
+            yield conn
+
     def close(self) -> None:
         """Finish open runs as ``interrupted`` (after a last flush) and release the database.
 
@@ -554,11 +576,7 @@ class RunStore:
         me = current_process()
         bench_id = self._bench_id(bench_name, bench_text)
         now = utc_now()
-        with (
-            self._backend.lock,
-            db_errors(self._backend, "starting a run"),
-            Session(self._backend.engine) as session,
-        ):
+        with self._session("starting a run") as session:
             run = RunRow(
                 status=str(RunStatus.RUNNING),
                 started_utc=started_utc,
@@ -594,11 +612,7 @@ class RunStore:
         digest = _sha256(text)
         query = select(BenchRow.id).where(BenchRow.name == name, BenchRow.sha256 == digest)
         for _ in range(_INSERT_RETRIES):
-            with (
-                self._backend.lock,
-                db_errors(self._backend, f"storing bench {name!r}"),
-                Session(self._backend.engine) as session,
-            ):
+            with self._session(f"storing bench {name!r}") as session:
                 found = session.exec(query).first()
                 if found is not None:
                     return int(found)
@@ -683,21 +697,13 @@ class RunStore:
     def list_runs(self) -> list[RunInfo]:
         """Every run, oldest first, with channel and sample counts."""
         self._check_open()
-        with (
-            self._backend.lock,
-            db_errors(self._backend, "listing runs"),
-            self._backend.engine.connect() as conn,
-        ):
+        with self._connection("listing runs") as conn:
             return self._infos(conn, None)
 
     def run_info(self, run_id: int) -> RunInfo:
         """Metadata of one run. Raises :class:`~drivers.errors.RunNotFound`."""
         self._check_open()
-        with (
-            self._backend.lock,
-            db_errors(self._backend, f"reading run {run_id}"),
-            self._backend.engine.connect() as conn,
-        ):
+        with self._connection(f"reading run {run_id}") as conn:
             infos = self._infos(conn, int(run_id))
         if not infos:
             raise self._not_found(run_id)
@@ -725,11 +731,7 @@ class RunStore:
         run_id = int(run_id)
         runs, benches = table(RunRow), table(BenchRow)
         channels, blocks = table(ChannelRow), table(SampleBlockRow)
-        with (
-            self._backend.lock,
-            db_errors(self._backend, f"reading run {run_id}"),
-            self._backend.engine.connect() as conn,
-        ):
+        with self._connection(f"reading run {run_id}") as conn:
             infos = self._infos(conn, run_id)
             if not infos:
                 raise self._not_found(run_id)
@@ -886,11 +888,7 @@ class RunStore:
             seen.add(key)
             rows.append(row)
         verdict_table = table(VerdictRow)
-        with (
-            self._backend.lock,
-            db_errors(self._backend, f"saving verdicts of run {run_id}"),
-            self._backend.engine.begin() as conn,
-        ):
+        with self._connection(f"saving verdicts of run {run_id}", transaction=True) as conn:
             self._require_run(conn, run_id)
             for row in rows:
                 conn.execute(
@@ -1025,11 +1023,8 @@ class RunStore:
         for _ in range(_INSERT_RETRIES):
             created = utc_now()
             try:
-                with (
-                    self._backend.lock,
-                    db_errors(self._backend, f"saving a calibration of {device_key!r}"),
-                    self._backend.engine.begin() as conn,
-                ):
+                doing = f"saving a calibration of {device_key!r}"
+                with self._connection(doing, transaction=True) as conn:
                     if run_id is not None:
                         self._require_run(conn, run_id)
                     latest = conn.execute(
@@ -1114,11 +1109,7 @@ class RunStore:
     def calibrations(self, device_key: str) -> list[CalibrationRecord]:
         """Every calibration of a device, version 1 first."""
         self._check_open()
-        with (
-            self._backend.lock,
-            db_errors(self._backend, f"reading calibrations of {device_key!r}"),
-            Session(self._backend.engine) as session,
-        ):
+        with self._session(f"reading calibrations of {device_key!r}") as session:
             rows = session.exec(
                 select(CalibrationRow)
                 .where(CalibrationRow.device_key == device_key)
@@ -1129,11 +1120,7 @@ class RunStore:
     def latest_calibration(self, device_key: str) -> CalibrationRecord | None:
         """The highest version calibrated for a device, or None if it has none."""
         self._check_open()
-        with (
-            self._backend.lock,
-            db_errors(self._backend, f"reading calibrations of {device_key!r}"),
-            Session(self._backend.engine) as session,
-        ):
+        with self._session(f"reading calibrations of {device_key!r}") as session:
             row = session.exec(
                 select(CalibrationRow)
                 .where(CalibrationRow.device_key == device_key)
