@@ -306,6 +306,20 @@ class Verdict:
     description: str = ""
     note: str = ""
 
+    @property
+    def informational(self) -> bool:
+        """No limit was declared: the value is disclosed, not judged (its outcome is PASS
+        whenever it has one). Tables show it as ``info`` so that it does not read as a pass
+        against a claim."""
+        return self.lower is None and self.upper is None
+
+    def outcome_label(self) -> str:
+        """The outcome as tables show it: ``info`` for an informational value, else the
+        outcome's name."""
+        if self.informational and self.outcome is Outcome.PASS:
+            return "info"
+        return self.outcome.value
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-able dict: every attribute, the outcome as its name.
 
@@ -364,11 +378,15 @@ _OUTCOME_STYLE = {
 }
 
 
+def _label_style(verdict: Verdict) -> str:
+    return "dim" if verdict.outcome_label() == "info" else _OUTCOME_STYLE[verdict.outcome]
+
+
 def verdict_table(verdicts: Iterable[Verdict], *, title: str | None = "Verdicts") -> Table:
     """A rich table of verdicts: measurement, source, value, units, limits, outcome.
 
     Limits are shown as ``lo … hi`` with ``—`` for an open side, marginal limits the same
-    way; the outcome is coloured.
+    way; the outcome is coloured (``info`` for a value without limits).
     """
     table = Table(title=title)
     table.add_column("measurement")
@@ -391,7 +409,7 @@ def verdict_table(verdicts: Iterable[Verdict], *, title: str | None = "Verdicts"
             f"{_fmt_limit(verdict.marginal_lower)} … {_fmt_limit(verdict.marginal_upper)}"
             if has_marginal
             else "—",
-            f"[{_OUTCOME_STYLE[verdict.outcome]}]{verdict.outcome.value}[/]",
+            f"[{_label_style(verdict)}]{verdict.outcome_label()}[/]",
             verdict.note,
         )
     return table

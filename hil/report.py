@@ -395,13 +395,17 @@ def _na(text: str) -> str:
     return f'<p class="na">{_esc(text)}</p>'
 
 
-def _outcome_cell(outcome: str | None, *, source: str, value: str = "") -> str:
+def _outcome_cell(
+    outcome: str | None, *, source: str, value: str = "", badge: str | None = None
+) -> str:
+    """A verdict cell; ``badge`` overrides the text of the outcome badge (``info``)."""
     if outcome is None:
         return f'<td class="outcome none" data-source="{source}">—</td>'
     label = f"{value} " if value else ""
+    shown = outcome if badge is None else badge
     return (
-        f'<td class="outcome {_esc(outcome)}" data-source="{source}" '
-        f'data-outcome="{_esc(outcome)}">{label}<span class="badge">{_esc(outcome)}</span></td>'
+        f'<td class="outcome {_esc(shown)}" data-source="{source}" '
+        f'data-outcome="{_esc(outcome)}">{label}<span class="badge">{_esc(shown)}</span></td>'
     )
 
 
@@ -1143,6 +1147,7 @@ def _section_verdicts(ctx: _Context) -> tuple[bool, str]:
                         str(pair[s].outcome) if s in pair else None,
                         source=s,
                         value=_esc(_value_text(pair[s])) if s in pair else "",
+                        badge=_informational_badge(pair[s]) if s in pair else None,
                     )
                     for s in _SOURCES
                 ),
@@ -1181,6 +1186,13 @@ def _badge(outcome: str | None) -> str:
     if outcome is None:
         return '<span class="badge">no verdicts</span>'
     return f'<span class="badge outcome {_esc(outcome)}">{_esc(outcome)}</span>'
+
+
+def _informational_badge(verdict: VerdictRecord) -> str | None:
+    """``info`` for a value disclosed without limits (it cannot fail), else None."""
+    if verdict.lower is None and verdict.upper is None and str(verdict.outcome) == "PASS":
+        return "info"
+    return None
 
 
 def _limits_text(verdict: VerdictRecord) -> str:

@@ -140,14 +140,15 @@ def _verdict_pairs(result: RunResult) -> Any:
     def cell(v: Any) -> str:
         if v is None:
             return "-"
-        outcome = v.outcome.value
+        label = v.outcome_label()
+        style = "dim" if label == "info" else _OUTCOME_STYLE.get(label, "")
         value = "—" if v.value is None else f"{v.value:+.3g} {v.units}".strip()
-        return f"{value} [{_OUTCOME_STYLE.get(outcome, '')}]{outcome}[/]"
+        return f"{value} [{style}]{label}[/]"
 
     for name, pair in rows.items():
         any_v = next(iter(pair.values()))
-        if any_v.lower is None and any_v.upper is None:
-            limits = "-"
+        if any_v.informational:
+            limits = "none declared"
         else:
             lo = "" if any_v.lower is None else f"{any_v.lower:g}"
             hi = "" if any_v.upper is None else f"{any_v.upper:g}"

@@ -223,6 +223,24 @@ def test_verdict_table_shows_values_limits_and_outcomes() -> None:
     assert "UNSET" in info
 
 
+def test_a_value_without_limits_is_shown_as_info_not_as_a_pass() -> None:
+    disclosed = Measurement("ep_min_1min", "%").measure(-3.7, source="real")
+    judged = Measurement("mean_flow_error_a", "%").in_range(-2, 2).measure(1.0, source="real")
+    assert disclosed.outcome is Outcome.PASS  # stored outcome: it cannot fail
+    assert disclosed.informational
+    assert disclosed.outcome_label() == "info"
+    assert not judged.informational
+    assert judged.outcome_label() == "PASS"
+    assert Measurement("x", "%").measure(None).outcome_label() == "UNSET"
+    line = next(
+        line
+        for line in render(verdict_table([disclosed, judged])).splitlines()
+        if "ep_min_1min" in line
+    )
+    assert "info" in line
+    assert "PASS" not in line
+
+
 # --------------------------------------------------------------------------- IEC helpers
 
 
