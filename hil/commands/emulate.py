@@ -91,6 +91,9 @@ async def _serve(
     pacing = Pacing(baud=baud) if pace and baud else None
     emulators: list[Any] = []
     served: list[dict[str, str]] = []
+    # Handlers first: a client that signals as soon as it reads the port line (or while the
+    # ports open) must still get a clean stop, never the default action of the signal.
+    stop = _stop_on_signals()
     try:
         for index, (device, protocol) in enumerate(devices):
             mechanism = getattr(bench, EMULATOR_MECHANISM[protocol])
@@ -111,23 +114,27 @@ async def _serve(
                     f"emulated {entry['device']} ({entry['protocol']}): open {entry['port']}"
                 )
             click.echo("serving until Ctrl-C / SIGTERM")
-        await _wait_for_signal()
+        await stop.wait()
     finally:
         for emulator in reversed(emulators):
             with contextlib.suppress(Exception):
                 await emulator.stop()
+        loop = asyncio.get_running_loop()
+        for sig in _STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
 
 
-async def _wait_for_signal() -> None:
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (handlers on the running loop, also when the shell
+    started us with SIGINT ignored, as it does for a background job)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    return stop
 
 
 def _options(func: Any) -> Any:

@@ -110,6 +110,29 @@ async def test_modbus_pump_on_tcp(emulate) -> None:  # type: ignore[no-untyped-d
     assert _stop(proc) == 0
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_right_after_the_port_line_stops_cleanly(emulate, sig: int) -> None:  # type: ignore[no-untyped-def]
+    proc = emulate("bench")
+    doc = _first_line(proc)
+    assert len(doc["devices"]) == 3  # type: ignore[arg-type]
+    assert _stop(proc, sig) == 0
+
+
+def test_sigint_stops_an_emulator_started_with_sigint_ignored() -> None:
+    # What a shell does to `medtwin emulate … &`: the job inherits SIGINT ignored.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hil", "emulate", "balance", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert _first_line(proc)["protocol"] == "mt-sics"
+    finally:
+        code = _stop(proc, signal.SIGINT)
+    assert code == 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
