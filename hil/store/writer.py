@@ -14,7 +14,11 @@ Failure handling: if a flush fails (database locked for longer than the lock tim
 server gone), the rows it tried to write stay queued *with the block numbers they were
 given* and the next flush retries them, so nothing is lost or duplicated; an explicit
 :meth:`RunWriter.flush` or :meth:`RunWriter.finish` raises :class:`StorageError`, while the
-background flusher logs a warning and tries again.
+background flusher logs a warning and tries again. A failure can also come *after* the
+server committed (the connection drops before the acknowledgement arrives). Each flush sets
+the run's heartbeat to its own timestamp in the same transaction, so the retry first reads
+the heartbeat: if it is the failed attempt's, that attempt landed and only what came after
+it is written (no duplicated events, no clash on the block numbers).
 
 If another process decided this run was stale (its heartbeat too old, e.g. while this
 process was stopped with Ctrl-Z) and marked it ``interrupted``, the next successful flush
@@ -188,6 +192,9 @@ class RunWriter:
         self._events: list[dict[str, Any]] = []
         self._unwritten_blocks: list[dict[str, Any]] = []
         self._unwritten_events: list[dict[str, Any]] = []
+        # The last flush that failed, as (its heartbeat, blocks, events it wrote): it may
+        # have been committed all the same (see the module notes), until a read says.
+        self._unsettled: tuple[datetime, int, int] | None = None
         self._status: RunStatus | None = None
         self._finishing = False
         self._last_error: StorageError | None = None
@@ -449,12 +456,16 @@ class RunWriter:
 
     def _flush_locked(self, *, final_status: RunStatus | None, summary: Any) -> None:
         self._take_pending_locked()
-        blocks = self._unwritten_blocks
-        events = self._unwritten_events
         runs = table(RunRow)
-        now = utc_now()
         action = f"writing run {self.run_id}"
         try:
+            if self._unsettled is not None:
+                self._settle_failed_flush()
+            blocks = self._unwritten_blocks
+            events = self._unwritten_events
+            now = utc_now()
+            n_blocks, n_events = len(blocks), len(events)
+            self._unsettled = (now, n_blocks, n_events)
             with (
                 self._backend.lock,
                 db_errors(self._backend, action),
@@ -480,11 +491,38 @@ class RunWriter:
         except StorageError as error:
             self._last_error = error
             raise
-        self._samples_written += sum(int(row["n"]) for row in blocks)
-        self._unwritten_blocks = []
-        self._unwritten_events = []
+        self._unsettled = None
+        self._written(n_blocks, n_events)
         self._last_write = time.monotonic()
         self._last_error = None
+
+    def _written(self, n_blocks: int, n_events: int) -> None:
+        """The first rows of the unwritten lists are in the database: drop them."""
+        self._samples_written += sum(int(row["n"]) for row in self._unwritten_blocks[:n_blocks])
+        del self._unwritten_blocks[:n_blocks]
+        del self._unwritten_events[:n_events]
+
+    def _settle_failed_flush(self) -> None:
+        """Find out whether the last failed flush was committed after all (its heartbeat is
+        in the database) and, if so, drop what it wrote from the rows still to write."""
+        assert self._unsettled is not None
+        heartbeat, n_blocks, n_events = self._unsettled
+        runs = table(RunRow)
+        with (
+            self._backend.lock,
+            db_errors(self._backend, f"checking the last write of run {self.run_id}"),
+            self._backend.engine.connect() as conn,
+        ):
+            stored = conn.execute(
+                sa.select(runs.c.heartbeat_utc).where(runs.c.id == self.run_id)
+            ).scalar()
+        if stored == heartbeat:
+            log.warning(
+                "run %s: a flush reported as failed had been committed; not writing it again",
+                self.run_id,
+            )
+            self._written(n_blocks, n_events)
+        self._unsettled = None
 
     def _heartbeat(self, conn: sa.Connection, now: datetime) -> None:
         runs = table(RunRow)

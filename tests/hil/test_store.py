@@ -526,6 +526,58 @@ def test_failed_flush_keeps_data_and_retries_without_duplicates(
     assert [e.message for e in run.events] == ["while locked"]
 
 
+class _AckLost:
+    """An engine whose next ``begin()`` block commits and then fails as a dropped
+    connection would: the server has the rows, the client gets an error."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self.armed = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    @contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        with self._engine.begin() as conn:
+            yield conn
+        if self.armed:
+            self.armed = False
+            raise sa.exc.OperationalError("COMMIT", {}, ConnectionResetError("server closed"))
+
+
+@pytest.mark.parametrize("final", [False, True], ids=["flush", "finish"])
+def test_a_flush_committed_but_reported_failed_is_not_written_twice(
+    stores: Callable[..., RunStore], final: bool
+) -> None:
+    store = stores(flush_interval_s=3600)
+    writer = start(store)
+    channel = writer.add_channel("v", unit="mL", source="real")
+    writer.append(channel, np.arange(3.0), np.arange(3.0))
+    writer.add_event(1.0, "note", message="first")
+    real_backend = writer._backend
+    writer._backend = dataclasses.replace(real_backend, engine=_AckLost(real_backend.engine))  # type: ignore[arg-type]
+    write: Callable[[], None] = (lambda: writer.finish("completed")) if final else writer.flush
+    with pytest.raises(StorageError, match="server closed"):
+        write()
+    writer._backend = real_backend
+    # Written meanwhile: must land once, after what the lost acknowledgement hid.
+    if not final:
+        writer.append(channel, 3.0, 3.0)
+        writer.add_event(3.0, "note", message="second")
+        writer.flush()
+    writer.finish("completed")
+    assert writer.last_error is None
+    run = store.load_run(writer.run_id)
+    assert run.info.status == "completed"
+    expected = np.arange(3.0 if final else 4.0)
+    assert np.array_equal(run.channels[0].values, expected)
+    assert writer.samples_written == len(expected)
+    assert [e.message for e in run.events if e.kind == "note"] == (
+        ["first"] if final else ["first", "second"]
+    )
+
+
 # -- run metadata, events, life cycle ------------------------------------------------
 
 
