@@ -510,8 +510,9 @@ class Device(abc.ABC):
 class InfusionPump(Device):
     """An infusion pump (syringe or volumetric).
 
-    Backends implement ``_set_diameter``, ``_set_rate``, ``_set_volume_target``,
-    ``_start``, ``_stop``, ``_clear_alarms``, ``_clear_volume`` and ``_status``.
+    Backends implement ``_set_diameter``, ``_read_diameter``, ``_set_rate``,
+    ``_set_volume_target``, ``_start``, ``_stop``, ``_clear_alarms``, ``_clear_volume``
+    and ``_status``.
     """
 
     def __init__(
@@ -528,6 +529,14 @@ class InfusionPump(Device):
         """Tell the pump the syringe's inner diameter (mm); checked against the limits."""
         self.limits.check_diameter(diameter_mm, device=self.name)
         await self._call("set_syringe_diameter", lambda: self._set_diameter(diameter_mm))
+
+    async def read_syringe_diameter(self) -> float:
+        """The syringe inner diameter (mm) the pump is programmed with, as it reports it.
+
+        What a QA check compares with the syringe on the bench: a pump set up for the
+        wrong syringe delivers wrong volumes while believing it is right.
+        """
+        return await self._call("read_syringe_diameter", self._read_diameter)
 
     async def set_rate(self, rate_ml_h: float) -> None:
         """Set the infusion rate (mL/h); refused before sending if outside the limits."""
@@ -558,6 +567,9 @@ class InfusionPump(Device):
 
     @abc.abstractmethod
     async def _set_diameter(self, diameter_mm: float) -> None: ...
+
+    @abc.abstractmethod
+    async def _read_diameter(self) -> float: ...
 
     @abc.abstractmethod
     async def _set_rate(self, rate_ml_h: float) -> None: ...

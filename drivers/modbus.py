@@ -708,6 +708,10 @@ class ModbusInfusionPump(_ModbusDriver, InfusionPump):
     async def _set_diameter(self, diameter_mm: float) -> None:
         await self._link.write_value("syringe_diameter_mm", diameter_mm)
 
+    async def _read_diameter(self) -> float:
+        values = await self._link.read_values(("syringe_diameter_mm",))
+        return float(values["syringe_diameter_mm"])
+
     async def _set_rate(self, rate_ml_h: float) -> None:
         await self._link.write_value("rate_setpoint_ml_h", rate_ml_h)
 

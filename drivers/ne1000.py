@@ -1121,6 +1121,18 @@ class NE1000Pump(InfusionPump):
         text = self._number_argument(diameter_mm, "syringe diameter", "mm")
         await self._command(Command("DIA", text))
 
+    async def _read_diameter(self) -> float:
+        # "DIA" without an argument queries the programmed diameter: "<float>" in mm.
+        reply = await self._command(Command("DIA"))
+
+        def parse(data: str) -> float:
+            try:
+                return parse_number(data, strict=False)
+            except ValueError as exc:
+                raise ProtocolError(f"bad DIA reply {data!r}: {exc}", raw=data.encode()) from None
+
+        return float(_decoded(parse, reply.data, self.name))
+
     async def _set_rate(self, rate_ml_h: float) -> None:
         unit, text = self._rate_argument(rate_ml_h)
         await self._command(Command("RAT", text + unit.value))

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from drivers.ne1000 import Command
 from fixtures.devices import PumpHandle
 from fixtures.recorder import HilTest
 from hil.measurements import Measurement
@@ -52,14 +51,7 @@ async def test_programmed_syringe_matches_the_bench(
     hil: HilTest, pump: PumpHandle, bench_syringe: SyringeSpec, declared: Declared
 ) -> None:
     """The diameter the pump is programmed with is that of the syringe on the bench."""
-    if pump.protocol == "ne1000":
-        # "DIA" without an argument queries the programmed diameter.
-        programmed_mm = float((await pump.request(Command("DIA"))).data)
-    elif pump.protocol == "modbus-pump":
-        values = await pump.read_values("syringe_diameter_mm")
-        programmed_mm = float(values["syringe_diameter_mm"])
-    else:
-        pytest.skip(f"no way to read the programmed diameter over {pump.protocol!r}")
+    programmed_mm = await pump.read_syringe_diameter()
     hil.check(
         Measurement(
             "syringe_diameter_error",

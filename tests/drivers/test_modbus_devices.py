@@ -117,7 +117,11 @@ async def test_pump_end_to_end(bench: PhysicalBench, clock: VirtualClock, transp
             bench.pump.firmware,
         )
         assert identity.protocol == "modbus-pump"
+        await pump.set_syringe_diameter(14.43)
+        # holding 10-11, float32 ABCD: the float32 nearest to what was written
+        assert await pump.read_syringe_diameter() == pytest.approx(14.43, rel=1e-7)
         await pump.set_syringe_diameter(26.59)
+        assert await pump.read_syringe_diameter() == pytest.approx(26.59, rel=1e-7)
         await pump.set_rate(72.5)
         await pump.set_volume_target(None)
         await pump.start()

@@ -105,6 +105,10 @@ async def test_infusion_session(rig: RigFactory, tcp: bool, safe_mode: bool) -> 
             "3.928",
         )
         await r.pump.set_syringe_diameter(26.59)
+        assert await r.pump.read_syringe_diameter() == 26.59  # "DIA" query
+        await r.pump.set_syringe_diameter(14.43)
+        assert await r.pump.read_syringe_diameter() == 14.43
+        await r.pump.set_syringe_diameter(26.59)
         await r.pump.set_rate(6.0)
         await r.pump.set_volume_target(None)
         status = await r.pump.read_status()
@@ -331,3 +335,19 @@ def test_registry_and_configuration() -> None:
         NE1000Pump("/dev/ttyUSB0", safe_mode=True, safe_mode_timeout_s=0)
     with pytest.raises(ConfigurationError, match="socket://"):
         NE1000Pump("socket://bad")
+
+
+async def test_a_malformed_diameter_reply_is_a_protocol_error_naming_the_pump(
+    rig: RigFactory,
+) -> None:
+    """A pump (or a line) that answers the ``DIA`` query with something that is not a
+    number: ProtocolError with the data, not a ValueError from deep inside."""
+    r = await rig()
+    handler = r.emulator.handler
+    answer = handler._commands["DIA"]
+    handler._commands["DIA"] = lambda argument: answer(argument) if argument else "2x.5"
+    async with asyncio.timeout(20):
+        with pytest.raises(ProtocolError, match=r"bad DIA reply '2x\.5'") as info:
+            await r.pump.read_syringe_diameter()
+    assert info.value.device == r.pump.name
+    assert info.value.raw == b"2x.5"
