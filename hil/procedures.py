@@ -59,6 +59,7 @@ from hil.measurements import (
 
 __all__ = [
     "PROCEDURES",
+    "Procedure",
     "ProcedureResult",
     "RunSeries",
     "parse_procedures",
@@ -123,7 +124,10 @@ class ProcedureResult:
         }
 
 
-class _Procedure(BaseModel):
+class Procedure(BaseModel):
+    """A standard procedure of a scenario (``[[procedures]]``): the kinds below expand it
+    into timeline steps and analyse the recorded series at the end."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: str
@@ -145,7 +149,7 @@ def _step(at: float, action: str, **kwargs: Any) -> Step:
     return Step.model_validate({"at": at, "action": action, **kwargs})
 
 
-class FlowProcedure(_Procedure):
+class FlowProcedure(Procedure):
     """IEC 60601-2-24 flow accuracy: A and the trumpet curve (1998 50.102, 2012 201.12.1)."""
 
     kind: Literal["iec60601-2-24.flow"] = "iec60601-2-24.flow"
@@ -214,7 +218,7 @@ class FlowProcedure(_Procedure):
         return analysis, verdicts
 
 
-class OcclusionProcedure(_Procedure):
+class OcclusionProcedure(Procedure):
     """Occlusion: time to alarm, pressure at alarm, unintended bolus (2012 201.12.4.4.x)."""
 
     kind: Literal["iec60601-2-24.occlusion"] = "iec60601-2-24.occlusion"
@@ -280,7 +284,7 @@ class OcclusionProcedure(_Procedure):
         return analysis, verdicts
 
 
-class BolusProcedure(_Procedure):
+class BolusProcedure(Procedure):
     """Bolus accuracy: n boluses, each deviation, mean and worst (1998 50.106)."""
 
     kind: Literal["iec60601-2-24.bolus"] = "iec60601-2-24.bolus"
@@ -353,14 +357,14 @@ class BolusProcedure(_Procedure):
         return analysis, verdicts
 
 
-PROCEDURES: dict[str, type[_Procedure]] = {
+PROCEDURES: dict[str, type[Procedure]] = {
     "iec60601-2-24.flow": FlowProcedure,
     "iec60601-2-24.occlusion": OcclusionProcedure,
     "iec60601-2-24.bolus": BolusProcedure,
 }
 
 
-def parse_procedures(tables: Sequence[dict[str, Any]], *, source: str) -> list[_Procedure]:
+def parse_procedures(tables: Sequence[dict[str, Any]], *, source: str) -> list[Procedure]:
     """Validate a scenario's ``[[procedures]]`` tables.
 
     Raises
@@ -368,7 +372,7 @@ def parse_procedures(tables: Sequence[dict[str, Any]], *, source: str) -> list[_
     ConfigurationError
         Naming ``procedures[i].field`` and what was expected.
     """
-    out: list[_Procedure] = []
+    out: list[Procedure] = []
     for index, table in enumerate(tables):
         where = f"procedures[{index}]"
         kind = table.get("kind")
@@ -392,7 +396,7 @@ def parse_procedures(tables: Sequence[dict[str, Any]], *, source: str) -> list[_
     return out
 
 
-def analyse(procedures: Sequence[_Procedure], sides: Sequence[RunSeries]) -> list[ProcedureResult]:
+def analyse(procedures: Sequence[Procedure], sides: Sequence[RunSeries]) -> list[ProcedureResult]:
     """Run every procedure's analysis on every side; an analysis that cannot be done is
     recorded as an error (and UNSET verdicts) instead of hiding the others."""
     results = []

@@ -39,7 +39,7 @@ from drivers.registry import EMULATOR_MECHANISM, driver_class, emulator_class
 from hil.config import BenchConfig, DeviceConfig
 from hil.twin import emulation_truth
 
-__all__ = ["BenchRig", "RigStatus"]
+__all__ = ["BenchRig", "RigStatus", "check_bench"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,93 @@ def _accepted(
     if var_keyword and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return dict(options)
     return {k: v for k, v in options.items() if k in params}
+
+
+def check_bench(config: BenchConfig) -> None:
+    """Everything about ``config`` that can be checked without opening a port: the
+    emulated truth and its faults, each emulated device's fault plan and emulator
+    options, each driver's options. Raises ConfigurationError naming file:field, the
+    same error :meth:`BenchRig.start` would raise later."""
+    if any(d.emulated for d in config.devices):
+        _physical_truth(config)
+    for cfg in config.devices:
+        if cfg.emulated:
+            _fault_plan(config, cfg)
+            _emulator_options(config, cfg)
+        _driver_kwargs(config, cfg)
+
+
+def _physical_truth(config: BenchConfig) -> tuple[Any, list[Any]]:
+    """The truth parameters of the emulated bench and its device faults (stall, drift)."""
+    emulation = config.emulation
+    try:
+        faults = [parse_fault(spec) for spec in emulation.faults]
+    except ConfigurationError as exc:
+        raise ConfigurationError(str(exc), source=config.source, field="emulation.faults") from None
+    misplaced = [f.spec for f in faults if f.kind not in ("stall", "drift")]
+    if misplaced:
+        raise ConfigurationError(
+            f"reply faults {misplaced} belong to a device's faults list",
+            source=config.source,
+            field="emulation.faults",
+        )
+    return emulation_truth(config), faults
+
+
+def _fault_plan(config: BenchConfig, cfg: DeviceConfig) -> FaultPlan:
+    try:
+        return FaultPlan.parse(cfg.faults, seed=config.emulation.seed)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            str(exc), source=config.source, field=f"devices.{cfg.name}.faults"
+        ) from None
+
+
+def _emulator_options(config: BenchConfig, cfg: DeviceConfig) -> dict[str, Any]:
+    """Protocol options shared by both ends (an address, a device id) go to the emulator
+    as well; ``emulator_options`` only to the emulator (and must all be accepted)."""
+    cls = emulator_class(cfg.protocol)
+    options = _accepted(cls, dict(cfg.options), var_keyword=False)
+    unknown = sorted(set(cfg.emulator_options) - set(_accepted(cls, cfg.emulator_options)))
+    if unknown:
+        raise ConfigurationError(
+            f"the {cfg.protocol!r} emulator does not take option(s) {', '.join(unknown)}",
+            source=config.source,
+            field=f"devices.{cfg.name}.emulator_options",
+        )
+    options.update(cfg.emulator_options)
+    return options
+
+
+def _driver_kwargs(config: BenchConfig, cfg: DeviceConfig) -> dict[str, Any]:
+    """Keyword arguments of the device's driver (all but port, name and clock)."""
+    cls = driver_class(cfg.protocol)
+    kwargs: dict[str, Any] = dict(cfg.options)
+    if cfg.baudrate is not None:
+        kwargs["baudrate"] = cfg.baudrate
+    retry = {k: v for k, v in cfg.retry.model_dump().items() if v is not None}
+    if retry:
+        # Start from the driver's own default policy, change what the bench file sets.
+        default = getattr(cls, "DEFAULT_RETRY", None) or RetryPolicy()
+        kwargs["retry"] = dataclasses.replace(default, **retry)
+    if issubclass(cls, InfusionPump):
+        limits = cfg.limits
+        kwargs["limits"] = PumpLimits(
+            min_rate_ml_h=limits.min_rate_ml_h,
+            max_rate_ml_h=limits.max_rate_ml_h,
+            min_diameter_mm=limits.min_diameter_mm,
+            max_diameter_mm=limits.max_diameter_mm,
+            max_volume_ml=limits.max_volume_ml,
+        )
+    accepted = _accepted(cls, {**kwargs, "name": cfg.name, "clock": None})
+    unknown = sorted(set(cfg.options) - set(accepted))
+    if unknown:
+        raise ConfigurationError(
+            f"protocol {cfg.protocol!r} does not take option(s) {', '.join(unknown)}",
+            source=config.source,
+            field=f"devices.{cfg.name}.options",
+        )
+    return {k: v for k, v in accepted.items() if k not in ("name", "clock")}
 
 
 class BenchRig:
@@ -163,26 +250,13 @@ class BenchRig:
         self._transition(RigStatus.READY)
 
     def _build_physical_bench(self) -> None:
-        emulation = self.config.emulation
-        try:
-            faults = [parse_fault(spec) for spec in emulation.faults]
-        except ConfigurationError as exc:
-            raise ConfigurationError(
-                str(exc), source=self.config.source, field="emulation.faults"
-            ) from None
+        truth, faults = _physical_truth(self.config)
         self.physical = PhysicalBench(
-            emulation_truth(self.config),
+            truth,
             clock=self.clock,
-            seed=emulation.seed,
-            device_faults=[f for f in faults if f.kind in ("stall", "drift")],
+            seed=self.config.emulation.seed,
+            device_faults=faults,
         )
-        misplaced = [f.spec for f in faults if f.kind not in ("stall", "drift")]
-        if misplaced:
-            raise ConfigurationError(
-                f"reply faults {misplaced} belong to a device's faults list",
-                source=self.config.source,
-                field="emulation.faults",
-            )
 
     async def _port_for(self, cfg: DeviceConfig) -> str:
         if not cfg.emulated:
@@ -190,60 +264,21 @@ class BenchRig:
             return cfg.port
         assert self.physical is not None
         mechanism = getattr(self.physical, EMULATOR_MECHANISM[cfg.protocol])
-        try:
-            plan = FaultPlan.parse(cfg.faults, seed=self.config.emulation.seed)
-        except ConfigurationError as exc:
-            raise ConfigurationError(
-                str(exc), source=self.config.source, field=f"devices.{cfg.name}.faults"
-            ) from None
+        plan = _fault_plan(self.config, cfg)
         pacing = Pacing(baud=cfg.baudrate) if cfg.pace and cfg.baudrate else None
-        cls = emulator_class(cfg.protocol)
-        # Protocol options shared by both ends (an address, a device id) go to the emulator
-        # as well; emulator_options only to the emulator (and must all be accepted).
-        options = _accepted(cls, dict(cfg.options), var_keyword=False)
-        unknown = sorted(set(cfg.emulator_options) - set(_accepted(cls, cfg.emulator_options)))
-        if unknown:
-            raise ConfigurationError(
-                f"the {cfg.protocol!r} emulator does not take option(s) {', '.join(unknown)}",
-                source=self.config.source,
-                field=f"devices.{cfg.name}.emulator_options",
-            )
-        options.update(cfg.emulator_options)
-        emulator = cls(mechanism, clock=self.clock, faults=plan, pacing=pacing, **options)
+        options = _emulator_options(self.config, cfg)
+        emulator = emulator_class(cfg.protocol)(
+            mechanism, clock=self.clock, faults=plan, pacing=pacing, **options
+        )
         self._emulators.append(emulator)
         port = str(await emulator.start())
         self.ports[cfg.name] = port
         return port
 
     def _driver(self, cfg: DeviceConfig, port: str) -> Device:
-        cls = driver_class(cfg.protocol)
-        kwargs: dict[str, Any] = dict(cfg.options)
-        if cfg.baudrate is not None:
-            kwargs["baudrate"] = cfg.baudrate
-        kwargs.update(name=cfg.name, clock=self.clock)
-        retry = {k: v for k, v in cfg.retry.model_dump().items() if v is not None}
-        if retry:
-            # Start from the driver's own default policy, change what the bench file sets.
-            default = getattr(cls, "DEFAULT_RETRY", None) or RetryPolicy()
-            kwargs["retry"] = dataclasses.replace(default, **retry)
-        if issubclass(cls, InfusionPump):
-            limits = cfg.limits
-            kwargs["limits"] = PumpLimits(
-                min_rate_ml_h=limits.min_rate_ml_h,
-                max_rate_ml_h=limits.max_rate_ml_h,
-                min_diameter_mm=limits.min_diameter_mm,
-                max_diameter_mm=limits.max_diameter_mm,
-                max_volume_ml=limits.max_volume_ml,
-            )
-        accepted = _accepted(cls, kwargs)
-        unknown = sorted(set(cfg.options) - set(accepted))
-        if unknown:
-            raise ConfigurationError(
-                f"protocol {cfg.protocol!r} does not take option(s) {', '.join(unknown)}",
-                source=self.config.source,
-                field=f"devices.{cfg.name}.options",
-            )
-        return cls(port, **accepted)
+        kwargs = _driver_kwargs(self.config, cfg)
+        device: Device = driver_class(cfg.protocol)(port, name=cfg.name, clock=self.clock, **kwargs)
+        return device
 
     async def stop_pumps(self) -> str | None:
         """Stop every pump (best effort, bounded): the first thing done on the way out.

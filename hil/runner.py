@@ -43,13 +43,14 @@ from hil.comparator import ChannelSpec, DriftEvent, LiveComparator
 from hil.config import ACTION_KIND, BenchConfig, ScenarioConfig, Step
 from hil.measurements import Verdict
 from hil.procedures import (
+    Procedure,
     ProcedureResult,
     RunSeries,
     analyse,
     parse_procedures,
     pressure_alarm_bits,
 )
-from hil.rig import BenchRig, RigStatus
+from hil.rig import BenchRig, RigStatus, check_bench
 from hil.store import RunStore, RunWriter
 from hil.twin import (
     ACTION_COMMANDS,
@@ -57,10 +58,11 @@ from hil.twin import (
     Twin,
     build_twin,
     schedule_from_events,
+    twin_params,
     twin_series,
 )
 
-__all__ = ["PlannedStep", "RunResult", "Runner", "plan_steps", "software_version"]
+__all__ = ["PlannedStep", "RunPlan", "RunResult", "Runner", "plan_steps", "software_version"]
 
 _VALUED = {CommandKind.SET_RATE, CommandKind.SET_DIAMETER, CommandKind.SET_TARGET}
 
@@ -338,6 +340,57 @@ class _Lost:
 ProgressHook = Callable[[float, dict[str, int], int], None]
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What a scenario asks of a bench, checked against it without touching any device
+    or the store: the planned steps (limits checked), the sampling ticks, each channel's
+    comparator settings and the procedures.
+
+    :meth:`of` raises :class:`~drivers.errors.ConfigurationError` naming file:field for
+    a scenario the bench cannot run, so a command can refuse it before it opens (or
+    creates) a database.
+    """
+
+    steps: list[PlannedStep]
+    ticks: dict[float, list[str]]
+    specs: dict[str, ChannelSpec]
+    procedures: list[Procedure]
+
+    @classmethod
+    def of(cls, bench: BenchConfig, scenario: ScenarioConfig) -> RunPlan:
+        # The bench alone first (emulated truth, faults, options, the twin's parameters):
+        # the errors its start would raise after the store had been opened.
+        check_bench(bench)
+        twin_params(bench)
+        return cls(
+            steps=plan_steps(bench, scenario),
+            ticks=_sample_ticks(bench, scenario),
+            specs=_channel_specs(bench, scenario),
+            procedures=parse_procedures(scenario.procedures, source=scenario.source),
+        )
+
+
+def _channel_specs(bench: BenchConfig, scenario: ScenarioConfig) -> dict[str, ChannelSpec]:
+    specs: dict[str, ChannelSpec] = {}
+    known: set[str] = set()
+    for cfg in bench.devices:
+        for ch in CHANNEL_KINDS[cfg.kind]:
+            name = f"{cfg.name}.{ch.quantity}"
+            known.add(name)
+            options = {**ch.defaults, **scenario.tolerances.get(name, {})}
+            specs[name] = ChannelSpec.from_mapping(
+                name, {"unit": ch.unit, **options}, source=scenario.source
+            )
+    unknown = sorted(set(scenario.tolerances) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"no channel {unknown[0]!r} on this bench; channels are {', '.join(sorted(known))}",
+            source=scenario.source,
+            field=f"tolerances.{unknown[0]}",
+        )
+    return specs
+
+
 class Runner:
     """Runs one scenario on one bench beside the twin.
 
@@ -374,8 +427,9 @@ class Runner:
         self.store = store
         self.clock = clock
         self.progress = progress
-        self.steps = plan_steps(bench, scenario)
-        self.ticks = _sample_ticks(bench, scenario)
+        plan = RunPlan.of(bench, scenario)
+        self.steps = plan.steps
+        self.ticks = plan.ticks
         self._own_rig = rig is None
         self.rig = rig if rig is not None else BenchRig(bench, clock=clock)
         self.twin: Twin | None = twin
@@ -394,31 +448,11 @@ class Runner:
         self._pending: list[tuple[str, float, dict[str, float]]] = []
         self._pending_since = time.monotonic()
         self._last_alarms: dict[str, frozenset[str]] = {}
-        self._specs = self._channel_specs()
-        self.procedures = parse_procedures(scenario.procedures, source=scenario.source)
+        self._specs = plan.specs
+        self.procedures = plan.procedures
         self.procedure_results: list[ProcedureResult] = []
 
     # -- set-up -----------------------------------------------------------------------------
-
-    def _channel_specs(self) -> dict[str, ChannelSpec]:
-        specs: dict[str, ChannelSpec] = {}
-        known: set[str] = set()
-        for cfg in self.bench.devices:
-            for ch in CHANNEL_KINDS[cfg.kind]:
-                name = f"{cfg.name}.{ch.quantity}"
-                known.add(name)
-                options = {**ch.defaults, **self.scenario.tolerances.get(name, {})}
-                specs[name] = ChannelSpec.from_mapping(
-                    name, {"unit": ch.unit, **options}, source=self.scenario.source
-                )
-        unknown = sorted(set(self.scenario.tolerances) - known)
-        if unknown:
-            raise ConfigurationError(
-                f"no channel {unknown[0]!r} on this bench; channels are {', '.join(sorted(known))}",
-                source=self.scenario.source,
-                field=f"tolerances.{unknown[0]}",
-            )
-        return specs
 
     def _open_channels(self, writer: RunWriter) -> None:
         for cfg in self.bench.devices:

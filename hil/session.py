@@ -22,7 +22,7 @@ from drivers.clock import Clock, VirtualClock, WallClock
 from drivers.errors import ConfigurationError
 from drivers.units import format_duration
 from hil.config import BenchConfig, ScenarioConfig
-from hil.runner import Runner, RunResult
+from hil.runner import Runner, RunPlan, RunResult
 from hil.store import RunStore
 
 __all__ = ["choose_clock", "print_result", "run_scenario"]
@@ -110,6 +110,7 @@ def run_scenario(
     progress: bool | None = None,
 ) -> RunResult:
     """Run ``scenario`` on ``bench`` and store it in ``db_url``."""
+    RunPlan.of(bench, scenario)  # refuse a scenario this bench cannot run before any I/O
     chosen = choose_clock(bench, clock)
     show = sys.stdout.isatty() if progress is None else progress
     with RunStore(db_url) as store, _progress(show, scenario.duration) as hook:

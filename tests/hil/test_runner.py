@@ -227,6 +227,81 @@ def test_cli_invalid_bench_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     assert not db.exists()
 
 
+@pytest.mark.parametrize(
+    ("sampling", "rate_ml_h", "field", "message"),
+    [
+        ({"balance": "10s", "scale": "1s"}, 5.0, "sampling.scale", "no device 'scale'"),
+        ({"balance": "10s"}, 5000.0, "steps[1].rate_ml_h", "outside pump's declared limits"),
+    ],
+    ids=["unknown-device", "rate-beyond-limits"],
+)
+def test_cli_scenario_the_bench_cannot_run_exits_2_and_creates_no_database(
+    tmp_path: Path,
+    write_scenario: Callable[..., Path],
+    sampling: dict[str, str],
+    rate_ml_h: float,
+    field: str,
+    message: str,
+) -> None:
+    scenario = write_scenario(
+        tmp_path, name="bad", duration="1h", sampling=sampling, rate_ml_h=rate_ml_h
+    )
+    db = tmp_path / "runs.db"
+    result = CliRunner().invoke(
+        main, ["run", str(bench_path("emulated-nominal")), str(scenario), "--db", f"sqlite:///{db}"]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"{scenario}:{field}" in result.output
+    assert message in result.output
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("replace", "field", "message"),
+    [
+        (
+            ('calibration = "none"', 'calibration = "none"\nparams = { "pump.drive.nope" = 1 }'),
+            "twin.params",
+            "unknown parameter 'pump.drive.nope'",
+        ),
+        (
+            ('"BD Plastipak 50 mL"\nseed = 1', '"BD Plastipak 51 mL"\nseed = 1'),
+            "emulation.truth",
+            "unknown syringe 'BD Plastipak 51 mL'",
+        ),
+        (
+            ("options = { address = 0 }", 'options = { address = 0 }\nfaults = ["explode:p=1"]'),
+            "devices.pump.faults",
+            "unknown fault kind 'explode'",
+        ),
+        (
+            ("options = { device_id = 2 }", "options = { device_id = 2, parity_bits = 3 }"),
+            "devices.bench-io.options",
+            "does not take option(s) parity_bits",
+        ),
+    ],
+    ids=["twin-param", "truth-syringe", "device-fault", "driver-option"],
+)
+def test_cli_bench_errors_found_at_start_exit_2_before_the_database_is_created(
+    tmp_path: Path,
+    write_toml: Callable[[Path, str, str], Path],
+    replace: tuple[str, str],
+    field: str,
+    message: str,
+) -> None:
+    text = bench_path("emulated-nominal").read_text(encoding="utf-8")
+    assert replace[0] in text
+    bench = write_toml(tmp_path, "bench.toml", text.replace(*replace))
+    db = tmp_path / "runs.db"
+    result = CliRunner().invoke(
+        main, ["run", str(bench), str(scenario_path("occlusion")), "--db", f"sqlite:///{db}"]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"{bench}:{field}" in result.output
+    assert message in result.output
+    assert not db.exists()
+
+
 def test_cli_unreachable_port_names_device_and_port(
     tmp_path: Path, write_toml: Callable[[Path, str, str], Path]
 ) -> None:
