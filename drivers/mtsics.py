@@ -60,7 +60,7 @@ from drivers.errors import (
     PortError,
     ProtocolError,
 )
-from drivers.transport import ByteTransport, open_transport
+from drivers.transport import ByteTransport, line_settings, open_transport
 
 __all__ = [
     "GENERAL_ERRORS",
@@ -480,6 +480,10 @@ class MTSICSBalance(Balance):
         pyserial URL.
     baudrate, bytesize, parity, stopbits
         Line settings; the factory setting of most balances is 9600 8N1.
+    handshake : {"none", "xonxoff", "rtscts"}
+        Flow control, to match the balance's interface menu (default none). With
+        ``xonxoff`` a balance that sends XOFF holds our commands until its XON, and the
+        XON/XOFF bytes never reach the reply parser.
     name : str, optional
         Used in logs and error messages.
     clock : Clock, optional
@@ -503,15 +507,27 @@ class MTSICSBalance(Balance):
         bytesize: int = 8,
         parity: str = "N",
         stopbits: float = 1,
+        handshake: str = "none",
         name: str | None = None,
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(port, name=name, clock=clock, retry=retry or self.DEFAULT_RETRY)
+        # Checked now (no I/O), not at the first open: a wrong setting is a set-up error.
+        line_settings(
+            port,
+            self.name,
+            baudrate=baudrate,
+            bytesize=bytesize,
+            parity=parity,
+            stopbits=stopbits,
+            handshake=handshake,
+        )
         self.baudrate = baudrate
         self.bytesize = bytesize
         self.parity = parity
         self.stopbits = stopbits
+        self.handshake = handshake
         #: Weighing capacity from ``I2`` (g), known after :meth:`identify`.
         self.capacity_g: float | None = None
         self._transport: ByteTransport | None = None
@@ -527,6 +543,7 @@ class MTSICSBalance(Balance):
             bytesize=self.bytesize,
             parity=self.parity,
             stopbits=self.stopbits,
+            handshake=self.handshake,
         )
         await transport.open()
         # A balance that was just switched on announces itself with an unsolicited

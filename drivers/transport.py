@@ -3,13 +3,21 @@
 ``open_transport(port, ...)`` returns a :class:`ByteTransport` for
 
 * a device path (``/dev/ttyUSB0``, an emulator's pty or its stable link): pyserial opens
-  and configures the line (baud, bytesize, parity, stop bits; raw termios, exclusive
-  lock), and the event loop watches pyserial's file descriptor with ``loop.add_reader``;
+  and configures the line (baud, bytesize, parity, stop bits, handshake; raw termios,
+  exclusive lock), and the event loop watches pyserial's file descriptor with
+  ``loop.add_reader``;
 * ``socket://HOST:PORT``: raw TCP through an asyncio protocol (the bytes a serial device
   server or a TCP-served emulator exchanges, no telnet/RFC 2217 negotiation);
 * any other pyserial URL (``rfc2217://``, ``loop://``, ``spy://``, ``alt://``...):
   pyserial again; URL handlers that expose no file descriptor are polled while a reader
   waits (every millisecond), since pyserial gives no readiness notification for them.
+
+Handshake (``handshake="xonxoff"`` or ``"rtscts"``, default ``"none"``) is the tty's own
+flow control: with Xon/Xoff the kernel holds our output while the device has sent XOFF
+(a write then waits on the event loop, never blocking it, until XON or the caller's
+deadline) and removes XON/XOFF from the input; with RTS/CTS the UART does the same on the
+modem lines. Use it only for text protocols (MT-SICS): a binary frame may contain the
+XON/XOFF bytes.
 
 Reads never block forever: callers bound them (``drivers.base`` cancels every attempt
 at its deadline). A port that vanishes (EOF, ``EIO``/``ENXIO`` on a hung-up tty, a
@@ -47,7 +55,14 @@ import serial
 
 from drivers.errors import ConfigurationError, PortError, ProtocolError
 
-__all__ = ["ByteTransport", "SerialTransport", "TcpTransport", "open_transport"]
+__all__ = [
+    "HANDSHAKES",
+    "ByteTransport",
+    "SerialTransport",
+    "TcpTransport",
+    "line_settings",
+    "open_transport",
+]
 
 #: Input kept for a reader that is not reading; beyond this the oldest bytes are dropped
 #: (a device streaming into a driver that stopped polling must not exhaust memory).
@@ -270,9 +285,18 @@ class SerialTransport(_BufferedTransport):
         bytesize: int = 8,
         parity: str = "N",
         stopbits: float = 1,
+        handshake: str = "none",
     ) -> None:
         super().__init__(port, device=device)
-        self._settings = _line_settings(port, device, baudrate, bytesize, parity, stopbits)
+        self._settings = line_settings(
+            port,
+            device,
+            baudrate=baudrate,
+            bytesize=bytesize,
+            parity=parity,
+            stopbits=stopbits,
+            handshake=handshake,
+        )
         self._serial: serial.SerialBase | None = None
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -467,11 +491,27 @@ def _parse_socket_url(port: str, *, device: str) -> tuple[str, int]:
     return parts.hostname, tcp_port
 
 
-def _line_settings(
-    port: str, device: str, baudrate: int, bytesize: int, parity: str, stopbits: float
+#: pyserial's flow-control switches per ``handshake`` setting.
+HANDSHAKES: dict[str, dict[str, bool]] = {
+    "none": {"xonxoff": False, "rtscts": False},
+    "xonxoff": {"xonxoff": True, "rtscts": False},
+    "rtscts": {"xonxoff": False, "rtscts": True},
+}
+
+
+def line_settings(
+    port: str,
+    device: str,
+    *,
+    baudrate: int = 9600,
+    bytesize: int = 8,
+    parity: str = "N",
+    stopbits: float = 1,
+    handshake: str = "none",
 ) -> dict[str, Any]:
     """pyserial's keyword arguments for the line settings; ConfigurationError naming the
-    device, the port and the setting when one is not valid."""
+    device, the port and the setting (``field``) when one is not valid. No I/O: a bench
+    check calls it before any port is opened."""
 
     def bad(field: str, value: object, expected: str) -> ConfigurationError:
         return ConfigurationError(
@@ -488,11 +528,14 @@ def _line_settings(
         raise bad("parity", parity, "N, E, O, M or S")
     if stopbits not in _STOPBITS:
         raise bad("stopbits", stopbits, "1, 1.5 or 2")
+    if handshake not in HANDSHAKES:
+        raise bad("handshake", handshake, ", ".join(HANDSHAKES))
     return {
         "baudrate": baudrate,
         "bytesize": _BYTESIZES[bytesize],
         "parity": _PARITIES[parity_key],
         "stopbits": _STOPBITS[stopbits],
+        **HANDSHAKES[handshake],
     }
 
 
@@ -504,6 +547,7 @@ def open_transport(
     bytesize: int = 8,
     parity: str = "N",
     stopbits: float = 1,
+    handshake: str = "none",
 ) -> ByteTransport:
     """A (not yet opened) transport for ``port``.
 
@@ -515,6 +559,8 @@ def open_transport(
         Name of the device on this port, used in every error message.
     baudrate, bytesize, parity, stopbits
         Line settings (ignored by TCP; a pty accepts and ignores the baud rate).
+    handshake : {"none", "xonxoff", "rtscts"}
+        Flow control of the tty (see the module notes; ignored by TCP).
 
     Raises
     ------
@@ -529,7 +575,15 @@ def open_transport(
     if port.startswith("socket://"):
         # Validate the line settings anyway: a bench file with parity "X" is wrong
         # whether or not this particular port uses it.
-        _line_settings(port, device, baudrate, bytesize, parity, stopbits)
+        line_settings(
+            port,
+            device,
+            baudrate=baudrate,
+            bytesize=bytesize,
+            parity=parity,
+            stopbits=stopbits,
+            handshake=handshake,
+        )
         return TcpTransport(port, device=device)
     return SerialTransport(
         port,
@@ -538,4 +592,5 @@ def open_transport(
         bytesize=bytesize,
         parity=parity,
         stopbits=stopbits,
+        handshake=handshake,
     )

@@ -36,6 +36,7 @@ from drivers.emulators.physical_bench import PhysicalBench
 from drivers.emulators.serial_server import Pacing
 from drivers.errors import ConfigurationError, DeviceError, MedtwinError
 from drivers.registry import EMULATOR_MECHANISM, driver_class, emulator_class
+from drivers.transport import line_settings
 from hil.config import BenchConfig, DeviceConfig
 from hil.twin import emulation_truth
 
@@ -164,7 +165,20 @@ def _driver_kwargs(config: BenchConfig, cfg: DeviceConfig) -> dict[str, Any]:
             source=config.source,
             field=f"devices.{cfg.name}.options",
         )
+    line = {k: v for k, v in accepted.items() if k in _LINE_OPTIONS}
+    if line:
+        try:
+            line_settings(cfg.port, cfg.name, **line)
+        except ConfigurationError as exc:
+            where = "baudrate" if exc.field == "baudrate" else f"options.{exc.field}"
+            raise ConfigurationError(
+                str(exc), source=config.source, field=f"devices.{cfg.name}.{where}"
+            ) from None
     return {k: v for k, v in accepted.items() if k not in ("name", "clock")}
+
+
+#: Driver options that are serial line settings, checked before any port is opened.
+_LINE_OPTIONS = ("baudrate", "bytesize", "parity", "stopbits", "handshake")
 
 
 class BenchRig:

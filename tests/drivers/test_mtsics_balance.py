@@ -26,6 +26,7 @@ from drivers.emulators.physical_bench import PhysicalBench
 from drivers.emulators.serial_server import EmulatorServer, ProtocolHandler
 from drivers.errors import (
     CommandRefused,
+    ConfigurationError,
     DeviceError,
     DeviceTimeout,
     LimitError,
@@ -105,6 +106,14 @@ def test_constructor_defaults() -> None:
     )
     assert balance.retry == MTSICSBalance.DEFAULT_RETRY
     assert balance.name == "mt-sics@/dev/ttyUSB0"
+    assert balance.handshake == "none"
+
+
+def test_bad_line_settings_are_refused_when_constructed() -> None:
+    with pytest.raises(ConfigurationError, match="handshake='xon'"):
+        MTSICSBalance("/dev/ttyUSB0", handshake="xon", name="scale")
+    with pytest.raises(ConfigurationError, match="parity='X'"):
+        MTSICSBalance("/dev/ttyUSB0", parity="X")
 
 
 async def test_identify(bench: Bench) -> None:
@@ -414,11 +423,13 @@ class ScriptedDevice(ProtocolHandler):
 async def scripted(clock: VirtualClock) -> AsyncIterator[Callable[..., Any]]:
     opened: list[tuple[EmulatorServer, MTSICSBalance]] = []
 
-    async def make(script: dict[bytes, bytes]) -> tuple[ScriptedDevice, MTSICSBalance]:
+    async def make(
+        script: dict[bytes, bytes], **options: Any
+    ) -> tuple[ScriptedDevice, MTSICSBalance]:
         device = ScriptedDevice(script)
         server = EmulatorServer(device, clock=clock)
         port = await server.start_pty()
-        balance = MTSICSBalance(port, name="balance", clock=clock, retry=FAST)
+        balance = MTSICSBalance(port, name="balance", clock=clock, retry=FAST, **options)
         opened.append((server, balance))
         await balance.open()
         return device, balance
@@ -448,6 +459,21 @@ async def test_error_replies_are_refused(
         await balance.read()
     assert caught.value.reply == reply
     assert device.received == [b"SI"]  # refused, not retried
+
+
+async def test_xon_xoff_in_a_reply_never_reach_the_parser_with_handshake_xonxoff(
+    scripted: Callable[..., Any],
+) -> None:
+    # A balance set to Xon/Xoff may pause and resume its output mid-line.
+    reply = b"S S \x13\x11    100.00 g\r\n"
+    device, balance = await scripted({b"SI": reply}, handshake="xonxoff")
+    async with asyncio.timeout(10):
+        assert (await balance.read()).mass_g == 100.0
+    assert device.received == [b"SI"]  # parsed at the first attempt
+    _, plain = await scripted({b"SI": reply})
+    async with asyncio.timeout(10):
+        with pytest.raises(ProtocolError):  # without the handshake they are garbage
+            await plain.read()
 
 
 async def test_other_units_are_converted_to_grams(scripted: Callable[..., Any]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
+import termios
 import tty
 from collections.abc import AsyncIterator, Iterator
 
@@ -123,6 +125,54 @@ async def test_open_failures_are_port_errors(pty_pair: tuple[int, str]) -> None:
         await first.close()
 
 
+XON, XOFF = b"\x11", b"\x13"
+
+
+async def test_xonxoff_holds_output_until_xon_and_strips_the_control_bytes(
+    pty_pair: tuple[int, str],
+) -> None:
+    master, path = pty_pair
+    transport = open_transport(path, device="balance", handshake="xonxoff")
+    await transport.open()
+    try:
+        assert isinstance(transport, SerialTransport)
+        assert transport._fd is not None
+        iflag = termios.tcgetattr(transport._fd)[0]
+        assert iflag & termios.IXON
+        assert iflag & termios.IXOFF
+        async with asyncio.timeout(5):
+            # XOFF then a marker: once the marker is read, the tty has seen the XOFF.
+            os.write(master, XOFF + b"m")
+            assert await transport.read_some() == b"m"  # XOFF is not data
+            write = asyncio.create_task(transport.write(b"S\r\n"))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            # An observation window, not a wait for something: nothing may come out.
+            assert select.select([master], [], [], 0.2)[0] == []
+            assert not write.done()  # waiting on the loop, the loop is not blocked
+            os.write(master, XON)
+            await write
+            assert os.read(master, 100) == b"S\r\n"
+            os.write(master, XOFF + XON + b"S S 1.0 g\r\n")
+            assert await transport.read_until(b"\r\n") == b"S S 1.0 g\r\n"
+    finally:
+        await transport.close()
+
+
+async def test_rtscts_sets_hardware_flow_control(pty_pair: tuple[int, str]) -> None:
+    _, path = pty_pair
+    transport = open_transport(path, device="balance", handshake="rtscts")
+    await transport.open()
+    try:
+        assert isinstance(transport, SerialTransport)
+        assert transport._fd is not None
+        attrs = termios.tcgetattr(transport._fd)
+        assert attrs[2] & termios.CRTSCTS
+        assert not attrs[0] & termios.IXON
+    finally:
+        await transport.close()
+
+
 def test_bad_line_settings_are_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="parity"):
         open_transport("/dev/ttyUSB0", device="pump", parity="X")
@@ -132,6 +182,10 @@ def test_bad_line_settings_are_configuration_errors() -> None:
         open_transport("/dev/ttyUSB0", device="pump", stopbits=3)
     with pytest.raises(ConfigurationError, match="bytesize"):
         open_transport("/dev/ttyUSB0", device="pump", bytesize=9)
+    with pytest.raises(ConfigurationError, match=r"handshake='dtr'.*none, xonxoff, rtscts"):
+        open_transport("/dev/ttyUSB0", device="balance", handshake="dtr")
+    with pytest.raises(ConfigurationError, match="handshake"):
+        open_transport("socket://127.0.0.1:4001", device="balance", handshake="dtr")
     with pytest.raises(ConfigurationError, match="socket://HOST:PORT"):
         open_transport("socket://nohost", device="pump")
     with pytest.raises(ConfigurationError, match="empty port"):

@@ -279,8 +279,16 @@ def test_cli_scenario_the_bench_cannot_run_exits_2_and_creates_no_database(
             "devices.bench-io.options",
             "does not take option(s) parity_bits",
         ),
+        (
+            (
+                'protocol = "mt-sics"\nport = "emulated"',
+                'protocol = "mt-sics"\nport = "emulated"\noptions = { handshake = "dtr" }',
+            ),
+            "devices.balance.options.handshake",
+            "handshake='dtr' is not valid; expected none, xonxoff, rtscts",
+        ),
     ],
-    ids=["twin-param", "truth-syringe", "device-fault", "driver-option"],
+    ids=["twin-param", "truth-syringe", "device-fault", "driver-option", "handshake"],
 )
 def test_cli_bench_errors_found_at_start_exit_2_before_the_database_is_created(
     tmp_path: Path,
