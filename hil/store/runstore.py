@@ -1049,6 +1049,9 @@ class RunStore:
             except StorageError as error:
                 if isinstance(error.__cause__, exc.IntegrityError):
                     continue  # another process took this version number: take the next
+                landed = self._calibration_saved_at(device_key, created)
+                if landed is not None:
+                    return landed  # committed, and only the acknowledgement was lost
                 raise
             return CalibrationRecord(
                 id=int(new_id),
@@ -1090,6 +1093,22 @@ class RunStore:
                 stderr = float(stderr)
             result[name] = to_json({"value": value, "stderr": stderr}, where=where)
         return result
+
+    def _calibration_saved_at(self, device_key: str, created: datetime) -> CalibrationRecord | None:
+        """The calibration of ``device_key`` created at ``created``, if a save whose
+        commit was reported as failed went through all the same; None when it did not or
+        the database cannot say (the caller then reports the original error)."""
+        try:
+            with self._session(f"checking the calibrations of {device_key!r}") as session:
+                row = session.exec(
+                    select(CalibrationRow).where(
+                        CalibrationRow.device_key == device_key,
+                        CalibrationRow.created_utc == created,
+                    )
+                ).first()
+                return None if row is None else self._calibration(row)
+        except StorageError:
+            return None
 
     @staticmethod
     def _calibration(row: Any) -> CalibrationRecord:

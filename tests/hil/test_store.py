@@ -937,6 +937,23 @@ def test_calibration_versions_per_device(stores: Callable[..., RunStore], db_url
     assert history[2].created_utc >= history[0].created_utc
 
 
+def test_a_calibration_committed_but_reported_failed_is_returned_once(
+    stores: Callable[..., RunStore],
+) -> None:
+    store = stores()
+    key = "NE-1000/A123"
+    real_backend = store._backend
+    lossy = _AckLost(real_backend.engine)
+    store._backend = dataclasses.replace(real_backend, engine=lossy)  # type: ignore[arg-type]
+    try:
+        saved = store.save_calibration(key, params={"backlash_ul": {"value": 2.5}})
+    finally:
+        store._backend = real_backend
+    assert not lossy.armed  # the commit did lose its acknowledgement
+    assert saved.version == 1
+    assert store.calibrations(key) == [saved]  # stored once, not again as version 2
+
+
 @pytest.mark.parametrize(
     ("key", "params", "message"),
     [
