@@ -49,7 +49,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from types import TracebackType
-from typing import ClassVar, Final, Self, TypeVar
+from typing import Any, ClassVar, Final, Self, TypeVar
 
 from drivers.base import Balance, BalanceReading, DeviceIdentity, RetryPolicy
 from drivers.clock import Clock
@@ -513,21 +513,13 @@ class MTSICSBalance(Balance):
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(port, name=name, clock=clock, retry=retry or self.DEFAULT_RETRY)
-        # Checked now (no I/O), not at the first open: a wrong setting is a set-up error.
-        line_settings(
-            port,
-            self.name,
-            baudrate=baudrate,
-            bytesize=bytesize,
-            parity=parity,
-            stopbits=stopbits,
-            handshake=handshake,
-        )
         self.baudrate = baudrate
         self.bytesize = bytesize
         self.parity = parity
         self.stopbits = stopbits
         self.handshake = handshake
+        # Checked now (no I/O), not at the first open: a wrong setting is a set-up error.
+        line_settings(port, self.name, **self._line())
         #: Weighing capacity from ``I2`` (g), known after :meth:`identify`.
         self.capacity_g: float | None = None
         self._transport: ByteTransport | None = None
@@ -535,16 +527,17 @@ class MTSICSBalance(Balance):
 
     # -- transport -------------------------------------------------------------------
 
+    def _line(self) -> dict[str, Any]:
+        return {
+            "baudrate": self.baudrate,
+            "bytesize": self.bytesize,
+            "parity": self.parity,
+            "stopbits": self.stopbits,
+            "handshake": self.handshake,
+        }
+
     async def _open(self) -> None:
-        transport = open_transport(
-            self.port,
-            device=self.name,
-            baudrate=self.baudrate,
-            bytesize=self.bytesize,
-            parity=self.parity,
-            stopbits=self.stopbits,
-            handshake=self.handshake,
-        )
+        transport = open_transport(self.port, device=self.name, **self._line())
         await transport.open()
         # A balance that was just switched on announces itself with an unsolicited
         # ``I4 A "<serial>"``; anything waiting belongs to nobody.

@@ -572,25 +572,16 @@ def open_transport(
             f"{device}: empty port; expected a device path, socket://HOST:PORT or a pyserial URL",
             field="port",
         )
+    line: dict[str, Any] = {
+        "baudrate": baudrate,
+        "bytesize": bytesize,
+        "parity": parity,
+        "stopbits": stopbits,
+        "handshake": handshake,
+    }
     if port.startswith("socket://"):
         # Validate the line settings anyway: a bench file with parity "X" is wrong
         # whether or not this particular port uses it.
-        line_settings(
-            port,
-            device,
-            baudrate=baudrate,
-            bytesize=bytesize,
-            parity=parity,
-            stopbits=stopbits,
-            handshake=handshake,
-        )
+        line_settings(port, device, **line)
         return TcpTransport(port, device=device)
-    return SerialTransport(
-        port,
-        device=device,
-        baudrate=baudrate,
-        bytesize=bytesize,
-        parity=parity,
-        stopbits=stopbits,
-        handshake=handshake,
-    )
+    return SerialTransport(port, device=device, **line)
