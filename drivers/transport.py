@@ -49,6 +49,7 @@ import contextlib
 import errno
 import os
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 import serial
@@ -274,29 +275,15 @@ class _BufferedTransport(ByteTransport):
 
 
 class SerialTransport(_BufferedTransport):
-    """A tty path or pyserial URL, read through ``loop.add_reader`` on its descriptor."""
+    """A tty path or pyserial URL, read through ``loop.add_reader`` on its descriptor.
 
-    def __init__(
-        self,
-        port: str,
-        *,
-        device: str,
-        baudrate: int = 9600,
-        bytesize: int = 8,
-        parity: str = "N",
-        stopbits: float = 1,
-        handshake: str = "none",
-    ) -> None:
+    ``settings`` are pyserial's line options as :func:`line_settings` returns them
+    (:func:`open_transport` validates and passes them).
+    """
+
+    def __init__(self, port: str, *, device: str, settings: Mapping[str, Any]) -> None:
         super().__init__(port, device=device)
-        self._settings = line_settings(
-            port,
-            device,
-            baudrate=baudrate,
-            bytesize=bytesize,
-            parity=parity,
-            stopbits=stopbits,
-            handshake=handshake,
-        )
+        self._settings = dict(settings)
         self._serial: serial.SerialBase | None = None
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -572,16 +559,17 @@ def open_transport(
             f"{device}: empty port; expected a device path, socket://HOST:PORT or a pyserial URL",
             field="port",
         )
-    line: dict[str, Any] = {
-        "baudrate": baudrate,
-        "bytesize": bytesize,
-        "parity": parity,
-        "stopbits": stopbits,
-        "handshake": handshake,
-    }
+    # Validated for TCP too: a bench file with parity "X" is wrong whether or not this
+    # particular port uses it.
+    settings = line_settings(
+        port,
+        device,
+        baudrate=baudrate,
+        bytesize=bytesize,
+        parity=parity,
+        stopbits=stopbits,
+        handshake=handshake,
+    )
     if port.startswith("socket://"):
-        # Validate the line settings anyway: a bench file with parity "X" is wrong
-        # whether or not this particular port uses it.
-        line_settings(port, device, **line)
         return TcpTransport(port, device=device)
-    return SerialTransport(port, device=device, **line)
+    return SerialTransport(port, device=device, settings=settings)

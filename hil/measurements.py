@@ -67,6 +67,7 @@ __all__ = [
     "evaluate_trumpet",
     "flow_accuracy_measurements",
     "occlusion_measurements",
+    "outcome_label",
     "overall_outcome",
     "verdict_table",
     "verdicts_as_dicts",
@@ -314,11 +315,8 @@ class Verdict:
         return self.lower is None and self.upper is None
 
     def outcome_label(self) -> str:
-        """The outcome as tables show it: ``info`` for an informational value, else the
-        outcome's name."""
-        if self.informational and self.outcome is Outcome.PASS:
-            return "info"
-        return self.outcome.value
+        """The outcome as tables show it (:func:`outcome_label`)."""
+        return outcome_label(self.outcome.value, self.lower, self.upper)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able dict: every attribute, the outcome as its name.
@@ -339,6 +337,14 @@ class Verdict:
             "description": self.description,
             "note": self.note,
         }
+
+
+def outcome_label(outcome: str, lower: float | None, upper: float | None) -> str:
+    """An outcome as tables show it: ``info`` for a PASS without limits (a value disclosed,
+    not judged), else the outcome's name. For verdicts and stored verdict records alike."""
+    if lower is None and upper is None and outcome == Outcome.PASS.value:
+        return "info"
+    return outcome
 
 
 def _json_number(value: float | None) -> float | None:

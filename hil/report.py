@@ -70,6 +70,7 @@ from drivers.base import DeviceIdentity
 from drivers.errors import AnalysisError, ConfigurationError, StorageError
 from hil.analysis import iec60601_2_24 as iec
 from hil.files import FileBatch
+from hil.measurements import outcome_label
 from hil.procedures import FlowProcedure, parse_procedures
 from hil.store import CalibrationRecord, ChannelData, RunData, RunStore, VerdictRecord
 
@@ -1147,7 +1148,9 @@ def _section_verdicts(ctx: _Context) -> tuple[bool, str]:
                         str(pair[s].outcome) if s in pair else None,
                         source=s,
                         value=_esc(_value_text(pair[s])) if s in pair else "",
-                        badge=_informational_badge(pair[s]) if s in pair else None,
+                        badge=outcome_label(str(pair[s].outcome), pair[s].lower, pair[s].upper)
+                        if s in pair
+                        else None,
                     )
                     for s in _SOURCES
                 ),
@@ -1186,13 +1189,6 @@ def _badge(outcome: str | None) -> str:
     if outcome is None:
         return '<span class="badge">no verdicts</span>'
     return f'<span class="badge outcome {_esc(outcome)}">{_esc(outcome)}</span>'
-
-
-def _informational_badge(verdict: VerdictRecord) -> str | None:
-    """``info`` for a value disclosed without limits (it cannot fail), else None."""
-    if verdict.lower is None and verdict.upper is None and str(verdict.outcome) == "PASS":
-        return "info"
-    return None
 
 
 def _limits_text(verdict: VerdictRecord) -> str:

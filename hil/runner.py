@@ -409,6 +409,8 @@ class Runner:
         plugin's session bench). The run then neither starts nor tears the rig down (it
         still stops the pumps at its end), its scenario time starts at the clock's "now",
         and the twin carries on from where the previous run left it, like the bench does.
+    plan : RunPlan, optional
+        ``RunPlan.of(bench, scenario)`` when the caller already checked the pair.
     """
 
     def __init__(
@@ -421,13 +423,14 @@ class Runner:
         progress: ProgressHook | None = None,
         rig: BenchRig | None = None,
         twin: Twin | None = None,
+        plan: RunPlan | None = None,
     ) -> None:
         self.bench = bench
         self.scenario = scenario
         self.store = store
         self.clock = clock
         self.progress = progress
-        plan = RunPlan.of(bench, scenario)
+        plan = plan or RunPlan.of(bench, scenario)
         self.steps = plan.steps
         self.ticks = plan.ticks
         self._own_rig = rig is None

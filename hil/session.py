@@ -110,11 +110,11 @@ def run_scenario(
     progress: bool | None = None,
 ) -> RunResult:
     """Run ``scenario`` on ``bench`` and store it in ``db_url``."""
-    RunPlan.of(bench, scenario)  # refuse a scenario this bench cannot run before any I/O
+    plan = RunPlan.of(bench, scenario)  # refuse a scenario this bench cannot run before any I/O
     chosen = choose_clock(bench, clock)
     show = sys.stdout.isatty() if progress is None else progress
     with RunStore(db_url) as store, _progress(show, scenario.duration) as hook:
-        runner = Runner(bench, scenario, store=store, clock=chosen, progress=hook)
+        runner = Runner(bench, scenario, store=store, clock=chosen, progress=hook, plan=plan)
         return asyncio.run(_run(runner))
 
 

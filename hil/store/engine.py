@@ -45,6 +45,7 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import StaticPool
+from sqlmodel import Session
 
 from drivers.errors import StorageError
 from hil.store.schema import SQLITE_APPLICATION_ID
@@ -164,6 +165,24 @@ class Backend:
     @property
     def is_sqlite(self) -> bool:
         return _is_sqlite(self.url)
+
+    @contextlib.contextmanager
+    def session(self, doing: str) -> Iterator[Session]:
+        """An ORM session under :attr:`lock`; database errors become StorageError naming
+        ``doing``."""
+        with self.lock, db_errors(self, doing), Session(self.engine) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def connection(self, doing: str, *, transaction: bool = False) -> Iterator[sa.Connection]:
+        """A Core connection (in one transaction if asked) under :attr:`lock`; database
+        errors become StorageError naming ``doing``."""
+        with (
+            self.lock,
+            db_errors(self, doing),
+            self.engine.begin() if transaction else self.engine.connect() as conn,
+        ):
+            yield conn
 
 
 class _NoLock(contextlib.AbstractContextManager[None]):

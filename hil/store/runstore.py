@@ -10,8 +10,7 @@ import hashlib
 import math
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from drivers.clock import Clock, VirtualClock, WallClock
 from drivers.errors import RunNotFound, StorageError
@@ -460,27 +459,6 @@ class RunStore:
         if self._closed:
             raise StorageError(f"the run store {self.url} is closed")
 
-    @contextmanager
-    def _session(self, doing: str) -> Iterator[Session]:
-        """An ORM session under the store's lock; database errors become StorageError."""
-        with (
-            self._backend.lock,
-            db_errors(self._backend, doing),
-            Session(self._backend.engine) as session,
-        ):
-            yield session
-
-    @contextmanager
-    def _connection(self, doing: str, *, transaction: bool = False) -> Iterator[sa.Connection]:
-        """A Core connection (in one transaction if asked) under the store's lock."""
-        engine = self._backend.engine
-        with (
-            self._backend.lock,
-            db_errors(self._backend, doing),
-            engine.begin() if transaction else engine.connect() as conn,
-        ):
-            yield conn
-
     def close(self) -> None:
         """Finish open runs as ``interrupted`` (after a last flush) and release the database.
 
@@ -576,7 +554,7 @@ class RunStore:
         me = current_process()
         bench_id = self._bench_id(bench_name, bench_text)
         now = utc_now()
-        with self._session("starting a run") as session:
+        with self._backend.session("starting a run") as session:
             run = RunRow(
                 status=str(RunStatus.RUNNING),
                 started_utc=started_utc,
@@ -612,7 +590,7 @@ class RunStore:
         digest = _sha256(text)
         query = select(BenchRow.id).where(BenchRow.name == name, BenchRow.sha256 == digest)
         for _ in range(_INSERT_RETRIES):
-            with self._session(f"storing bench {name!r}") as session:
+            with self._backend.session(f"storing bench {name!r}") as session:
                 found = session.exec(query).first()
                 if found is not None:
                     return int(found)
@@ -697,13 +675,13 @@ class RunStore:
     def list_runs(self) -> list[RunInfo]:
         """Every run, oldest first, with channel and sample counts."""
         self._check_open()
-        with self._connection("listing runs") as conn:
+        with self._backend.connection("listing runs") as conn:
             return self._infos(conn, None)
 
     def run_info(self, run_id: int) -> RunInfo:
         """Metadata of one run. Raises :class:`~drivers.errors.RunNotFound`."""
         self._check_open()
-        with self._connection(f"reading run {run_id}") as conn:
+        with self._backend.connection(f"reading run {run_id}") as conn:
             infos = self._infos(conn, int(run_id))
         if not infos:
             raise self._not_found(run_id)
@@ -731,7 +709,7 @@ class RunStore:
         run_id = int(run_id)
         runs, benches = table(RunRow), table(BenchRow)
         channels, blocks = table(ChannelRow), table(SampleBlockRow)
-        with self._connection(f"reading run {run_id}") as conn:
+        with self._backend.connection(f"reading run {run_id}") as conn:
             infos = self._infos(conn, run_id)
             if not infos:
                 raise self._not_found(run_id)
@@ -888,7 +866,7 @@ class RunStore:
             seen.add(key)
             rows.append(row)
         verdict_table = table(VerdictRow)
-        with self._connection(f"saving verdicts of run {run_id}", transaction=True) as conn:
+        with self._backend.connection(f"saving verdicts of run {run_id}", transaction=True) as conn:
             self._require_run(conn, run_id)
             for row in rows:
                 conn.execute(
@@ -1024,7 +1002,7 @@ class RunStore:
             created = utc_now()
             try:
                 doing = f"saving a calibration of {device_key!r}"
-                with self._connection(doing, transaction=True) as conn:
+                with self._backend.connection(doing, transaction=True) as conn:
                     if run_id is not None:
                         self._require_run(conn, run_id)
                     latest = conn.execute(
@@ -1099,7 +1077,7 @@ class RunStore:
         commit was reported as failed went through all the same; None when it did not or
         the database cannot say (the caller then reports the original error)."""
         try:
-            with self._session(f"checking the calibrations of {device_key!r}") as session:
+            with self._backend.session(f"checking the calibrations of {device_key!r}") as session:
                 row = session.exec(
                     select(CalibrationRow).where(
                         CalibrationRow.device_key == device_key,
@@ -1128,7 +1106,7 @@ class RunStore:
     def calibrations(self, device_key: str) -> list[CalibrationRecord]:
         """Every calibration of a device, version 1 first."""
         self._check_open()
-        with self._session(f"reading calibrations of {device_key!r}") as session:
+        with self._backend.session(f"reading calibrations of {device_key!r}") as session:
             rows = session.exec(
                 select(CalibrationRow)
                 .where(CalibrationRow.device_key == device_key)
@@ -1139,7 +1117,7 @@ class RunStore:
     def latest_calibration(self, device_key: str) -> CalibrationRecord | None:
         """The highest version calibrated for a device, or None if it has none."""
         self._check_open()
-        with self._session(f"reading calibrations of {device_key!r}") as session:
+        with self._backend.session(f"reading calibrations of {device_key!r}") as session:
             row = session.exec(
                 select(CalibrationRow)
                 .where(CalibrationRow.device_key == device_key)

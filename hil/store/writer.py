@@ -46,11 +46,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
-from sqlmodel import Session
 
 from drivers.errors import StorageError
 from hil.store.codec import BLOCK_DTYPE, encode_block, to_json
-from hil.store.engine import Backend, db_errors
+from hil.store.engine import Backend
 from hil.store.records import RunStatus, Source
 from hil.store.schema import ChannelRow, EventRow, RunRow, SampleBlockRow, table
 
@@ -281,11 +280,7 @@ class RunWriter:
                     )
             row = ChannelRow(run_id=self.run_id, name=name, unit=unit, source=str(src))
             row.device = device
-            with (
-                self._backend.lock,
-                db_errors(self._backend, where),
-                Session(self._backend.engine) as session,
-            ):
+            with self._backend.session(where) as session:
                 session.add(row)
                 session.commit()
                 channel_id = int(row.id or 0)
@@ -466,11 +461,7 @@ class RunWriter:
             now = utc_now()
             n_blocks, n_events = len(blocks), len(events)
             self._unsettled = (now, n_blocks, n_events)
-            with (
-                self._backend.lock,
-                db_errors(self._backend, action),
-                self._backend.engine.begin() as conn,
-            ):
+            with self._backend.connection(action, transaction=True) as conn:
                 if blocks:
                     conn.execute(sa.insert(table(SampleBlockRow)), blocks)
                 if events:
@@ -508,11 +499,7 @@ class RunWriter:
         assert self._unsettled is not None
         heartbeat, n_blocks, n_events = self._unsettled
         runs = table(RunRow)
-        with (
-            self._backend.lock,
-            db_errors(self._backend, f"checking the last write of run {self.run_id}"),
-            self._backend.engine.connect() as conn,
-        ):
+        with self._backend.connection(f"checking the last write of run {self.run_id}") as conn:
             stored = conn.execute(
                 sa.select(runs.c.heartbeat_utc).where(runs.c.id == self.run_id)
             ).scalar()
