@@ -4,13 +4,13 @@ The workload is a real recorded run: the emulated drift bench (NE-1000, MT-SICS 
 emulators on ptys, virtual clock) through the 2-hour IEC 60601-2-24 flow scenario at
 5 mL/h, 1441 balance readings and 721 line-pressure readings, stored in a temporary SQLite
 file. Recording the run and loading it are not timed. The value is the fit itself (the
-``scipy.optimize.least_squares`` call inside :func:`hil.calibration.calibrate`, best of
+``scipy.optimize.least_squares`` call inside :func:`medtwin.hil.calibration.calibrate`, best of
 several runs); the note also gives the whole ``calibrate`` call on the loaded run (bench
 validation, channel selection, noise estimates, the identifiability check, the fit, the
 covariance and the residuals after).
 
 * **ours**: ``jacobian="batched"``, the forward differences of all parameters in one
-  vectorised model call (:class:`device_models.system.ParameterBatch`).
+  vectorised model call (:class:`medtwin.device_models.system.ParameterBatch`).
 * **baseline**: ``jacobian="2-point"``, scipy's default finite differences, one model call
   per parameter, everything else identical, in this same process.
 
@@ -33,12 +33,11 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from _common import BenchResult, best_time_s  # noqa: E402
-
-from fixtures.packaged import bench_path, scenario_path  # noqa: E402
-from hil.calibration import Calibration, calibrate  # noqa: E402
-from hil.config import load_bench, load_scenario  # noqa: E402
-from hil.session import run_scenario  # noqa: E402
-from hil.store import RunData, RunStore  # noqa: E402
+from medtwin.fixtures.packaged import bench_path, scenario_path  # noqa: E402
+from medtwin.hil.calibration import Calibration, calibrate  # noqa: E402
+from medtwin.hil.config import load_bench, load_scenario  # noqa: E402
+from medtwin.hil.session import run_scenario  # noqa: E402
+from medtwin.hil.store import RunData, RunStore  # noqa: E402
 
 GOAL_S = 10.0
 ONSET = {"pump.drive.wear_onset_s": 1800.0}

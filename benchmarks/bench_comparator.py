@@ -1,6 +1,6 @@
 """Drift comparator throughput against river's Page-Hinkley detector, in this process.
 
-1. **Batch.** :func:`hil.comparator.compare` over 10 M samples of one channel at 1 Hz (a
+1. **Batch.** :func:`medtwin.hil.comparator.compare` over 10 M samples of one channel at 1 Hz (a
    balance mass with white noise σ = 1 mg and a sustained +1σ shift from sample 600 000 on),
    all three detectors enabled (tolerance band, two-sided CUSUM, EWMA), σ declared, events
    and residual statistics only (``traces=False``: the per-sample trace arrays are a plotting
@@ -10,7 +10,7 @@
    samples (which contain the shift) and its per-sample rate is extrapolated to the 10 M.
    Goal: ours ≥ 20 M samples/s; the ratio to Page-Hinkley is reported too.
 
-2. **Live.** :class:`hil.comparator.LiveComparator` fed one sample per ``update`` call (what
+2. **Live.** :class:`medtwin.hil.comparator.LiveComparator` fed one sample per ``update`` call (what
    the runner does at each sample tick), against the same Page-Hinkley per sample. Ours does
    three detectors, the σ scaling, onset and magnitude bookkeeping per sample, so it is
    expected to be slower than the single Page-Hinkley statistic; the goal is absolute:
@@ -33,8 +33,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from _common import BenchResult, best_time_s, value_goal  # noqa: E402
-
-from hil.comparator import ChannelSpec, LiveComparator, compare  # noqa: E402
+from medtwin.hil.comparator import ChannelSpec, LiveComparator, compare  # noqa: E402
 
 SIGMA_G = 1e-3
 RATE_G_S = 0.998 * 10.0 / 3600.0  # 10 mL/h of water onto the balance

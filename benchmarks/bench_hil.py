@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 from _common import BenchResult
-
-from fixtures.packaged import bench_path, scenario_path
-from hil.config import load_bench, load_scenario
-from hil.session import run_scenario
+from medtwin.fixtures.packaged import bench_path, scenario_path
+from medtwin.hil.config import load_bench, load_scenario
+from medtwin.hil.session import run_scenario
 
 
 def run(quick: bool = False) -> list[BenchResult]:

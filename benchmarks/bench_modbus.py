@@ -35,14 +35,13 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from _common import BenchResult, ratio_goal  # noqa: E402
+from medtwin.drivers.base import RetryPolicy  # noqa: E402
+from medtwin.drivers.clock import VirtualClock  # noqa: E402
+from medtwin.drivers.emulators.modbus import ModbusPumpEmulator, modbus_t35_s  # noqa: E402
+from medtwin.drivers.emulators.physical_bench import PhysicalBench  # noqa: E402
+from medtwin.drivers.emulators.serial_server import Pacing  # noqa: E402
+from medtwin.drivers.modbus import ModbusRegisterDevice  # noqa: E402
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient  # noqa: E402
-
-from drivers.base import RetryPolicy  # noqa: E402
-from drivers.clock import VirtualClock  # noqa: E402
-from drivers.emulators.modbus import ModbusPumpEmulator, modbus_t35_s  # noqa: E402
-from drivers.emulators.physical_bench import PhysicalBench  # noqa: E402
-from drivers.emulators.serial_server import Pacing  # noqa: E402
-from drivers.modbus import ModbusRegisterDevice  # noqa: E402
 
 STATUS = (
     "state",

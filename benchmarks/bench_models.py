@@ -17,10 +17,9 @@ import tracemalloc
 
 import numpy as np
 from _common import BenchResult, best_time_s, value_goal
-
-from device_models.reference import solve_reference
-from device_models.schedule import Schedule
-from device_models.system import ParameterBatch, SystemParams, simulate
+from medtwin.device_models.reference import solve_reference
+from medtwin.device_models.schedule import Schedule
+from medtwin.device_models.system import ParameterBatch, SystemParams, simulate
 
 # mean 1.625 mL/h: 24 h deliver 39 mL, within the 50 mL syringe
 RATES_ML_H = (1.0, 2.0, 0.5, 3.0)

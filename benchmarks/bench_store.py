@@ -47,8 +47,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from _common import BenchResult, ratio_goal  # noqa: E402
-
-from hil.store import RunStore, RunWriter  # noqa: E402
+from medtwin.hil.store import RunStore, RunWriter  # noqa: E402
 
 CHANNELS = 10
 SAMPLES_PER_CHANNEL = 1_000_000

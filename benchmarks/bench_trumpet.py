@@ -7,7 +7,7 @@ The issue names no baseline, so two are measured in the same run on the same dat
   the window), run on a shorter log and extrapolated linearly in the number of samples
   by the number of terms it adds (Σ_P m·p).
 
-Ours is :func:`hil.analysis.iec60601_2_24.trumpet_curve` end to end (validation, grid
+Ours is :func:`medtwin.hil.analysis.iec60601_2_24.trumpet_curve` end to end (validation, grid
 check, flow, A, six windows), once with the log's own 0.5-s interval as S over the whole
 96 h (the heavy case: 691,200 flows, windows of up to 3,720 samples) and once the standard
 way (S = 0.5 min, resampled from the 0.5-s log, A and the trumpet over the second hour
@@ -27,8 +27,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from _common import BenchResult, best_time_s, value_goal  # noqa: E402
-
-from hil.analysis.iec60601_2_24 import (  # noqa: E402
+from medtwin.hil.analysis.iec60601_2_24 import (  # noqa: E402
     DEFAULT_WINDOWS_MIN,
     flow_from_mass,
     last_hour_period_min,

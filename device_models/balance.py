@@ -17,10 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from medtwin.device_models.base import param
+from medtwin.device_models.water import buoyancy_factor, water_density_g_ml
 from numpy.typing import NDArray
-
-from device_models.base import param
-from device_models.water import buoyancy_factor, water_density_g_ml
 
 __all__ = ["BalanceDisplay", "BalanceParams", "display"]
 

@@ -10,8 +10,9 @@ subclasses: a short list of obligations a new model must meet.
    :func:`with_overrides` address any field by its dotted name
    (``pump.drive.lead_mm``), which is how ``medtwin simulate --set`` and bench files
    change them.
-2. **Inputs are piecewise constant between commands** (a :class:`~device_models.schedule.Schedule`).
-   Models use exact discrete-time updates across each constant-input interval (closed
+2. **Inputs are piecewise constant between commands** (a
+   :class:`~medtwin.device_models.schedule.Schedule`). Models use exact discrete-time updates
+   across each constant-input interval (closed
    form / matrix exponential), never a generic ODE solver stepping across a
    discontinuity. ``scipy.integrate.solve_ivp`` is the *test* reference only.
 3. **Whole schedules at once, vectorised over time and over a batch** of parameter sets

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from device_models.base import param
+from medtwin.device_models.base import param
 
 __all__ = ["MMHG_PER_CM_WATER", "LineParams"]
 

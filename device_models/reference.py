@@ -1,7 +1,7 @@
 """The reference solution: the syringe system written as an ODE for ``solve_ivp``.
 
 This is the *test* reference of DESIGN.md, not the model: the same equations as
-:mod:`device_models.system` with continuous plunger motion (a staircase of microsteps is
+:mod:`medtwin.device_models.system` with continuous plunger motion (a staircase of microsteps is
 no input for an ODE solver), integrated by ``scipy.integrate.solve_ivp`` (RK45, tight
 tolerances) and restarted at every discontinuity (rate changes, the end of the backlash
 dead band, the wear onset) rather than stepping across it. The tests and the benchmark
@@ -16,11 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from medtwin.device_models.syringe_pump import SyringePumpParams
+from medtwin.device_models.system import SystemParams
 from numpy.typing import NDArray
 from scipy.integrate import solve_ivp
-
-from device_models.syringe_pump import SyringePumpParams
-from device_models.system import SystemParams
 
 __all__ = ["reference_constants", "solve_reference"]
 

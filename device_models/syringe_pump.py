@@ -23,8 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from device_models.base import param
-from device_models.syringes import SyringeSpec
+from medtwin.device_models.base import param
+from medtwin.device_models.syringes import SyringeSpec
 
 __all__ = ["PA_PER_MMHG", "SyringeDriveParams", "SyringePumpParams"]
 

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from device_models.base import ParameterError, param
+from medtwin.device_models.base import ParameterError, param
 
 __all__ = ["SyringeLibrary", "SyringeSpec", "UnknownSyringeError", "default_library"]
 
@@ -160,7 +160,11 @@ def default_library() -> SyringeLibrary:
     """The shipped library (``device_models/data/syringes.toml``), loaded once."""
     global _DEFAULT
     if _DEFAULT is None:
-        text = resources.files("device_models").joinpath("data/syringes.toml").read_text("utf-8")
+        text = (
+            resources.files("medtwin.device_models")
+            .joinpath("data/syringes.toml")
+            .read_text("utf-8")
+        )
         library = SyringeLibrary()
         library._load(tomllib.loads(text), "device_models/data/syringes.toml")
         _DEFAULT = library

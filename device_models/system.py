@@ -1,7 +1,8 @@
 """Pump + infusion line + balance as one linear system, solved exactly per constant-input phase.
 
-The coupled model (see :mod:`device_models.syringe_pump`, :mod:`device_models.volumetric_pump`,
-:mod:`device_models.line`, :mod:`device_models.balance`):
+The coupled model (see :mod:`medtwin.device_models.syringe_pump`,
+:mod:`medtwin.device_models.volumetric_pump`, :mod:`medtwin.device_models.line`,
+:mod:`medtwin.device_models.balance`):
 
 * the pump's plunger (or fingers) inject volume impulses ``J_k`` at the motor's step
   times ``t_k`` (or a continuous flow when ``quantised_steps`` is off);
@@ -48,15 +49,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from medtwin.device_models.balance import BalanceParams, display
+from medtwin.device_models.base import ParameterError, list_parameters, validate, with_overrides
+from medtwin.device_models.line import MMHG_PER_CM_WATER, LineParams
+from medtwin.device_models.schedule import Alarm, Command, CommandKind, Schedule
+from medtwin.device_models.syringe_pump import PA_PER_MMHG, SyringePumpParams
+from medtwin.device_models.syringes import SyringeLibrary, default_library
+from medtwin.device_models.volumetric_pump import VolumetricPumpParams
 from numpy.typing import NDArray
-
-from device_models.balance import BalanceParams, display
-from device_models.base import ParameterError, list_parameters, validate, with_overrides
-from device_models.line import MMHG_PER_CM_WATER, LineParams
-from device_models.schedule import Alarm, Command, CommandKind, Schedule
-from device_models.syringe_pump import PA_PER_MMHG, SyringePumpParams
-from device_models.syringes import SyringeLibrary, default_library
-from device_models.volumetric_pump import VolumetricPumpParams
 
 __all__ = [
     "CHANNELS",

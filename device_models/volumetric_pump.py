@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from device_models.base import param
+from medtwin.device_models.base import param
 
 __all__ = ["VolumetricPumpParams"]
 

@@ -8,7 +8,7 @@ device's declared limits, and code under test cannot tell an emulated device fro
 real one: only the port string differs.
 
 Readings are frozen, timestamped dataclasses. ``t_s`` is *scenario time* from the
-device's :class:`~drivers.clock.Clock` (wall or virtual), taken when the reply arrived.
+device's :class:`~medtwin.drivers.clock.Clock` (wall or virtual), taken when the reply arrived.
 
 Backends implement:
 
@@ -16,10 +16,10 @@ Backends implement:
 2. ``_identify()`` → :class:`DeviceIdentity`;
 3. the class-specific operations listed on each interface (``_set_rate`` ...).
 
-They raise :class:`~drivers.errors.ProtocolError` for malformed frames,
-:class:`~drivers.errors.DeviceTimeout` for missing replies,
-:class:`~drivers.errors.PortError` for a lost port and
-:class:`~drivers.errors.CommandRefused` for device-side error replies.
+They raise :class:`~medtwin.drivers.errors.ProtocolError` for malformed frames,
+:class:`~medtwin.drivers.errors.DeviceTimeout` for missing replies,
+:class:`~medtwin.drivers.errors.PortError` for a lost port and
+:class:`~medtwin.drivers.errors.CommandRefused` for device-side error replies.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
-from drivers.clock import Clock, WallClock
-from drivers.errors import (
+from medtwin.drivers.clock import Clock, WallClock
+from medtwin.drivers.errors import (
     DeviceError,
     DeviceTimeout,
     LimitError,

@@ -10,7 +10,7 @@ an emulated bench and the runner always agree on "now".
   run over real ports in wall time. That is how a 2-hour scenario runs in seconds.
 
 The clock lives in ``drivers`` (not ``hil``) because emulators and drivers need it and
-imports flow ``hil → drivers``; ``hil.clock`` re-exports it.
+imports flow ``hil → drivers``; ``medtwin.hil.clock`` re-exports it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Modbus RTU / Modbus TCP drivers: any register map, the reference pump, the bench I/O module.
 
 * :class:`ModbusRegisterDevice` (protocol ``"modbus"``): values by name from any
-  register map (:mod:`drivers.register_map`).
+  register map (:mod:`medtwin.drivers.register_map`).
 * :class:`ModbusInfusionPump` (protocol ``"modbus-pump"``): the reference infusion-pump
   interface (``drivers/register_maps/infusion_pump.toml``).
 * :class:`ModbusBenchIO` (protocol ``"modbus-bench-io"``): pinch valve and inline
@@ -16,12 +16,13 @@ Port strings (the only thing that differs between a real device and an emulator)
 
 The Modbus transactions are pymodbus's asynchronous clients (``AsyncModbusSerialClient``,
 ``AsyncModbusTcpClient``); retries, timeouts and reconnects are left to
-:meth:`drivers.base.Device._call` (pymodbus's own retries are off), so every protocol fails
+:meth:`medtwin.drivers.base.Device._call` (pymodbus's own retries are off), so every protocol fails
 the same way: an exception response is :class:`ModbusExceptionReply` (a
-:class:`~drivers.errors.CommandRefused` naming the exception code), no reply is
-:class:`~drivers.errors.DeviceTimeout`, a lost port :class:`~drivers.errors.PortError`, a
-reply that does not match the request :class:`~drivers.errors.ProtocolError`. Values are
-checked against the register map (min/max, access, enumerations) before anything is sent.
+:class:`~medtwin.drivers.errors.CommandRefused` naming the exception code), no reply is
+:class:`~medtwin.drivers.errors.DeviceTimeout`, a lost port
+:class:`~medtwin.drivers.errors.PortError`, a reply that does not match the request
+:class:`~medtwin.drivers.errors.ProtocolError`. Values are checked against the register map
+(min/max, access, enumerations) before anything is sent.
 
 References: MODBUS Application Protocol Specification V1.1b3 (function codes 1-6, 15, 16,
 43/14 and the exception codes of §7); MODBUS over Serial Line V1.02 (RTU, default 19200
@@ -37,12 +38,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.framer import FramerType
-from pymodbus.pdu import ModbusPDU
-
-from drivers.base import (
+from medtwin.drivers.base import (
     BenchIO,
     DeviceIdentity,
     InfusionPump,
@@ -53,8 +49,8 @@ from drivers.base import (
     RegisterDevice,
     RetryPolicy,
 )
-from drivers.clock import Clock
-from drivers.errors import (
+from medtwin.drivers.clock import Clock
+from medtwin.drivers.errors import (
     CommandRefused,
     ConfigurationError,
     DeviceAlarm,
@@ -62,7 +58,11 @@ from drivers.errors import (
     PortError,
     ProtocolError,
 )
-from drivers.register_map import ReadBlock, RegisterMap, Value, load_register_map
+from medtwin.drivers.register_map import ReadBlock, RegisterMap, Value, load_register_map
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
 
 __all__ = [
     "EXCEPTION_CODES",
@@ -524,7 +524,7 @@ class ModbusRegisterDevice(_ModbusDriver, RegisterDevice):
         spec's default is 8E1, but most pumps and I/O modules ship 8N1 and Linux ptys
         (emulators) refuse parity; set ``parity="E"`` for a device that follows the spec.
     name, clock, retry
-        See :class:`drivers.base.Device`.
+        See :class:`medtwin.drivers.base.Device`.
     """
 
     protocol = "modbus"
@@ -622,12 +622,12 @@ class ModbusInfusionPump(_ModbusDriver, InfusionPump):
     limits : PumpLimits, optional
         Declared limits checked before sending (in addition to the map's min/max).
     name, clock, retry
-        See :class:`drivers.base.Device`.
+        See :class:`medtwin.drivers.base.Device`.
 
     Notes
     -----
     ``start()`` refused with exception 3 while the pump reports an alarm raises
-    :class:`~drivers.errors.DeviceAlarm` naming the alarms (clear them first).
+    :class:`~medtwin.drivers.errors.DeviceAlarm` naming the alarms (clear them first).
     """
 
     protocol = "modbus-pump"

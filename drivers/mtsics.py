@@ -25,18 +25,19 @@ The codec is hand-written: there is no maintained asynchronous MT-SICS library t
 on (InstrumentKit's PyPI release predates its MT-SICS module; ``mettler-toledo-device``
 was last released in 2018; ``labmcp-mettler-toledo`` is a synchronous MCP server), and the
 grammar is small enough that a few regular expressions state it exactly. Decoding never
-raises anything but :class:`~drivers.errors.ProtocolError` on wire input, which the tests
+raises anything but :class:`~medtwin.drivers.errors.ProtocolError` on wire input, which the tests
 check with hypothesis.
 
 Driver-side decisions (see ``docs/protocols/mt-sics.md``):
 
 * ``S I`` / ``T I`` / ``Z I`` ("not executable: busy, or no stable value in time") raise
-  :class:`~drivers.errors.CommandRefused`, not :class:`~drivers.errors.DeviceTimeout`: the
+  :class:`~medtwin.drivers.errors.CommandRefused`, not
+  :class:`~medtwin.drivers.errors.DeviceTimeout`: the
   balance *did* answer, so the guarded call path must not retry it as a lost reply, and the
   caller can decide to retry or to read the dynamic value with ``read(stable=False)``.
 * ``+``/``-`` (overload/underload) and ``ES``/``ET``/``EL`` raise ``CommandRefused`` naming
   the command and what the balance said.
-* A reply line that is not MT-SICS raises :class:`~drivers.errors.ProtocolError` with the
+* A reply line that is not MT-SICS raises :class:`~medtwin.drivers.errors.ProtocolError` with the
   bytes; valid lines that belong to another command (a print-key transmission, a stale
   reply) are skipped, a bounded number of them.
 """
@@ -51,16 +52,16 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self, TypeVar
 
-from drivers.base import Balance, BalanceReading, DeviceIdentity, RetryPolicy
-from drivers.clock import Clock
-from drivers.errors import (
+from medtwin.drivers.base import Balance, BalanceReading, DeviceIdentity, RetryPolicy
+from medtwin.drivers.clock import Clock
+from medtwin.drivers.errors import (
     CommandRefused,
     DeviceError,
     LimitError,
     PortError,
     ProtocolError,
 )
-from drivers.transport import ByteTransport, line_settings, open_transport
+from medtwin.drivers.transport import ByteTransport, line_settings, open_transport
 
 __all__ = [
     "GENERAL_ERRORS",

@@ -27,10 +27,10 @@ Framing
 
 This module is two layers. The **codec** (``encode_*``/``decode_*``/``find_reply``,
 :class:`Command`, :class:`Reply`, number formatting) is pure: bytes in, dataclasses out, no
-I/O, and every malformed input raises :class:`~drivers.errors.ProtocolError` (or
+I/O, and every malformed input raises :class:`~medtwin.drivers.errors.ProtocolError` (or
 :class:`ValueError` for numbers) so it can be fuzzed. The emulator in
-:mod:`drivers.emulators.ne1000` uses the same codec for the device side. The **driver**,
-:class:`NE1000Pump`, speaks it over a :mod:`drivers.transport`.
+:mod:`medtwin.drivers.emulators.ne1000` uses the same codec for the device side. The **driver**,
+:class:`NE1000Pump`, speaks it over a :mod:`medtwin.drivers.transport`.
 
 The codec is hand-written: no maintained library implements the New Era framing as a
 reusable codec (nesp-lib couples it to blocking pyserial and threads), and CRC-16 comes
@@ -50,7 +50,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from drivers.base import (
+from medtwin.drivers.base import (
     DeviceIdentity,
     InfusionPump,
     PumpAlarm,
@@ -59,8 +59,8 @@ from drivers.base import (
     PumpStatus,
     RetryPolicy,
 )
-from drivers.clock import Clock
-from drivers.errors import (
+from medtwin.drivers.clock import Clock
+from medtwin.drivers.errors import (
     CommandRefused,
     ConfigurationError,
     DeviceAlarm,
@@ -69,7 +69,7 @@ from drivers.errors import (
     LimitError,
     ProtocolError,
 )
-from drivers.transport import ByteTransport, open_transport
+from medtwin.drivers.transport import ByteTransport, open_transport
 
 __all__ = [
     "BROADCAST",
@@ -826,7 +826,7 @@ class NE1000Pump(InfusionPump):
     limits : PumpLimits, optional
         Declared limits checked before sending; default :data:`DEFAULT_LIMITS`.
     name, clock, retry
-        As for every :class:`~drivers.base.Device`.
+        As for every :class:`~medtwin.drivers.base.Device`.
     """
 
     protocol = "ne1000"

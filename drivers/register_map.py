@@ -23,7 +23,7 @@ Integer types may carry a ``scale`` (engineering value = raw × scale), an enume
 The full reference is ``docs/protocols/modbus.md``.
 
 The codec is pure (no I/O): :meth:`RegisterMap.encode` turns an engineering value into
-registers, refusing with :class:`~drivers.errors.LimitError` *before anything is sent* a
+registers, refusing with :class:`~medtwin.drivers.errors.LimitError` *before anything is sent* a
 value that is outside min/max, not in the enumeration, or not writable;
 :meth:`ReadBlock.decode` turns registers back into values; :meth:`RegisterMap.plan_reads`
 groups names into the fewest contiguous reads per table within the Modbus PDU limits
@@ -55,9 +55,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from medtwin.drivers.errors import ConfigurationError, LimitError, ProtocolError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from drivers.errors import ConfigurationError, LimitError, ProtocolError
 
 __all__ = [
     "MAX_READ_BITS",
@@ -751,7 +750,7 @@ def _check_overlaps(entries: list[RegisterEntry], source: str) -> None:
 
 def shipped_register_maps() -> list[str]:
     """Names of the maps shipped in ``drivers/register_maps`` (usable as ``register_map=``)."""
-    folder = resources.files("drivers").joinpath(_MAP_DIR)
+    folder = resources.files("medtwin.drivers").joinpath(_MAP_DIR)
     return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
@@ -771,7 +770,7 @@ def load_register_map(name_or_path: str | Path) -> RegisterMap:
     if isinstance(name_or_path, Path) or "/" in text or text.endswith(".toml"):
         path = Path(text).expanduser()
     else:
-        path = Path(str(resources.files("drivers").joinpath(_MAP_DIR, f"{text}.toml")))
+        path = Path(str(resources.files("medtwin.drivers").joinpath(_MAP_DIR, f"{text}.toml")))
         if not path.is_file():
             raise ConfigurationError(
                 f"no shipped register map called {text!r}; shipped maps: "

@@ -12,8 +12,8 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-from drivers.base import Device
-from drivers.errors import ConfigurationError
+from medtwin.drivers.base import Device
+from medtwin.drivers.errors import ConfigurationError
 
 __all__ = [
     "DRIVERS",
@@ -26,23 +26,23 @@ __all__ = [
 
 #: protocol → (module, class) of the driver.
 DRIVERS: dict[str, tuple[str, str]] = {
-    "ne1000": ("drivers.ne1000", "NE1000Pump"),
-    "mt-sics": ("drivers.mtsics", "MTSICSBalance"),
-    "modbus-pump": ("drivers.modbus", "ModbusInfusionPump"),
-    "modbus-bench-io": ("drivers.modbus", "ModbusBenchIO"),
-    "modbus": ("drivers.modbus", "ModbusRegisterDevice"),
+    "ne1000": ("medtwin.drivers.ne1000", "NE1000Pump"),
+    "mt-sics": ("medtwin.drivers.mtsics", "MTSICSBalance"),
+    "modbus-pump": ("medtwin.drivers.modbus", "ModbusInfusionPump"),
+    "modbus-bench-io": ("medtwin.drivers.modbus", "ModbusBenchIO"),
+    "modbus": ("medtwin.drivers.modbus", "ModbusRegisterDevice"),
 }
 
 #: protocol → (module, class) of the emulator serving it. Every emulator is built as
 #: ``cls(mechanism, *, clock, faults=None, pacing=None, **options)`` where the mechanism is
-#: the matching part of :class:`drivers.emulators.physical_bench.PhysicalBench`
+#: the matching part of :class:`medtwin.drivers.emulators.physical_bench.PhysicalBench`
 #: (``pump``, ``balance`` or ``bench_io``, see :data:`EMULATOR_MECHANISM`), and has
 #: ``async start(*, tcp=None) -> port``, ``port`` and ``async stop()``.
 EMULATORS: dict[str, tuple[str, str]] = {
-    "ne1000": ("drivers.emulators.ne1000", "NE1000Emulator"),
-    "mt-sics": ("drivers.emulators.mtsics", "MTSICSEmulator"),
-    "modbus-pump": ("drivers.emulators.modbus", "ModbusPumpEmulator"),
-    "modbus-bench-io": ("drivers.emulators.modbus", "ModbusBenchIOEmulator"),
+    "ne1000": ("medtwin.drivers.emulators.ne1000", "NE1000Emulator"),
+    "mt-sics": ("medtwin.drivers.emulators.mtsics", "MTSICSEmulator"),
+    "modbus-pump": ("medtwin.drivers.emulators.modbus", "ModbusPumpEmulator"),
+    "modbus-bench-io": ("medtwin.drivers.emulators.modbus", "ModbusBenchIOEmulator"),
 }
 
 
@@ -93,7 +93,7 @@ def driver_class(protocol: str) -> type[Device]:
     """The driver class for ``protocol`` (imported on first use)."""
     cls = _load(_table(DRIVERS, "medtwin.drivers"), protocol, "driver")
     if not (isinstance(cls, type) and issubclass(cls, Device)):  # pragma: no cover
-        raise TypeError(f"driver for {protocol!r} is not a drivers.base.Device")
+        raise TypeError(f"driver for {protocol!r} is not a medtwin.drivers.base.Device")
     return cls
 
 

@@ -19,9 +19,9 @@ deadline) and removes XON/XOFF from the input; with RTS/CTS the UART does the sa
 modem lines. Use it only for text protocols (MT-SICS): a binary frame may contain the
 XON/XOFF bytes.
 
-Reads never block forever: callers bound them (``drivers.base`` cancels every attempt
+Reads never block forever: callers bound them (``medtwin.drivers.base`` cancels every attempt
 at its deadline). A port that vanishes (EOF, ``EIO``/``ENXIO`` on a hung-up tty, a
-closed socket) raises :class:`~drivers.errors.PortError` naming the device and the port,
+closed socket) raises :class:`~medtwin.drivers.errors.PortError` naming the device and the port,
 and so does every later read or write until the transport is reopened.
 
 Why ``add_reader`` on pyserial's descriptor rather than pyserial-asyncio-fast
@@ -53,8 +53,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import serial
-
-from drivers.errors import ConfigurationError, PortError, ProtocolError
+from medtwin.drivers.errors import ConfigurationError, PortError, ProtocolError
 
 __all__ = [
     "HANDSHAKES",

@@ -1,6 +1,6 @@
-"""``python -m hil`` is the ``medtwin`` command."""
+"""``python -m medtwin.hil`` is the ``medtwin`` command."""
 
-from hil.cli import main
+from medtwin.hil.cli import main
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,7 +1,7 @@
 """Calibration: fit the twin's parameters to a recorded run, and keep the fit per device.
 
 A stored run holds what the real devices did and the commands they received. Replaying
-those commands through the twin (:func:`hil.twin.twin_series`) with candidate parameters
+those commands through the twin (:func:`medtwin.hil.twin.twin_series`) with candidate parameters
 and comparing with the recorded readings turns drift into numbers: the true bore of the
 syringe, the wear rate of the lead screw, the compliance of the line. This module
 
@@ -15,18 +15,19 @@ syringe, the wear rate of the lead screw, the compliance of the line. This modul
 3. reports estimates with standard errors and their correlation matrix, and the residual
    RMS before and after;
 4. stores the result as a new version of the device's calibration
-   (:meth:`hil.store.RunStore.save_calibration`), which a bench with
+   (:meth:`medtwin.hil.store.RunStore.save_calibration`), which a bench with
    ``[twin] calibration = "latest"`` then uses.
 
 Statistics
 ----------
 Each channel's residual is divided by its noise level σ, estimated robustly from the first
-differences of the residual against the starting twin (:func:`hil.comparator.robust_noise_sd`,
-the comparator's estimator), so channels in different units combine and a noisy channel
-counts less. Samples that are NaN (gaps of a lost device) are skipped.
+differences of the residual against the starting twin
+(:func:`medtwin.hil.comparator.robust_noise_sd`, the comparator's estimator), so channels in
+different units combine and a noisy channel counts less. Samples that are NaN (gaps of a lost
+device) are skipped.
 
 The balance's net mass carries, from each tare to the next, the noise sample the real
-balance read when it was tared (see :data:`hil.twin.CHANNEL_KINDS`): a constant offset of
+balance read when it was tared (see :data:`medtwin.hil.twin.CHANNEL_KINDS`): a constant offset of
 about one σ that no twin parameter explains. One offset per tare segment is therefore a
 nuisance parameter. It enters linearly, so it is eliminated exactly (variable projection):
 the residual of each segment is taken about its mean, and its degree of freedom is
@@ -45,7 +46,7 @@ that ends where a parameter is undetermined (a zero singular value of ``J``) is 
 too.
 
 The Jacobian is a forward difference evaluated for all parameters in **one** vectorised
-model call (:class:`device_models.system.ParameterBatch`: the base point plus one
+model call (:class:`medtwin.device_models.system.ParameterBatch`: the base point plus one
 perturbed row per parameter) instead of one simulation per parameter; the benchmark
 ``benchmarks/bench_calibration.py`` measures the difference against scipy's default
 ``2-point`` scheme.
@@ -68,21 +69,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from numpy.typing import NDArray
-
-from device_models.base import ParameterError, ParameterInfo, list_parameters
-from device_models.system import ParameterBatch, SystemParams
-from drivers.errors import AnalysisError, ConfigurationError
-from hil.comparator import robust_noise_sd
-from hil.config import BenchConfig, bench_from_text
-from hil.store import CalibrationRecord, RunData, RunStore
-from hil.twin import (
+from medtwin.device_models.base import ParameterError, ParameterInfo, list_parameters
+from medtwin.device_models.system import ParameterBatch, SystemParams
+from medtwin.drivers.errors import AnalysisError, ConfigurationError
+from medtwin.hil.comparator import robust_noise_sd
+from medtwin.hil.config import BenchConfig, bench_from_text
+from medtwin.hil.store import CalibrationRecord, RunData, RunStore
+from medtwin.hil.twin import (
     CHANNEL_KINDS,
     calibration_key,
     schedule_from_events,
     twin_params,
     twin_series,
 )
+from numpy.typing import NDArray
 
 __all__ = [
     "DEFAULT_PARAMETERS",
@@ -696,7 +696,7 @@ def calibrate(
     Parameters
     ----------
     run : RunData
-        A stored run (:meth:`hil.store.RunStore.load_run`) with balance readings.
+        A stored run (:meth:`medtwin.hil.store.RunStore.load_run`) with balance readings.
     parameters : sequence of str, optional
         Dotted names of the parameters to fit (default: :data:`DEFAULT_PARAMETERS` for the
         twin's pump kind).

@@ -1,6 +1,6 @@
 """The ``medtwin`` command line.
 
-Each subcommand lives in its own module under :mod:`hil.commands` and is imported only
+Each subcommand lives in its own module under :mod:`medtwin.hil.commands` and is imported only
 when used (so ``medtwin --help`` stays fast and a broken optional dependency only breaks
 its own command). The table below is the one place that lists them.
 
@@ -22,8 +22,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-
-from drivers.errors import ConfigurationError, MedtwinError
+from medtwin.drivers.errors import ConfigurationError, MedtwinError
 
 __all__ = ["COMMANDS", "handle_errors", "main", "parse_assignments", "parse_duration_option"]
 
@@ -31,15 +30,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: command name → "module:attribute" of its click command.
 COMMANDS: dict[str, str] = {
-    "simulate": "hil.commands.simulate:simulate",
-    "emulate": "hil.commands.emulate:emulate",
-    "run": "hil.commands.run:run",
-    "demo": "hil.commands.demo:demo",
-    "runs": "hil.commands.runs:runs",
-    "export": "hil.commands.export:export",
-    "analyze": "hil.commands.analyze:analyze",
-    "calibrate": "hil.commands.calibrate:calibrate",
-    "report": "hil.commands.report:report",
+    "simulate": "medtwin.hil.commands.simulate:simulate",
+    "emulate": "medtwin.hil.commands.emulate:emulate",
+    "run": "medtwin.hil.commands.run:run",
+    "demo": "medtwin.hil.commands.demo:demo",
+    "runs": "medtwin.hil.commands.runs:runs",
+    "export": "medtwin.hil.commands.export:export",
+    "analyze": "medtwin.hil.commands.analyze:analyze",
+    "calibrate": "medtwin.hil.commands.calibrate:calibrate",
+    "report": "medtwin.hil.commands.report:report",
 }
 
 
@@ -75,7 +74,7 @@ def parse_assignments(
 
 def parse_duration_option(text: str, *, option: str) -> float:
     """A duration typed on the command line, or ConfigurationError naming the option."""
-    from drivers.units import parse_duration_s
+    from medtwin.drivers.units import parse_duration_s
 
     try:
         return parse_duration_s(text)

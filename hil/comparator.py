@@ -78,12 +78,11 @@ from dataclasses import KW_ONLY, asdict, dataclass, fields
 from typing import Any, Final, Literal, NoReturn, TypeAlias, cast, get_args
 
 import numpy as np
+from medtwin.drivers.errors import AnalysisError, ConfigurationError
+from medtwin.drivers.units import parse_duration_s
 from numpy.typing import ArrayLike, NDArray
 from scipy.signal import lfilter
 from scipy.stats import median_abs_deviation
-
-from drivers.errors import AnalysisError, ConfigurationError
-from drivers.units import parse_duration_s
 
 __all__ = [
     "DETECTORS",

@@ -23,6 +23,9 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+from medtwin.drivers.errors import ConfigurationError
+from medtwin.drivers.registry import EMULATOR_MECHANISM, protocols
+from medtwin.drivers.units import parse_duration_s
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -33,10 +36,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from drivers.errors import ConfigurationError
-from drivers.registry import EMULATOR_MECHANISM, protocols
-from drivers.units import parse_duration_s
 
 __all__ = [
     "BenchConfig",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from drivers.errors import ConfigurationError
+from medtwin.drivers.errors import ConfigurationError
 
 __all__ = ["FileBatch", "StagedFile", "stage", "write_atomically"]
 

@@ -31,7 +31,7 @@ the limits are the manufacturer's own claims (``shared/domain/pumps.md`` §1.3: 
 for a syringe pump, ±5 % for a volumetric pump). :func:`flow_accuracy_measurements`,
 :func:`occlusion_measurements` and :func:`bolus_measurements` declare the standard
 measurands for a declared claim, and the ``evaluate_*`` functions turn the results of
-:mod:`hil.analysis.iec60601_2_24` into verdicts.
+:mod:`medtwin.hil.analysis.iec60601_2_24` into verdicts.
 """
 
 from __future__ import annotations
@@ -43,16 +43,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rich.table import Table
-
-from drivers.errors import ConfigurationError
-from hil.analysis.iec60601_2_24 import (
+from medtwin.drivers.errors import ConfigurationError
+from medtwin.hil.analysis.iec60601_2_24 import (
     DEFAULT_WINDOWS_MIN,
     BolusAccuracy,
     MeanFlowError,
     OcclusionResult,
     TrumpetCurve,
 )
+from rich.table import Table
 
 __all__ = [
     "DEFAULT_MARGINAL_FRACTION",

@@ -9,8 +9,8 @@ A scenario may list procedures instead of (or beside) hand-written steps::
 
 Each procedure *expands* to timeline steps before the run (so the usual limit checks
 apply) and *analyses* the recorded run afterwards, on the real devices and on the twin
-alike (:mod:`hil.analysis.iec60601_2_24`), turning the results into PASS / FAIL / MARGINAL
-verdicts against the declared claims (:mod:`hil.measurements`). The verdicts are stored
+alike (:mod:`medtwin.hil.analysis.iec60601_2_24`), turning the results into PASS / FAIL / MARGINAL
+verdicts against the declared claims (:mod:`medtwin.hil.measurements`). The verdicts are stored
 with the run and shown in its report.
 
 Fields per kind (durations accept ``90s``, ``30min``, ``2h``):
@@ -39,15 +39,12 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from numpy.typing import NDArray
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-
-from device_models.schedule import Alarm
-from drivers.errors import AnalysisError, ConfigurationError
-from drivers.units import parse_duration_s
-from hil.analysis import iec60601_2_24 as iec
-from hil.config import Step
-from hil.measurements import (
+from medtwin.device_models.schedule import Alarm
+from medtwin.drivers.errors import AnalysisError, ConfigurationError
+from medtwin.drivers.units import parse_duration_s
+from medtwin.hil.analysis import iec60601_2_24 as iec
+from medtwin.hil.config import Step
+from medtwin.hil.measurements import (
     Verdict,
     bolus_measurements,
     evaluate_bolus,
@@ -56,6 +53,8 @@ from hil.measurements import (
     flow_accuracy_measurements,
     occlusion_measurements,
 )
+from numpy.typing import NDArray
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 __all__ = [
     "PROCEDURES",

@@ -1,11 +1,11 @@
 """QA reports of stored runs: one self-contained HTML file, PNG figures and a JSON summary.
 
-A report is what a QA engineer files for one run of :mod:`hil.runner`: who and what was on
+A report is what a QA engineer files for one run of :mod:`medtwin.hil.runner`: who and what was on
 the bench (device identities, ports, the bench and scenario files with their SHA-256), the
 twin's calibration, the IEC 60601-2-24 results (start-up curve and trumpet curve of
 IEC 60601-2-24:1998 clause 50.102, kept by the 2012 edition in 201.12.1; the occlusion test
 of the 2012 edition under 201.12.4.4; bolus accuracy of 1998 clause 50.106; clause numbers
-as in :mod:`hil.analysis.iec60601_2_24`, where the unconfirmed ones are marked), the
+as in :mod:`medtwin.hil.analysis.iec60601_2_24`, where the unconfirmed ones are marked), the
 verdicts of the real device and of the twin side by side, the real − twin residuals and
 the drift events, and the event log.
 
@@ -29,7 +29,7 @@ What it guarantees
 * **Numbers come from the run.** Trumpet and start-up curves are the analyses stored with
   the run; when a run has a flow procedure but no stored analysis (an aborted or
   interrupted run), they are computed from the stored balance channels with
-  :mod:`hil.analysis.iec60601_2_24`, and the report says so. Time series are plotted from
+  :mod:`medtwin.hil.analysis.iec60601_2_24`, and the report says so. Time series are plotted from
   the stored channels; verdicts are the stored verdicts.
 * **Files are never half-written.** :func:`save_report` writes every file under a
   temporary name in its target directory and renames it into place only when all of them
@@ -65,14 +65,13 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
-
-from drivers.base import DeviceIdentity
-from drivers.errors import AnalysisError, ConfigurationError, StorageError
-from hil.analysis import iec60601_2_24 as iec
-from hil.files import FileBatch
-from hil.measurements import outcome_label
-from hil.procedures import FlowProcedure, parse_procedures
-from hil.store import CalibrationRecord, ChannelData, RunData, RunStore, VerdictRecord
+from medtwin.drivers.base import DeviceIdentity
+from medtwin.drivers.errors import AnalysisError, ConfigurationError, StorageError
+from medtwin.hil.analysis import iec60601_2_24 as iec
+from medtwin.hil.files import FileBatch
+from medtwin.hil.measurements import outcome_label
+from medtwin.hil.procedures import FlowProcedure, parse_procedures
+from medtwin.hil.store import CalibrationRecord, ChannelData, RunData, RunStore, VerdictRecord
 
 __all__ = [
     "REPORT_FORMAT",
@@ -507,12 +506,12 @@ def _pump_device(run: RunData) -> str | None:
 def _calibration_keys(run: RunData, device_name: str | None) -> list[str]:
     """Keys the device's calibrations may be filed under, from the identity it reported.
 
-    :func:`hil.calibration.calibration_key` files them (``model/serial``, or
+    :func:`medtwin.hil.calibration.calibration_key` files them (``model/serial``, or
     ``model/<bench>:<device>`` for a device that reports no serial, as the NE-1000 does)
-    and :mod:`hil.runner` looks them up the same way; runs stored before that rule used
-    :attr:`drivers.base.DeviceIdentity.key`, so both are searched.
+    and :mod:`medtwin.hil.runner` looks them up the same way; runs stored before that rule used
+    :attr:`medtwin.drivers.base.DeviceIdentity.key`, so both are searched.
     """
-    from hil.calibration import calibration_key
+    from medtwin.hil.calibration import calibration_key
 
     for device in run.devices:
         if device.name != device_name:
@@ -641,7 +640,7 @@ def _procedures(run: RunData) -> list[_Procedure]:
 def _density_g_ml(run: RunData) -> float:
     """Displayed grams per mL, as the runner's analyses used it: the twin's balance (water
     temperature and air buoyancy; the model's defaults where the run stored none)."""
-    from device_models.balance import BalanceParams
+    from medtwin.device_models.balance import BalanceParams
 
     balance = _dict(_dict(run.twin_params).get("balance"))
     defaults = BalanceParams()
@@ -682,7 +681,7 @@ def _resolve_analysis(run: RunData, procedure: _Procedure) -> None:
 def _recompute_flow(run: RunData, flow: FlowProcedure, source: str) -> tuple[dict[str, Any], str]:
     """Start-up and trumpet curves of one side from the stored balance mass.
 
-    Same inputs as the runner's own analysis (:class:`hil.procedures.FlowProcedure`): S,
+    Same inputs as the runner's own analysis (:class:`medtwin.hil.procedures.FlowProcedure`): S,
     the analysis period, the windows and the density of the twin's balance. A start-up
     period longer than the data is shortened to the data (an aborted run still shows how
     delivery started); a trumpet curve whose analysis period is not covered is left out
@@ -1213,7 +1212,7 @@ def _flow_note(procedure: _Procedure) -> str:
     if procedure.origin == "recomputed":
         return (
             " The run stored no analysis for this procedure; the curves were computed by the "
-            "report from the stored balance channels (hil.analysis.iec60601_2_24)."
+            "report from the stored balance channels (medtwin.hil.analysis.iec60601_2_24)."
         )
     return ""
 
@@ -2064,7 +2063,7 @@ def build_report(run: RunData, *, calibration: CalibrationRecord | None = None) 
     Parameters
     ----------
     run : RunData
-        From :meth:`hil.store.RunStore.load_run`.
+        From :meth:`medtwin.hil.store.RunStore.load_run`.
     calibration : CalibrationRecord, optional
         The calibration the run's twin used (:func:`calibration_in_force` finds it); None
         for a nominal twin.

@@ -1,8 +1,8 @@
 """Standing a bench up and taking it down: emulators, drivers, identities.
 
-A :class:`BenchRig` turns a :class:`~hil.config.BenchConfig` into open drivers. For
+A :class:`BenchRig` turns a :class:`~medtwin.hil.config.BenchConfig` into open drivers. For
 devices whose port is ``emulated`` it first builds one
-:class:`~drivers.emulators.physical_bench.PhysicalBench` (the truth physics shared by all
+:class:`~medtwin.drivers.emulators.physical_bench.PhysicalBench` (the truth physics shared by all
 emulated devices) and serves each protocol's emulator on a fresh pty (in-process,
 sharing the run's clock); every other device is opened on its port string. Code under
 test cannot tell the difference: only the port string differs.
@@ -21,7 +21,7 @@ import inspect
 import logging
 from typing import Any
 
-from drivers.base import (
+from medtwin.drivers.base import (
     Balance,
     BenchIO,
     Device,
@@ -30,15 +30,15 @@ from drivers.base import (
     PumpLimits,
     RetryPolicy,
 )
-from drivers.clock import Clock
-from drivers.emulators.faults import FaultPlan, parse_fault
-from drivers.emulators.physical_bench import PhysicalBench
-from drivers.emulators.serial_server import Pacing
-from drivers.errors import ConfigurationError, DeviceError, MedtwinError
-from drivers.registry import EMULATOR_MECHANISM, driver_class, emulator_class
-from drivers.transport import line_settings
-from hil.config import BenchConfig, DeviceConfig
-from hil.twin import emulation_truth
+from medtwin.drivers.clock import Clock
+from medtwin.drivers.emulators.faults import FaultPlan, parse_fault
+from medtwin.drivers.emulators.physical_bench import PhysicalBench
+from medtwin.drivers.emulators.serial_server import Pacing
+from medtwin.drivers.errors import ConfigurationError, DeviceError, MedtwinError
+from medtwin.drivers.registry import EMULATOR_MECHANISM, driver_class, emulator_class
+from medtwin.drivers.transport import line_settings
+from medtwin.hil.config import BenchConfig, DeviceConfig
+from medtwin.hil.twin import emulation_truth
 
 __all__ = ["BenchRig", "RigStatus", "check_bench"]
 

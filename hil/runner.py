@@ -1,7 +1,7 @@
 """The HIL runner: the scenario applied to the real devices and to the twin, side by side.
 
 One run walks a merged timeline of scenario steps and sample ticks on one
-:class:`~drivers.clock.Clock`:
+:class:`~medtwin.drivers.clock.Clock`:
 
 1. at a step's time, the command goes to the real device, and (once the device accepted
    it) to the twin as well, with whatever the device reported back (a balance's tare), so
@@ -32,17 +32,16 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
-
-from device_models.base import ParameterError
-from device_models.schedule import CommandKind
-from device_models.syringes import SyringeLibrary, default_library
-from drivers.base import Device, PumpStatus
-from drivers.clock import Clock, VirtualClock
-from drivers.errors import ConfigurationError, DeviceError, MedtwinError, ProtocolError
-from hil.comparator import ChannelSpec, DriftEvent, LiveComparator
-from hil.config import ACTION_KIND, BenchConfig, ScenarioConfig, Step
-from hil.measurements import Verdict
-from hil.procedures import (
+from medtwin.device_models.base import ParameterError
+from medtwin.device_models.schedule import CommandKind
+from medtwin.device_models.syringes import SyringeLibrary, default_library
+from medtwin.drivers.base import Device, PumpStatus
+from medtwin.drivers.clock import Clock, VirtualClock
+from medtwin.drivers.errors import ConfigurationError, DeviceError, MedtwinError, ProtocolError
+from medtwin.hil.comparator import ChannelSpec, DriftEvent, LiveComparator
+from medtwin.hil.config import ACTION_KIND, BenchConfig, ScenarioConfig, Step
+from medtwin.hil.measurements import Verdict
+from medtwin.hil.procedures import (
     Procedure,
     ProcedureResult,
     RunSeries,
@@ -50,9 +49,9 @@ from hil.procedures import (
     parse_procedures,
     pressure_alarm_bits,
 )
-from hil.rig import BenchRig, RigStatus, check_bench
-from hil.store import RunStore, RunWriter
-from hil.twin import (
+from medtwin.hil.rig import BenchRig, RigStatus, check_bench
+from medtwin.hil.store import RunStore, RunWriter
+from medtwin.hil.twin import (
     ACTION_COMMANDS,
     CHANNEL_KINDS,
     Twin,
@@ -346,7 +345,7 @@ class RunPlan:
     or the store: the planned steps (limits checked), the sampling ticks, each channel's
     comparator settings and the procedures.
 
-    :meth:`of` raises :class:`~drivers.errors.ConfigurationError` naming file:field for
+    :meth:`of` raises :class:`~medtwin.drivers.errors.ConfigurationError` naming file:field for
     a scenario the bench cannot run, so a command can refuse it before it opens (or
     creates) a database.
     """

@@ -17,13 +17,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import click
-
-from drivers.clock import Clock, VirtualClock, WallClock
-from drivers.errors import ConfigurationError
-from drivers.units import format_duration
-from hil.config import BenchConfig, ScenarioConfig
-from hil.runner import Runner, RunPlan, RunResult
-from hil.store import RunStore
+from medtwin.drivers.clock import Clock, VirtualClock, WallClock
+from medtwin.drivers.errors import ConfigurationError
+from medtwin.drivers.units import format_duration
+from medtwin.hil.config import BenchConfig, ScenarioConfig
+from medtwin.hil.runner import Runner, RunPlan, RunResult
+from medtwin.hil.store import RunStore
 
 __all__ = ["choose_clock", "print_result", "run_scenario"]
 

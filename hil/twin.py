@@ -18,16 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from medtwin.device_models.base import ParameterError
+from medtwin.device_models.schedule import Command, CommandKind, Schedule
+from medtwin.device_models.syringes import SyringeLibrary, default_library
+from medtwin.device_models.system import ParameterBatch, SystemParams, SystemSimulator, simulate
+from medtwin.drivers.base import DeviceIdentity
+from medtwin.drivers.errors import ConfigurationError
+from medtwin.hil.config import BenchConfig, EmulationConfig, TwinConfig
+from medtwin.hil.store import RunStore
 from numpy.typing import NDArray
-
-from device_models.base import ParameterError
-from device_models.schedule import Command, CommandKind, Schedule
-from device_models.syringes import SyringeLibrary, default_library
-from device_models.system import ParameterBatch, SystemParams, SystemSimulator, simulate
-from drivers.base import DeviceIdentity
-from drivers.errors import ConfigurationError
-from hil.config import BenchConfig, EmulationConfig, TwinConfig
-from hil.store import RunStore
 
 __all__ = [
     "ACTION_COMMANDS",

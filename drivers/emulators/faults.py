@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import numpy as np
-
-from drivers.errors import ConfigurationError
-from drivers.units import parse_duration_s
+from medtwin.drivers.errors import ConfigurationError
+from medtwin.drivers.units import parse_duration_s
 
 __all__ = [
     "REPLY_FAULTS",

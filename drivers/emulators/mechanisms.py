@@ -2,7 +2,7 @@
 
 A protocol emulator (NE-1000, MT-SICS, Modbus) is only a translator: it parses requests,
 calls one of these *mechanisms* and encodes the answer. The mechanisms are implemented
-by :class:`drivers.emulators.physical_bench.PhysicalBench`, which evaluates the
+by :class:`medtwin.drivers.emulators.physical_bench.PhysicalBench`, which evaluates the
 ``device_models`` physics at the shared clock's "now" on every call, so every protocol
 sees the same pump, the same line and the same balance.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from drivers.base import PumpAlarm, PumpState
+from medtwin.drivers.base import PumpAlarm, PumpState
 
 __all__ = [
     "BalanceMechanism",

@@ -1,6 +1,6 @@
 """Modbus RTU / Modbus TCP emulators of the reference infusion pump and the bench I/O module.
 
-Both serve a register map (:mod:`drivers.register_map`, by default the shipped
+Both serve a register map (:mod:`medtwin.drivers.register_map`, by default the shipped
 ``infusion_pump`` / ``bench_io`` maps) over
 
 * **Modbus RTU on a pty** (``start()``): the returned port is a path any Modbus master
@@ -9,7 +9,7 @@ Both serve a register map (:mod:`drivers.register_map`, by default the shipped
 * **Modbus TCP** (``start(tcp=("127.0.0.1", 0))``, port string ``tcp://127.0.0.1:N``), or
   RTU framing over TCP (``tcp_framing="rtu"``, port string ``socket://127.0.0.1:N``).
 
-Every register read evaluates the mechanism (:mod:`drivers.emulators.mechanisms`) at
+Every register read evaluates the mechanism (:mod:`medtwin.drivers.emulators.mechanisms`) at
 ``clock.now()``; writes go to the mechanism, and a write it refuses is exception 3.
 
 Protocol references: MODBUS Application Protocol Specification V1.1b3 (function codes,
@@ -53,17 +53,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, Self, TypeVar, cast
 
-from pymodbus.constants import ExcCodes
-from pymodbus.framer import FramerRTU
-from pymodbus.pdu import DecodePDU
-
-from drivers.base import PumpState
-from drivers.clock import Clock
-from drivers.emulators.faults import Fault, FaultPlan
-from drivers.emulators.mechanisms import BenchIOMechanism, PumpMechanism, PumpSnapshot
-from drivers.emulators.serial_server import Pacing
-from drivers.errors import ConfigurationError, LimitError
-from drivers.register_map import (
+from medtwin.drivers.base import PumpState
+from medtwin.drivers.clock import Clock
+from medtwin.drivers.emulators.faults import Fault, FaultPlan
+from medtwin.drivers.emulators.mechanisms import BenchIOMechanism, PumpMechanism, PumpSnapshot
+from medtwin.drivers.emulators.serial_server import Pacing
+from medtwin.drivers.errors import ConfigurationError, LimitError
+from medtwin.drivers.register_map import (
     BIT_TABLES,
     MAX_READ_BITS,
     MAX_READ_REGISTERS,
@@ -74,6 +70,9 @@ from drivers.register_map import (
     Value,
     load_register_map,
 )
+from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerRTU
+from pymodbus.pdu import DecodePDU
 
 __all__ = [
     "ModbusBenchIOEmulator",

@@ -1,11 +1,11 @@
 """The device side of MT-SICS: a Mettler Toledo balance on a pty or TCP port.
 
 :class:`MTSICSProtocol` is a pure state machine over a
-:class:`~drivers.emulators.mechanisms.BalanceMechanism`: bytes in, reply lines out, formatted
-exactly as an MT-SICS balance formats them (Mettler Toledo MT-SICS reference manuals
+:class:`~medtwin.drivers.emulators.mechanisms.BalanceMechanism`: bytes in, reply lines out,
+formatted exactly as an MT-SICS balance formats them (Mettler Toledo MT-SICS reference manuals
 11780711 and 11780447; reply formats and the ``SIR``/``@`` behaviour cross-checked with the
 Ohaus 7000-series manual, an MT-SICS implementation). :class:`MTSICSEmulator` serves it with
-:class:`~drivers.emulators.serial_server.SerialDeviceEmulator`.
+:class:`~medtwin.drivers.emulators.serial_server.SerialDeviceEmulator`.
 
 Implemented commands (``I0`` lists them with their MT-SICS level)::
 
@@ -63,11 +63,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
-from drivers.clock import Clock
-from drivers.emulators.mechanisms import BalanceMechanism, BalanceSnapshot
-from drivers.emulators.serial_server import ProtocolHandler, SerialDeviceEmulator
-from drivers.errors import ProtocolError
-from drivers.mtsics import (
+from medtwin.drivers.clock import Clock
+from medtwin.drivers.emulators.mechanisms import BalanceMechanism, BalanceSnapshot
+from medtwin.drivers.emulators.serial_server import ProtocolHandler, SerialDeviceEmulator
+from medtwin.drivers.errors import ProtocolError
+from medtwin.drivers.mtsics import (
     MASS_UNITS_G,
     Command,
     DataReply,

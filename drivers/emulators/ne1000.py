@@ -2,13 +2,13 @@
 
 :class:`NE1000Protocol` is the pump's firmware as seen from its serial port: a pure state
 machine (bytes in, reply frames out, no I/O) that executes commands on a
-:class:`~drivers.emulators.mechanisms.PumpMechanism` and answers exactly as the NE-1000
+:class:`~medtwin.drivers.emulators.mechanisms.PumpMechanism` and answers exactly as the NE-1000
 Multi-Phaser manual (publication 1200-01, §10.2) and its siblings (NE-1600/NE-4000 §9.3-9.4)
 describe. :class:`NE1000Emulator`
-serves it on a pty or TCP port (:mod:`drivers.emulators.serial_server`), so nesp-lib, a
-terminal emulator or :class:`drivers.ne1000.NE1000Pump` drive it unmodified.
+serves it on a pty or TCP port (:mod:`medtwin.drivers.emulators.serial_server`), so nesp-lib, a
+terminal emulator or :class:`medtwin.drivers.ne1000.NE1000Pump` drive it unmodified.
 
-Implemented (framing and number format in :mod:`drivers.ne1000`, which this shares):
+Implemented (framing and number format in :mod:`medtwin.drivers.ne1000`, which this shares):
 
 * basic mode (``command CR``; spaces and control characters stripped, upper-cased) and
   safe mode (``STX length data CRC ETX``); safe-mode packets are recognised in basic mode
@@ -52,13 +52,13 @@ import time
 from collections.abc import Callable
 from typing import ClassVar
 
-from drivers.base import PumpAlarm, PumpState
-from drivers.clock import Clock
-from drivers.emulators.faults import FaultPlan
-from drivers.emulators.mechanisms import PumpMechanism, PumpSnapshot
-from drivers.emulators.serial_server import Pacing, ProtocolHandler, SerialDeviceEmulator
-from drivers.errors import ProtocolError
-from drivers.ne1000 import (
+from medtwin.drivers.base import PumpAlarm, PumpState
+from medtwin.drivers.clock import Clock
+from medtwin.drivers.emulators.faults import FaultPlan
+from medtwin.drivers.emulators.mechanisms import PumpMechanism, PumpSnapshot
+from medtwin.drivers.emulators.serial_server import Pacing, ProtocolHandler, SerialDeviceEmulator
+from medtwin.drivers.errors import ProtocolError
+from medtwin.drivers.ne1000 import (
     BROADCAST,
     CR,
     ETX,

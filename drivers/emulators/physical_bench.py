@@ -2,17 +2,17 @@
 
 A :class:`PhysicalBench` holds ``device_models`` *truth* parameters (which may differ from
 the twin's nominal ones: that is how a mis-sized syringe or a worn drive is injected) and
-one :class:`~device_models.system.SystemSimulator`. Whenever a mechanism is touched it
+one :class:`~medtwin.device_models.system.SystemSimulator`. Whenever a mechanism is touched it
 first advances the physics to ``clock.now()``, then acts, so an NE-1000 emulator, an
 MT-SICS emulator and a Modbus bench-I/O emulator built on the same bench see the same pump
 moving the plunger, the same line building pressure while the valve is closed, and the
 same balance weighing what the line delivers.
 
-The three mechanisms (:mod:`drivers.emulators.mechanisms`):
+The three mechanisms (:mod:`medtwin.drivers.emulators.mechanisms`):
 
-* ``bench.pump``: :class:`~drivers.emulators.mechanisms.PumpMechanism`
-* ``bench.balance``: :class:`~drivers.emulators.mechanisms.BalanceMechanism`
-* ``bench.bench_io``: :class:`~drivers.emulators.mechanisms.BenchIOMechanism`
+* ``bench.pump``: :class:`~medtwin.drivers.emulators.mechanisms.PumpMechanism`
+* ``bench.balance``: :class:`~medtwin.drivers.emulators.mechanisms.BalanceMechanism`
+* ``bench.bench_io``: :class:`~medtwin.drivers.emulators.mechanisms.BenchIOMechanism`
 
 Device faults from a fault plan act here: ``stall:at=T`` raises the motor-stall alarm at
 T; ``drift:param=NAME,rate=R[%]/h,start=T`` changes a truth parameter linearly from T on.
@@ -28,16 +28,15 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
-
-from device_models.balance import display
-from device_models.base import ParameterError, list_parameters
-from device_models.schedule import Alarm, Command, CommandKind
-from device_models.system import SystemParams, SystemSimulator
-from drivers.base import PumpAlarm, PumpState
-from drivers.clock import Clock
-from drivers.emulators.faults import Fault
-from drivers.emulators.mechanisms import BalanceSnapshot, PumpSnapshot
-from drivers.errors import ConfigurationError
+from medtwin.device_models.balance import display
+from medtwin.device_models.base import ParameterError, list_parameters
+from medtwin.device_models.schedule import Alarm, Command, CommandKind
+from medtwin.device_models.system import SystemParams, SystemSimulator
+from medtwin.drivers.base import PumpAlarm, PumpState
+from medtwin.drivers.clock import Clock
+from medtwin.drivers.emulators.faults import Fault
+from medtwin.drivers.emulators.mechanisms import BalanceSnapshot, PumpSnapshot
+from medtwin.drivers.errors import ConfigurationError
 
 __all__ = ["PhysicalBench"]
 

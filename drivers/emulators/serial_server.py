@@ -17,7 +17,7 @@ owns the port and everything that happens on the wire:
   ``disconnect`` fault closes every client connection and closes new ones on accept until
   ``delay_s`` wall seconds have passed.
 
-Fault plans (:mod:`drivers.emulators.faults`) are applied to every solicited reply at
+Fault plans (:mod:`medtwin.drivers.emulators.faults`) are applied to every solicited reply at
 *clock* time (``clock.now()``, the device's time base): ``garbage`` puts random bytes from
 the plan's seeded generator in front, ``bad-checksum`` sends
 :meth:`ProtocolHandler.corrupt_checksum` of the reply, ``drop`` sends nothing, ``late``
@@ -59,8 +59,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from drivers.clock import Clock
-from drivers.emulators.faults import Fault, FaultPlan
+from medtwin.drivers.clock import Clock
+from medtwin.drivers.emulators.faults import Fault, FaultPlan
 
 __all__ = ["EmulatorServer", "Pacing", "ProtocolHandler", "SerialDeviceEmulator"]
 
@@ -642,7 +642,7 @@ class EmulatorServer:
 class SerialDeviceEmulator:
     """An emulated serial device: a mechanism + a protocol handler + a server.
 
-    Every emulator in :data:`drivers.registry.EMULATORS` has this shape (the Modbus ones
+    Every emulator in :data:`medtwin.drivers.registry.EMULATORS` has this shape (the Modbus ones
     implement the same three methods over pymodbus)::
 
         emulator = NE1000Emulator(bench.pump, clock=clock, faults=plan, pacing=None)

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-
-from device_models.syringes import SyringeSpec
-from fixtures.recorder import HilTest
+from medtwin.device_models.syringes import SyringeSpec
+from medtwin.fixtures.recorder import HilTest
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-
-from fixtures.devices import PumpHandle
-from fixtures.recorder import HilTest
-from hil.measurements import Measurement
+from medtwin.fixtures.devices import PumpHandle
+from medtwin.fixtures.recorder import HilTest
+from medtwin.hil.measurements import Measurement
 
 if TYPE_CHECKING:  # annotations only: tests get these through fixtures
     from conftest import Declared
-
-    from device_models.syringes import SyringeSpec
+    from medtwin.device_models.syringes import SyringeSpec
 
 # Marked asyncio explicitly so the suite runs in pytest-asyncio's strict mode too.
 pytestmark = [pytest.mark.hil, pytest.mark.asyncio]

@@ -53,9 +53,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from device_models.water import water_density_g_ml as _model_water_density
-from drivers.errors import AnalysisError
+from medtwin.device_models.water import water_density_g_ml as _model_water_density
+from medtwin.drivers.errors import AnalysisError
 
 __all__ = [
     "DEFAULT_ANALYSIS_PERIOD_MIN",
@@ -388,7 +387,7 @@ class BolusAccuracy:
 def water_density_g_ml(temperature_c: float) -> float:
     """Density of air-free pure water at ``temperature_c`` (0–40 °C), g/mL.
 
-    The twin's own formula (:func:`device_models.water.water_density_g_ml`, Tanaka et al.
+    The twin's own formula (:func:`medtwin.device_models.water.water_density_g_ml`, Tanaka et al.
     2001), so analysis and physics never disagree on d.
 
     Raises

@@ -1,1 +1,1 @@
-"""One module per ``medtwin`` subcommand; the table is :data:`hil.cli.COMMANDS`."""
+"""One module per ``medtwin`` subcommand; the table is :data:`medtwin.hil.cli.COMMANDS`."""

@@ -3,7 +3,7 @@
 ``medtwin analyze trumpet --csv FILE --rate R`` reads a gravimetric balance log (time in s,
 mass in g) and prints the mean flow error A and the trumpet curve (Ep(max)/Ep(min) per
 observation window) of IEC 60601-2-24:1998 clause 50.102 (2012: 201.12.1), computed by
-:mod:`hil.analysis.iec60601_2_24`.
+:mod:`medtwin.hil.analysis.iec60601_2_24`.
 
 The CSV reader is hand-written on :mod:`csv` because balance software writes many
 dialects: it strips a UTF-8 byte-order mark, picks the separator (``,``, ``;`` or tab) by
@@ -26,16 +26,15 @@ from typing import Any
 import click
 import numpy as np
 import numpy.typing as npt
-
-from drivers.errors import AnalysisError, ConfigurationError
-from drivers.units import parse_duration_s
-from hil.analysis.iec60601_2_24 import (
+from medtwin.drivers.errors import AnalysisError, ConfigurationError
+from medtwin.drivers.units import parse_duration_s
+from medtwin.hil.analysis.iec60601_2_24 import (
     DEFAULT_WATER_DENSITY_G_ML,
     DEFAULT_WINDOWS_MIN,
     TrumpetCurve,
     trumpet_curve,
 )
-from hil.cli import handle_errors
+from medtwin.hil.cli import handle_errors
 
 __all__ = ["analyze", "read_balance_csv", "trumpet"]
 

@@ -5,7 +5,7 @@
                           [--max-evaluations N]
 
 Fits the named twin parameters (default: the syringe's inner diameter and the lead screw's
-wear rate) to the balance mass of run ``RUN`` (see :mod:`hil.calibration` for the method),
+wear rate) to the balance mass of run ``RUN`` (see :mod:`medtwin.hil.calibration` for the method),
 prints the estimates with standard errors, their correlation and the residual RMS before
 and after, and stores the fit as the next calibration version of the pump (``model/serial``
 as the pump reported itself in the run). A bench with ``[twin] calibration = "latest"``
@@ -26,10 +26,9 @@ import math
 from typing import Any
 
 import click
-
-from drivers.errors import ConfigurationError, RunNotFound
-from hil.cli import handle_errors, parse_assignments
-from hil.commands.runs import db_option, open_store, run_not_found
+from medtwin.drivers.errors import ConfigurationError, RunNotFound
+from medtwin.hil.cli import handle_errors, parse_assignments
+from medtwin.hil.commands.runs import db_option, open_store, run_not_found
 
 __all__ = ["calibrate"]
 
@@ -203,7 +202,7 @@ def calibrate(
     max_evaluations: int,
 ) -> None:
     """Fit the twin's parameters to recorded run RUN and store them as a calibration."""
-    from hil import calibration
+    from medtwin.hil import calibration
 
     names = _parameter_list(params_text)
     fixed = _values(fix_items, "--fix")

@@ -12,13 +12,12 @@ import sys
 from pathlib import Path
 
 import click
-
-from fixtures.packaged import bench_path, scenario_path
-from hil.cli import handle_errors
-from hil.config import load_bench, load_scenario
-from hil.report import calibration_in_force, write_report
-from hil.session import print_result, run_scenario
-from hil.store import DEFAULT_URL, RunStore
+from medtwin.fixtures.packaged import bench_path, scenario_path
+from medtwin.hil.cli import handle_errors
+from medtwin.hil.config import load_bench, load_scenario
+from medtwin.hil.report import calibration_in_force, write_report
+from medtwin.hil.session import print_result, run_scenario
+from medtwin.hil.store import DEFAULT_URL, RunStore
 
 
 @click.command("demo")

@@ -7,8 +7,8 @@
     medtwin emulate bench-io --protocol modbus
     medtwin emulate bench            # pump + balance + bench I/O on one physical line
 
-Each device is served by its protocol's emulator (:data:`drivers.registry.EMULATORS`) in
-front of one :class:`~drivers.emulators.physical_bench.PhysicalBench` on the wall clock:
+Each device is served by its protocol's emulator (:data:`medtwin.drivers.registry.EMULATORS`) in
+front of one :class:`~medtwin.drivers.emulators.physical_bench.PhysicalBench` on the wall clock:
 the pump moves the plunger, the line builds pressure while the pinch valve is closed, the
 balance weighs what the line delivers. The emulator prints which port to open (a pty path
 by default; ``--tcp HOST:PORT`` listens on 127.0.0.1 only) and serves until SIGINT or
@@ -24,14 +24,13 @@ import signal
 from typing import Any
 
 import click
-
-from drivers.clock import WallClock
-from drivers.emulators.faults import FaultPlan
-from drivers.emulators.physical_bench import PhysicalBench
-from drivers.emulators.serial_server import Pacing
-from drivers.errors import ConfigurationError
-from drivers.registry import EMULATOR_MECHANISM, emulator_class
-from hil.cli import handle_errors, parse_assignments
+from medtwin.drivers.clock import WallClock
+from medtwin.drivers.emulators.faults import FaultPlan
+from medtwin.drivers.emulators.physical_bench import PhysicalBench
+from medtwin.drivers.emulators.serial_server import Pacing
+from medtwin.drivers.errors import ConfigurationError
+from medtwin.drivers.registry import EMULATOR_MECHANISM, emulator_class
+from medtwin.hil.cli import handle_errors, parse_assignments
 
 #: device → {--protocol value → registry protocol}
 DEVICE_PROTOCOLS: dict[str, dict[str, str]] = {

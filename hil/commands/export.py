@@ -42,13 +42,12 @@ from typing import IO, Any, BinaryIO
 
 import click
 import numpy as np
-
-from drivers.errors import ConfigurationError, RunNotFound
-from hil.cli import handle_errors
-from hil.commands.runs import db_option, open_store, run_not_found
-from hil.files import write_atomically
-from hil.store import RunData
-from hil.store.codec import to_json
+from medtwin.drivers.errors import ConfigurationError, RunNotFound
+from medtwin.hil.cli import handle_errors
+from medtwin.hil.commands.runs import db_option, open_store, run_not_found
+from medtwin.hil.files import write_atomically
+from medtwin.hil.store import RunData
+from medtwin.hil.store.codec import to_json
 
 __all__ = ["NPZ_FORMAT", "NPZ_FORMAT_VERSION", "export", "npz_metadata", "write_csv", "write_npz"]
 

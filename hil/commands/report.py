@@ -5,7 +5,7 @@
 Writes ``report-RUN.html`` in the working directory (or ``--out FILE``): device
 identities, scenario, calibration, verdicts, start-up and trumpet curves, flow, pressure and
 residual plots with the drift events, occlusion and bolus results and the event log, with
-every figure embedded (see :mod:`hil.report`). With ``--out-dir DIR`` the figures
+every figure embedded (see :mod:`medtwin.hil.report`). With ``--out-dir DIR`` the figures
 (``<figure>.png``) and ``summary.json`` are written to DIR as well, and the HTML goes there
 too unless ``--out`` names it. The path of the HTML is printed, or with ``--json`` one
 document ``{"run_id", "html", "pngs", "summary_json", "summary"}``.
@@ -22,10 +22,9 @@ import json
 from pathlib import Path
 
 import click
-
-from drivers.errors import ConfigurationError, RunNotFound, StorageError
-from hil.cli import handle_errors
-from hil.commands.runs import db_option, open_store, run_not_found
+from medtwin.drivers.errors import ConfigurationError, RunNotFound, StorageError
+from medtwin.hil.cli import handle_errors
+from medtwin.hil.commands.runs import db_option, open_store, run_not_found
 
 __all__ = ["report"]
 
@@ -69,7 +68,7 @@ def _output_paths(run_id: int, out: str | None, out_dir: str | None) -> tuple[Pa
 @handle_errors
 def report(run_id: int, db_url: str, out: str | None, out_dir: str | None, as_json: bool) -> None:
     """Write the QA report of run RUN: one self-contained HTML file."""
-    from hil.report import build_report, calibration_in_force, save_report
+    from medtwin.hil.report import build_report, calibration_in_force, save_report
 
     html_path, directory = _output_paths(run_id, out, out_dir)
     with open_store(db_url) as store:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import sys
 
 import click
-
-from hil.cli import handle_errors
-from hil.config import load_bench, load_scenario
-from hil.session import print_result, run_scenario
-from hil.store import DEFAULT_URL
+from medtwin.hil.cli import handle_errors
+from medtwin.hil.config import load_bench, load_scenario
+from medtwin.hil.session import print_result, run_scenario
+from medtwin.hil.store import DEFAULT_URL
 
 
 @click.command("run")

@@ -4,8 +4,8 @@
 
 One line per run: id, status, UTC start, duration, bench, scenario, channel and sample
 counts. Opening the store marks runs whose writer died ``interrupted`` first (see
-:class:`hil.store.RunStore`), so the list shows what really happened. ``--json`` prints one
-JSON list of :meth:`hil.store.RunInfo.as_json` objects.
+:class:`medtwin.hil.store.RunStore`), so the list shows what really happened. ``--json`` prints one
+JSON list of :meth:`medtwin.hil.store.RunInfo.as_json` objects.
 
 A ``--db`` that cannot be opened (invalid URL, missing file, not a medtwin database,
 unreachable server) is bad input: exit status 2, and nothing is created or changed.
@@ -16,10 +16,9 @@ from __future__ import annotations
 import json
 
 import click
-
-from drivers.errors import ConfigurationError, RunNotFound, StorageError
-from hil.cli import handle_errors
-from hil.store import DEFAULT_URL, RunInfo, RunStore
+from medtwin.drivers.errors import ConfigurationError, RunNotFound, StorageError
+from medtwin.hil.cli import handle_errors
+from medtwin.hil.store import DEFAULT_URL, RunInfo, RunStore
 
 __all__ = ["db_option", "format_duration", "open_store", "run_not_found", "runs"]
 

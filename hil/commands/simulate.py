@@ -14,16 +14,15 @@ from typing import Any, BinaryIO
 
 import click
 import numpy as np
-
-from device_models.base import ParameterError, list_parameters
-from device_models.schedule import Schedule
-from device_models.syringe_pump import SyringePumpParams
-from device_models.syringes import SyringeLibrary, default_library
-from device_models.system import SystemParams
-from device_models.system import simulate as run_model
-from drivers.errors import ConfigurationError
-from hil.cli import handle_errors, parse_assignments, parse_duration_option
-from hil.files import write_atomically
+from medtwin.device_models.base import ParameterError, list_parameters
+from medtwin.device_models.schedule import Schedule
+from medtwin.device_models.syringe_pump import SyringePumpParams
+from medtwin.device_models.syringes import SyringeLibrary, default_library
+from medtwin.device_models.system import SystemParams
+from medtwin.device_models.system import simulate as run_model
+from medtwin.drivers.errors import ConfigurationError
+from medtwin.hil.cli import handle_errors, parse_assignments, parse_duration_option
+from medtwin.hil.files import write_atomically
 
 #: CSV columns, in order, with units (the first eight are the documented interface).
 COLUMNS: tuple[tuple[str, str], ...] = (

@@ -19,16 +19,16 @@ IEEE 754 bytes round-trips every bit. The ORM is kept for what it is good at: th
 metadata. Hand-written parts (the block codec, the flusher, the liveness check) exist
 because no library does them for SQLAlchemy; each module says what it does and why.
 
-Modules: :mod:`~hil.store.runstore` (:class:`RunStore`), :mod:`~hil.store.writer`
-(:class:`RunWriter`), :mod:`~hil.store.records` (what readers get back),
-:mod:`~hil.store.schema` (tables), :mod:`~hil.store.codec` (blocks, JSON),
-:mod:`~hil.store.engine` (URLs, SQLite pragmas, PostgreSQL options),
-:mod:`~hil.store.liveness` (is a writer process still alive?).
+Modules: :mod:`~medtwin.hil.store.runstore` (:class:`RunStore`), :mod:`~medtwin.hil.store.writer`
+(:class:`RunWriter`), :mod:`~medtwin.hil.store.records` (what readers get back),
+:mod:`~medtwin.hil.store.schema` (tables), :mod:`~medtwin.hil.store.codec` (blocks, JSON),
+:mod:`~medtwin.hil.store.engine` (URLs, SQLite pragmas, PostgreSQL options),
+:mod:`~medtwin.hil.store.liveness` (is a writer process still alive?).
 """
 
-from drivers.errors import RunNotFound, StorageError
-from hil.store.engine import DEFAULT_URL, parse_url, redact_url, sqlite_file
-from hil.store.records import (
+from medtwin.drivers.errors import RunNotFound, StorageError
+from medtwin.hil.store.engine import DEFAULT_URL, parse_url, redact_url, sqlite_file
+from medtwin.hil.store.records import (
     EVENT_KINDS,
     CalibrationParam,
     CalibrationRecord,
@@ -42,8 +42,8 @@ from hil.store.records import (
     Source,
     VerdictRecord,
 )
-from hil.store.runstore import RunStore
-from hil.store.writer import RunWriter
+from medtwin.hil.store.runstore import RunStore
+from medtwin.hil.store.writer import RunWriter
 
 __all__ = [
     "DEFAULT_URL",

@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from drivers.errors import StorageError
+from medtwin.drivers.errors import StorageError
 
 __all__ = [
     "BLOCK_DTYPE",

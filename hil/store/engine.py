@@ -28,7 +28,7 @@ Any SQLAlchemy URL is accepted; medtwin is tested against two:
   Connections are pinged before use (a server restart between two flushes costs one
   reconnect, not a failed flush), and ``lock_timeout`` is set from ``lock_timeout_s``.
 
-Errors are :class:`~drivers.errors.StorageError` naming the URL with its password hidden.
+Errors are :class:`~medtwin.drivers.errors.StorageError` naming the URL with its password hidden.
 """
 
 from __future__ import annotations
@@ -42,13 +42,12 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from medtwin.drivers.errors import StorageError
+from medtwin.hil.store.schema import SQLITE_APPLICATION_ID
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
-
-from drivers.errors import StorageError
-from hil.store.schema import SQLITE_APPLICATION_ID
 
 __all__ = [
     "DEFAULT_URL",

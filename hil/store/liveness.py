@@ -13,7 +13,7 @@ Every run records the writer's hostname, pid and a *process marker*. On Linux th
 :func:`writer_is_gone` answers ``True`` (certainly gone), ``False`` (certainly the same
 process, still alive) or ``None`` (cannot tell from here: another host, another pid
 namespace, or no ``/proc``). The store combines it with the heartbeat age; see
-:class:`hil.store.RunStore`.
+:class:`medtwin.hil.store.RunStore`.
 
 Elsewhere than Linux the marker is empty and only ``os.kill(pid, 0)`` is used, which can
 prove a process gone but never alive (its pid may have been reused).

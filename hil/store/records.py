@@ -1,6 +1,6 @@
 """Plain, immutable records the run store hands out.
 
-The tables live in :mod:`hil.store.schema`; callers never see ORM rows (which are tied
+The tables live in :mod:`medtwin.hil.store.schema`; callers never see ORM rows (which are tied
 to a session and a thread). Everything here is a frozen dataclass or a string enum, safe
 to pass between threads and to keep after the store is closed.
 
@@ -17,8 +17,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 import numpy.typing as npt
-
-from drivers.errors import StorageError
+from medtwin.drivers.errors import StorageError
 
 __all__ = [
     "EVENT_KINDS",

@@ -1,6 +1,6 @@
 """The run store: open a database, start runs, read them back, keep verdicts and calibrations.
 
-See :mod:`hil.store` for the overview and ``docs/storage.md`` for the schema and the
+See :mod:`medtwin.hil.store` for the overview and ``docs/storage.md`` for the schema and the
 durability guarantee.
 """
 
@@ -19,13 +19,10 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy import exc
-from sqlmodel import col, select
-
-from drivers.clock import Clock, VirtualClock, WallClock
-from drivers.errors import RunNotFound, StorageError
-from hil.store.codec import decode_block, from_json, to_json
-from hil.store.engine import (
+from medtwin.drivers.clock import Clock, VirtualClock, WallClock
+from medtwin.drivers.errors import RunNotFound, StorageError
+from medtwin.hil.store.codec import decode_block, from_json, to_json
+from medtwin.hil.store.engine import (
     DEFAULT_URL,
     db_errors,
     describe_error,
@@ -35,8 +32,8 @@ from hil.store.engine import (
     redact_url,
     sqlite_file,
 )
-from hil.store.liveness import ProcessIdentity, current_process, writer_is_gone
-from hil.store.records import (
+from medtwin.hil.store.liveness import ProcessIdentity, current_process, writer_is_gone
+from medtwin.hil.store.records import (
     CalibrationRecord,
     ChannelData,
     DeviceInfo,
@@ -48,7 +45,7 @@ from hil.store.records import (
     Source,
     VerdictRecord,
 )
-from hil.store.schema import (
+from medtwin.hil.store.schema import (
     SCHEMA_VERSION,
     SQLITE_APPLICATION_ID,
     BenchRow,
@@ -63,7 +60,9 @@ from hil.store.schema import (
     VerdictRow,
     table,
 )
-from hil.store.writer import RunWriter, device_row_fields, utc_now
+from medtwin.hil.store.writer import RunWriter, device_row_fields, utc_now
+from sqlalchemy import exc
+from sqlmodel import col, select
 
 __all__ = ["RunStore"]
 
@@ -174,13 +173,13 @@ class RunStore:
     connect_timeout_s : float
         PostgreSQL connection timeout (unless the URL sets ``connect_timeout``).
     sqlite_synchronous : {"NORMAL", "FULL", "EXTRA", "OFF"}
-        SQLite ``PRAGMA synchronous``; see :mod:`hil.store.engine`.
+        SQLite ``PRAGMA synchronous``; see :mod:`medtwin.hil.store.engine`.
 
     Notes
     -----
     **Stale runs.** Opening a store marks every ``running`` run ``interrupted`` whose
     writer is gone: same hostname and the pid is no longer that process (dead, a zombie,
-    or reused by a process with another start time, per :mod:`hil.store.liveness`), or
+    or reused by a process with another start time, per :mod:`medtwin.hil.store.liveness`), or
     its heartbeat is older than ``stale_after_s`` (the only test possible for a run
     written on another host). :meth:`mark_stale_runs` applies the rule again on demand.
     The run's ``ended_utc`` becomes its last heartbeat, and a ``note`` event records who
@@ -679,7 +678,7 @@ class RunStore:
             return self._infos(conn, None)
 
     def run_info(self, run_id: int) -> RunInfo:
-        """Metadata of one run. Raises :class:`~drivers.errors.RunNotFound`."""
+        """Metadata of one run. Raises :class:`~medtwin.drivers.errors.RunNotFound`."""
         self._check_open()
         with self._backend.connection(f"reading run {run_id}") as conn:
             infos = self._infos(conn, int(run_id))
@@ -842,7 +841,7 @@ class RunStore:
         enum with those values) and optionally ``value``, ``units``, ``lower``,
         ``upper``, ``marginal_lower``, ``marginal_upper`` (numbers or None),
         ``description`` and ``note`` (str): the shape of
-        :meth:`hil.measurements.Verdict.as_dict`. An object with an ``as_dict()`` method
+        :meth:`medtwin.hil.measurements.Verdict.as_dict`. An object with an ``as_dict()`` method
         (a ``Verdict``) is taken as its dict. A NaN ``value`` is stored as None (no value).
 
         Raises

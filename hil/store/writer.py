@@ -46,12 +46,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
-
-from drivers.errors import StorageError
-from hil.store.codec import BLOCK_DTYPE, encode_block, to_json
-from hil.store.engine import Backend
-from hil.store.records import RunStatus, Source
-from hil.store.schema import ChannelRow, EventRow, RunRow, SampleBlockRow, table
+from medtwin.drivers.errors import StorageError
+from medtwin.hil.store.codec import BLOCK_DTYPE, encode_block, to_json
+from medtwin.hil.store.engine import Backend
+from medtwin.hil.store.records import RunStatus, Source
+from medtwin.hil.store.schema import ChannelRow, EventRow, RunRow, SampleBlockRow, table
 
 __all__ = ["RunWriter"]
 
@@ -154,7 +153,7 @@ def _as_samples(x: Any, *, what: str) -> FloatArray:
 
 
 class RunWriter:
-    """Writes one run; created by :meth:`hil.store.RunStore.start_run`.
+    """Writes one run; created by :meth:`medtwin.hil.store.RunStore.start_run`.
 
     Usable as a context manager: leaving the block finishes the run ``completed``, or
     ``aborted`` (with a ``note`` event naming the exception) if an exception escaped,
@@ -375,7 +374,7 @@ class RunWriter:
     ) -> None:
         """Buffer an event at scenario time ``t_s`` (s); committed with the next flush.
 
-        ``kind`` is a lower-case word (see :data:`hil.store.EVENT_KINDS`); ``data`` is
+        ``kind`` is a lower-case word (see :data:`medtwin.hil.store.EVENT_KINDS`); ``data`` is
         any JSON-able value (numpy values and dataclasses are converted), copied now.
         """
         where = f"run {self.run_id}: event"

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from device_models.base import ParameterError, list_parameters
-from device_models.syringes import SyringeLibrary, UnknownSyringeError, default_library
-from device_models.system import SystemParams
+from medtwin.device_models.base import ParameterError, list_parameters
+from medtwin.device_models.syringes import SyringeLibrary, UnknownSyringeError, default_library
+from medtwin.device_models.system import SystemParams
 
 
 def test_every_parameter_has_a_unit_and_a_description() -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from device_models.base import ParameterError
-from device_models.schedule import Alarm, Schedule
-from device_models.system import ParameterBatch, SystemParams, SystemSimulator, simulate
+from medtwin.device_models.base import ParameterError
+from medtwin.device_models.schedule import Alarm, Schedule
+from medtwin.device_models.system import ParameterBatch, SystemParams, SystemSimulator, simulate
 
 
 def _window_volume(row: dict[str, np.ndarray], t: np.ndarray, t0: float, t1: float) -> float:

@@ -12,11 +12,10 @@ import math
 
 import numpy as np
 import pytest
-
-from device_models.reference import reference_constants, solve_reference
-from device_models.schedule import Schedule
-from device_models.syringe_pump import PA_PER_MMHG
-from device_models.system import SystemParams, simulate
+from medtwin.device_models.reference import reference_constants, solve_reference
+from medtwin.device_models.schedule import Schedule
+from medtwin.device_models.syringe_pump import PA_PER_MMHG
+from medtwin.device_models.system import SystemParams, simulate
 
 
 def _constants(p: SystemParams) -> dict[str, float]:

@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
-from drivers.clock import Clock, VirtualClock
-from drivers.emulators.mechanisms import BalanceSnapshot
+from medtwin.drivers.clock import Clock, VirtualClock
+from medtwin.drivers.emulators.mechanisms import BalanceSnapshot
 
 
 class FakeBalance:
-    """A :class:`~drivers.emulators.mechanisms.BalanceMechanism` whose load and flags the
+    """A :class:`~medtwin.drivers.emulators.mechanisms.BalanceMechanism` whose load and flags the
     test sets directly.
 
     Stable once the clock reaches ``settled_at_s``; the displayed net is quantised to the

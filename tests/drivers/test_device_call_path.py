@@ -2,7 +2,7 @@
 
 A minimal backend (no port) makes each attempt do exactly what a test asks: answer at
 once, after a delay, never, with a garbled frame or with a lost port. The attempt timer is
-one re-armable handle per device (``drivers.base._AttemptTimer``), so these tests pin the
+one re-armable handle per device (``medtwin.drivers.base._AttemptTimer``), so these tests pin the
 cases where a shared timer could go wrong: a shorter deadline after longer ones, many
 attempts in a row outliving the first deadline, cancellation by someone else, attempts
 that overlap, and a device used from a second event loop.
@@ -14,9 +14,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-
-from drivers.base import Device, DeviceIdentity, DeviceStatus, RetryPolicy
-from drivers.errors import DeviceTimeout, PortError, ProtocolError
+from medtwin.drivers.base import Device, DeviceIdentity, DeviceStatus, RetryPolicy
+from medtwin.drivers.errors import DeviceTimeout, PortError, ProtocolError
 
 
 class FakeDevice(Device):

@@ -12,31 +12,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
-
-from drivers.base import PumpAlarm, PumpLimits, PumpState, RetryPolicy
-from drivers.clock import VirtualClock
-from drivers.emulators.faults import FaultPlan
-from drivers.emulators.modbus import ModbusBenchIOEmulator, ModbusPumpEmulator
-from drivers.emulators.physical_bench import PhysicalBench
-from drivers.emulators.serial_server import Pacing
-from drivers.errors import (
+from medtwin.drivers.base import PumpAlarm, PumpLimits, PumpState, RetryPolicy
+from medtwin.drivers.clock import VirtualClock
+from medtwin.drivers.emulators.faults import FaultPlan
+from medtwin.drivers.emulators.modbus import ModbusBenchIOEmulator, ModbusPumpEmulator
+from medtwin.drivers.emulators.physical_bench import PhysicalBench
+from medtwin.drivers.emulators.serial_server import Pacing
+from medtwin.drivers.errors import (
     ConfigurationError,
     DeviceAlarm,
     DeviceTimeout,
     LimitError,
     PortError,
 )
-from drivers.modbus import (
+from medtwin.drivers.modbus import (
     ModbusBenchIO,
     ModbusExceptionReply,
     ModbusInfusionPump,
     ModbusRegisterDevice,
 )
-from drivers.register_map import load_register_map
-from drivers.registry import driver_class, emulator_class
+from medtwin.drivers.register_map import load_register_map
+from medtwin.drivers.registry import driver_class, emulator_class
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
 
 TRANSPORTS = ["rtu-pty", "modbus-tcp", "rtu-over-tcp"]
 FAST = RetryPolicy(timeout_s=0.3, retries=2, reconnects=8, backoff_s=0.02, backoff_max_s=0.2)

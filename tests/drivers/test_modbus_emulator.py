@@ -14,10 +14,9 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from drivers.base import PumpAlarm, PumpState
-from drivers.clock import VirtualClock
-from drivers.emulators.modbus import (
+from medtwin.drivers.base import PumpAlarm, PumpState
+from medtwin.drivers.clock import VirtualClock
+from medtwin.drivers.emulators.modbus import (
     ModbusBenchIOEmulator,
     ModbusPumpEmulator,
     RtuFrame,
@@ -27,9 +26,9 @@ from drivers.emulators.modbus import (
     rtu_crc,
     rtu_frame,
 )
-from drivers.emulators.physical_bench import PhysicalBench
-from drivers.emulators.serial_server import Pacing
-from drivers.errors import ConfigurationError
+from medtwin.drivers.emulators.physical_bench import PhysicalBench
+from medtwin.drivers.emulators.serial_server import Pacing
+from medtwin.drivers.errors import ConfigurationError
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]

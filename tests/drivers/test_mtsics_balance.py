@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
-
-from drivers.base import DeviceIdentity, DeviceStatus, RetryPolicy
-from drivers.clock import Clock, VirtualClock, WallClock
-from drivers.emulators.faults import FaultPlan
-from drivers.emulators.mtsics import MTSICSEmulator
-from drivers.emulators.physical_bench import PhysicalBench
-from drivers.emulators.serial_server import EmulatorServer, ProtocolHandler
-from drivers.errors import (
+from medtwin.drivers.base import DeviceIdentity, DeviceStatus, RetryPolicy
+from medtwin.drivers.clock import Clock, VirtualClock, WallClock
+from medtwin.drivers.emulators.faults import FaultPlan
+from medtwin.drivers.emulators.mtsics import MTSICSEmulator
+from medtwin.drivers.emulators.physical_bench import PhysicalBench
+from medtwin.drivers.emulators.serial_server import EmulatorServer, ProtocolHandler
+from medtwin.drivers.errors import (
     CommandRefused,
     ConfigurationError,
     DeviceError,
@@ -32,8 +31,8 @@ from drivers.errors import (
     LimitError,
     ProtocolError,
 )
-from drivers.mtsics import MTSICSBalance
-from drivers.registry import driver_class
+from medtwin.drivers.mtsics import MTSICSBalance
+from medtwin.drivers.registry import driver_class
 
 if TYPE_CHECKING:
     from conftest import FakeBalance  # tests/drivers/conftest.py

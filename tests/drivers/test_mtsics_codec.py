@@ -15,9 +15,8 @@ from decimal import Decimal
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from drivers.errors import ProtocolError
-from drivers.mtsics import (
+from medtwin.drivers.errors import ProtocolError
+from medtwin.drivers.mtsics import (
     GENERAL_ERRORS,
     LINE_END,
     STATUS_MEANING,

@@ -15,17 +15,16 @@ import pytest
 import pytest_asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from drivers.clock import VirtualClock
-from drivers.emulators.mtsics import (
+from medtwin.drivers.clock import VirtualClock
+from medtwin.drivers.emulators.mtsics import (
     IMPLEMENTED_COMMANDS,
     MAX_COMMAND_BYTES,
     MTSICSEmulator,
     MTSICSProtocol,
 )
-from drivers.mtsics import LINE_END, DataReply, Quoted, decode_reply
-from drivers.registry import emulator_class
-from drivers.transport import ByteTransport, open_transport
+from medtwin.drivers.mtsics import LINE_END, DataReply, Quoted, decode_reply
+from medtwin.drivers.registry import emulator_class
+from medtwin.drivers.transport import ByteTransport, open_transport
 
 if TYPE_CHECKING:
     from conftest import FakeBalance  # tests/drivers/conftest.py

@@ -14,9 +14,8 @@ import nesp_lib
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-
-from drivers.errors import ProtocolError
-from drivers.ne1000 import (
+from medtwin.drivers.errors import ProtocolError
+from medtwin.drivers.ne1000 import (
     BROADCAST,
     UNKNOWN,
     AlarmCode,

@@ -17,15 +17,14 @@ import nesp_lib
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from drivers.base import PumpAlarm, PumpState
-from drivers.clock import VirtualClock
-from drivers.emulators.faults import parse_fault
-from drivers.emulators.mechanisms import PumpSnapshot
-from drivers.emulators.ne1000 import NE1000Emulator, NE1000Protocol
-from drivers.emulators.physical_bench import PhysicalBench
-from drivers.errors import ProtocolError
-from drivers.ne1000 import (
+from medtwin.drivers.base import PumpAlarm, PumpState
+from medtwin.drivers.clock import VirtualClock
+from medtwin.drivers.emulators.faults import parse_fault
+from medtwin.drivers.emulators.mechanisms import PumpSnapshot
+from medtwin.drivers.emulators.ne1000 import NE1000Emulator, NE1000Protocol
+from medtwin.drivers.emulators.physical_bench import PhysicalBench
+from medtwin.drivers.errors import ProtocolError
+from medtwin.drivers.ne1000 import (
     AlarmCode,
     ErrorCode,
     Prompt,

@@ -12,21 +12,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
-
-from drivers.base import DeviceStatus, PumpAlarm, PumpLimits, PumpState, RetryPolicy
-from drivers.clock import VirtualClock, WallClock
-from drivers.emulators.faults import FaultPlan, parse_fault
-from drivers.emulators.ne1000 import NE1000Emulator
-from drivers.emulators.physical_bench import PhysicalBench
-from drivers.errors import (
+from medtwin.drivers.base import DeviceStatus, PumpAlarm, PumpLimits, PumpState, RetryPolicy
+from medtwin.drivers.clock import VirtualClock, WallClock
+from medtwin.drivers.emulators.faults import FaultPlan, parse_fault
+from medtwin.drivers.emulators.ne1000 import NE1000Emulator
+from medtwin.drivers.emulators.physical_bench import PhysicalBench
+from medtwin.drivers.errors import (
     CommandRefused,
     ConfigurationError,
     DeviceAlarm,
     LimitError,
     ProtocolError,
 )
-from drivers.ne1000 import Command, NE1000Pump, Prompt, decode_command
-from drivers.registry import driver_class, emulator_class
+from medtwin.drivers.ne1000 import Command, NE1000Pump, Prompt, decode_command
+from medtwin.drivers.registry import driver_class, emulator_class
 
 FAST_RETRY = RetryPolicy(timeout_s=0.5, retries=2, reconnects=6, backoff_s=0.05)
 

@@ -12,10 +12,8 @@ from typing import Any, Literal
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from pymodbus.client import AsyncModbusTcpClient
-
-from drivers.errors import ConfigurationError, LimitError, ProtocolError
-from drivers.register_map import (
+from medtwin.drivers.errors import ConfigurationError, LimitError, ProtocolError
+from medtwin.drivers.register_map import (
     MAX_READ_BITS,
     MAX_READ_REGISTERS,
     ReadBlock,
@@ -23,6 +21,7 @@ from drivers.register_map import (
     load_register_map,
     shipped_register_maps,
 )
+from pymodbus.client import AsyncModbusTcpClient
 
 REPO = Path(__file__).resolve().parents[2]
 CONVERT = AsyncModbusTcpClient  # pymodbus's converters are classmethods of every client

@@ -14,17 +14,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
-from drivers.clock import VirtualClock
-from drivers.emulators.faults import FaultPlan
-from drivers.emulators.serial_server import (
+from medtwin.drivers.clock import VirtualClock
+from medtwin.drivers.emulators.faults import FaultPlan
+from medtwin.drivers.emulators.serial_server import (
     EmulatorServer,
     Pacing,
     ProtocolHandler,
     SerialDeviceEmulator,
 )
-from drivers.errors import PortError
-from drivers.transport import ByteTransport, open_transport
+from medtwin.drivers.errors import PortError
+from medtwin.drivers.transport import ByteTransport, open_transport
 
 
 class LineHandler(ProtocolHandler):

@@ -11,9 +11,8 @@ import tty
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-
-from drivers.errors import ConfigurationError, PortError, ProtocolError
-from drivers.transport import ByteTransport, SerialTransport, TcpTransport, open_transport
+from medtwin.drivers.errors import ConfigurationError, PortError, ProtocolError
+from medtwin.drivers.transport import ByteTransport, SerialTransport, TcpTransport, open_transport
 
 
 @pytest.fixture

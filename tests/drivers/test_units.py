@@ -1,6 +1,5 @@
 import pytest
-
-from drivers.units import format_duration, parse_duration_s
+from medtwin.drivers.units import format_duration, parse_duration_s
 
 
 @pytest.mark.parametrize(

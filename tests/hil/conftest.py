@@ -21,14 +21,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from medtwin.drivers.errors import StorageError
+from medtwin.fixtures.packaged import bench_path, scenario_path
+from medtwin.hil.config import load_bench, load_scenario
+from medtwin.hil.runner import RunResult
+from medtwin.hil.session import run_scenario
+from medtwin.hil.store import RunStore
 from sqlalchemy.pool import NullPool
-
-from drivers.errors import StorageError
-from fixtures.packaged import bench_path, scenario_path
-from hil.config import load_bench, load_scenario
-from hil.runner import RunResult
-from hil.session import run_scenario
-from hil.store import RunStore
 
 POSTGRES_URL = os.environ.get(
     "MEDTWIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -213,7 +212,7 @@ def run_process() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     ) -> subprocess.Popen[bytes]:
         command = ["run", str(bench), str(scenario), "--db", db_url, "--json"]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hil", *command],
+            [sys.executable, "-m", "medtwin.hil", *command],
             stdout=output,
             stderr=output,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

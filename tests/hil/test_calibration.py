@@ -1,4 +1,4 @@
-"""Calibration from recorded runs: ``hil.calibration`` and ``medtwin calibrate``.
+"""Calibration from recorded runs: ``medtwin.hil.calibration`` and ``medtwin calibrate``.
 
 The runs are real HIL runs of the emulated drift bench (NE-1000, MT-SICS and Modbus on
 ptys, virtual clock) through the 2-hour IEC 60601-2-24 flow scenario. The emulated pump's
@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-
-from drivers.errors import AnalysisError, ConfigurationError
-from fixtures.packaged import bench_path
-from hil.calibration import (
+from medtwin.drivers.errors import AnalysisError, ConfigurationError
+from medtwin.fixtures.packaged import bench_path
+from medtwin.hil.calibration import (
     DEFAULT_PARAMETERS,
     calibrate,
     calibration_key,
@@ -30,9 +29,9 @@ from hil.calibration import (
     save_calibration,
     validate,
 )
-from hil.cli import main
-from hil.runner import RunResult
-from hil.store import RunData, RunStore
+from medtwin.hil.cli import main
+from medtwin.hil.runner import RunResult
+from medtwin.hil.store import RunData, RunStore
 
 TRUE_DIAMETER_MM = 26.3241
 TRUE_WEAR_PERCENT_PER_H = 1.0

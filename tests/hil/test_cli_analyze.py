@@ -16,10 +16,9 @@ import pytest
 from click.testing import CliRunner, Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from drivers.errors import ConfigurationError
-from hil.cli import main
-from hil.commands.analyze import read_balance_csv
+from medtwin.drivers.errors import ConfigurationError
+from medtwin.hil.cli import main
+from medtwin.hil.commands.analyze import read_balance_csv
 
 RATE = 10.0
 EXPECTED_EP = {"1": 3.0, "2": 3.0, "5": 0.0, "11": 3 / 11, "19": 3 / 19, "31": 3 / 31}

@@ -12,11 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
-
-from drivers.modbus import ModbusBenchIO, ModbusInfusionPump
-from drivers.mtsics import MTSICSBalance
-from drivers.ne1000 import NE1000Pump
-from hil.cli import main
+from medtwin.drivers.modbus import ModbusBenchIO, ModbusInfusionPump
+from medtwin.drivers.mtsics import MTSICSBalance
+from medtwin.drivers.ne1000 import NE1000Pump
+from medtwin.hil.cli import main
 
 
 def _first_line(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> dict[str, object]:
@@ -43,7 +42,7 @@ def emulate() -> Iterator[object]:
 
     def start(*args: str) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hil", "emulate", *args, "--json"],
+            [sys.executable, "-m", "medtwin.hil", "emulate", *args, "--json"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -121,7 +120,7 @@ def test_a_signal_right_after_the_port_line_stops_cleanly(emulate, sig: int) -> 
 def test_sigint_stops_an_emulator_started_with_sigint_ignored() -> None:
     # What a shell does to `medtwin emulate … &`: the job inherits SIGINT ignored.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hil", "emulate", "balance", "--json"],
+        [sys.executable, "-m", "medtwin.hil", "emulate", "balance", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),

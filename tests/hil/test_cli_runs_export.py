@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-
-from drivers.errors import StorageError
-from hil.cli import main
-from hil.store import RunStore, RunWriter
+from medtwin.drivers.errors import StorageError
+from medtwin.hil.cli import main
+from medtwin.hil.store import RunStore, RunWriter
 
 
 @pytest.fixture
@@ -277,7 +276,7 @@ def test_failed_export_leaves_no_partial_file(
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'store.db'}"
     run_id, _ = populate(db_url)
-    from hil.commands import export as export_module
+    from medtwin.hil.commands import export as export_module
 
     def failing_write_csv(run: Any, stream: io.TextIOBase) -> int:
         stream.write("run_id,channel\n1,half")

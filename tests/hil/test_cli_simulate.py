@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from hil.cli import main
+from medtwin.hil.cli import main
 
 REQUIRED = [
     "t_s",

@@ -17,12 +17,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from numpy.typing import NDArray
-from scipy.special import roots_legendre
-from scipy.stats import norm
-
-from drivers.errors import AnalysisError, ConfigurationError
-from hil.comparator import (
+from medtwin.drivers.errors import AnalysisError, ConfigurationError
+from medtwin.hil.comparator import (
     MIN_NOISE_PAIRS,
     ChannelComparison,
     ChannelSpec,
@@ -31,6 +27,9 @@ from hil.comparator import (
     compare,
     robust_noise_sd,
 )
+from numpy.typing import NDArray
+from scipy.special import roots_legendre
+from scipy.stats import norm
 
 FloatArray = NDArray[np.float64]
 
@@ -560,7 +559,7 @@ def test_sigma_unavailable_disables_cusum_and_ewma(caplog: pytest.LogCaptureFixt
     spec = ChannelSpec("x", noise_window_s=50.0, abs_tol=1.0, persistence_s=0.0)
     z = np.zeros(500)
     z[400] = 5.0
-    with caplog.at_level(logging.WARNING, logger="hil.comparator"):
+    with caplog.at_level(logging.WARNING, logger="medtwin.hil.comparator"):
         res = run(spec, z)
     assert res.stats.sigma is None
     assert res.stats.sigma_source == "unavailable"
@@ -569,7 +568,7 @@ def test_sigma_unavailable_disables_cusum_and_ewma(caplog: pytest.LogCaptureFixt
     assert np.isnan(res.cusum_pos).all()
     assert "declare noise_sd" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="hil.comparator"):
+    with caplog.at_level(logging.WARNING, logger="medtwin.hil.comparator"):
         quiet = run(ChannelSpec("x", noise_window_s=50.0, detectors=("tolerance",)), z)
     assert quiet.stats.sigma_source == "unavailable"
     assert caplog.text == ""  # nothing needed σ, so nothing to warn about

@@ -6,11 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from drivers.errors import ConfigurationError
-from fixtures.packaged import bench_path, scenario_path
-from hil.config import load_bench, load_scenario
-from hil.runner import plan_steps
+from medtwin.drivers.errors import ConfigurationError
+from medtwin.fixtures.packaged import bench_path, scenario_path
+from medtwin.hil.config import load_bench, load_scenario
+from medtwin.hil.runner import plan_steps
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -15,9 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
-from drivers.errors import AnalysisError
-from hil.analysis.iec60601_2_24 import (
+from medtwin.drivers.errors import AnalysisError
+from medtwin.hil.analysis.iec60601_2_24 import (
     DEFAULT_WINDOWS_MIN,
     bolus_accuracy,
     flow_from_mass,

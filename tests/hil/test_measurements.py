@@ -8,17 +8,15 @@ import math
 
 import numpy as np
 import pytest
-from rich.console import Console
-
-from drivers.errors import ConfigurationError
-from hil.analysis.iec60601_2_24 import (
+from medtwin.drivers.errors import ConfigurationError
+from medtwin.hil.analysis.iec60601_2_24 import (
     OcclusionResult,
     bolus_accuracy,
     last_hour_period_min,
     mean_flow_error,
     trumpet_curve,
 )
-from hil.measurements import (
+from medtwin.hil.measurements import (
     Measurement,
     Outcome,
     Verdict,
@@ -33,6 +31,7 @@ from hil.measurements import (
     verdict_table,
     verdicts_as_dicts,
 )
+from rich.console import Console
 
 
 def constant_flow_log(flow_ml_h: float, minutes: float = 120.0) -> tuple[np.ndarray, np.ndarray]:

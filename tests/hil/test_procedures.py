@@ -9,13 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from drivers.errors import ConfigurationError
-from fixtures.packaged import bench_path
-from hil.config import load_bench, load_scenario
-from hil.procedures import parse_procedures
-from hil.runner import RunResult, plan_steps
-from hil.store import RunStore
+from medtwin.drivers.errors import ConfigurationError
+from medtwin.fixtures.packaged import bench_path
+from medtwin.hil.config import load_bench, load_scenario
+from medtwin.hil.procedures import parse_procedures
+from medtwin.hil.runner import RunResult, plan_steps
+from medtwin.hil.store import RunStore
 
 
 def _verdicts(result) -> dict[tuple[str, str], object]:  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""QA reports (``hil.report``, ``medtwin report``) of real runs on the emulated benches.
+"""QA reports (``medtwin.hil.report``, ``medtwin report``) of real runs on the emulated benches.
 
 The runs are made once per module on the shipped emulated benches (real protocol bytes on
 ptys, virtual clock) with short scenarios written here; the HTML is then parsed with the
@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from hil.cli import main
-from hil.report import (
+from medtwin.hil.cli import main
+from medtwin.hil.report import (
     SECTIONS,
     Report,
     build_report,
@@ -31,8 +30,8 @@ from hil.report import (
     save_report,
     write_report,
 )
-from hil.runner import RunResult
-from hil.store import CalibrationRecord, ChannelData, RunData, RunStatus, RunStore
+from medtwin.hil.runner import RunResult
+from medtwin.hil.store import CalibrationRecord, ChannelData, RunData, RunStatus, RunStore
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -651,7 +650,7 @@ def test_calibration_in_force_is_the_version_the_twin_used(runs: Runs, tmp_path:
         assert (found.device_key, found.version) == ("NE-1000/SN1", used.version)
         # A pump that reports no serial (the NE-1000) is found under the key
         # `medtwin calibrate` files it by.
-        from hil.calibration import run_device_key
+        from medtwin.hil.calibration import run_device_key
 
         serial_less = dataclasses.replace(run, bench_text=calibrated.bench_text)
         key = run_device_key(serial_less)
@@ -728,7 +727,7 @@ def test_an_existing_report_is_replaced_only_when_the_new_one_is_complete(
     target.write_text("the previous report", encoding="utf-8")
     out_dir = tmp_path / "new" / "figures"
 
-    import hil.files as module
+    import medtwin.hil.files as module
 
     calls = []
     real_fsync = module.os.fsync
@@ -858,7 +857,7 @@ def test_cli_errors_exit_2_and_write_nothing(
 
 
 def test_long_traces_are_reduced_to_an_envelope_that_keeps_extremes_and_gaps() -> None:
-    from hil.report import _MAX_PLOT_POINTS, _envelope
+    from medtwin.hil.report import _MAX_PLOT_POINTS, _envelope
 
     # A seeded generator: the test must see the same trace every time.
     rng = np.random.default_rng(20240611)

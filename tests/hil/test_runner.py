@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from drivers.clock import VirtualClock
-from fixtures.packaged import bench_path, scenario_path
-from hil.cli import main
-from hil.config import BenchConfig, ScenarioConfig, load_bench, load_scenario
-from hil.runner import Runner
-from hil.store import RunStore
-from hil.twin import schedule_from_events, twin_params, twin_series
+from medtwin.drivers.clock import VirtualClock
+from medtwin.fixtures.packaged import bench_path, scenario_path
+from medtwin.hil.cli import main
+from medtwin.hil.config import BenchConfig, ScenarioConfig, load_bench, load_scenario
+from medtwin.hil.runner import Runner
+from medtwin.hil.store import RunStore
+from medtwin.hil.twin import schedule_from_events, twin_params, twin_series
 
 
 def _bench(

@@ -33,11 +33,8 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from sqlalchemy.pool import NullPool
-from sqlmodel import Session
-
-from drivers.clock import VirtualClock
-from hil.store import (
+from medtwin.drivers.clock import VirtualClock
+from medtwin.hil.store import (
     Outcome,
     RunNotFound,
     RunStatus,
@@ -46,9 +43,11 @@ from hil.store import (
     Source,
     StorageError,
 )
-from hil.store.codec import decode_block, encode_block, from_json, to_json
-from hil.store.liveness import current_process, writer_is_gone
-from hil.store.schema import SQLITE_APPLICATION_ID, BenchRow, RunRow
+from medtwin.hil.store.codec import decode_block, encode_block, from_json, to_json
+from medtwin.hil.store.liveness import current_process, writer_is_gone
+from medtwin.hil.store.schema import SQLITE_APPLICATION_ID, BenchRow, RunRow
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session
 
 # The back ends (SQLite and a PostgreSQL schema per test) come from tests/hil/conftest.py.
 
@@ -871,7 +870,7 @@ def test_verdicts_saved_replaced_and_validated(stores: Callable[..., RunStore]) 
 
 
 def test_verdicts_from_declared_measurements(stores: Callable[..., RunStore]) -> None:
-    from hil.measurements import Measurement
+    from medtwin.hil.measurements import Measurement
 
     store = stores()
     writer = start(store)

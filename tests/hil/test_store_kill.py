@@ -24,9 +24,8 @@ import time
 
 import numpy as np
 import sqlalchemy as sa
+from medtwin.hil.store import RunStatus, RunStore, Source
 from sqlalchemy.pool import NullPool
-
-from hil.store import RunStatus, RunStore, Source
 
 FLUSH_INTERVAL_S = 0.2
 CHUNK = 50  # samples per array append
@@ -41,7 +40,7 @@ SCHEDULING_SLACK_S = 2.0
 CHILD = r"""
 import sys, time
 import numpy as np
-from hil.store import RunStore
+from medtwin.hil.store import RunStore
 
 url, interval_s, chunk, dt_s = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 store = RunStore(url, flush_interval_s=interval_s)
@@ -175,7 +174,7 @@ def committed_blocks_after(db_url: str, run_id: int) -> int:
 EXITING_CHILD = r"""
 import sys
 import numpy as np
-from hil.store import RunStore
+from medtwin.hil.store import RunStore
 
 store = RunStore(sys.argv[1], flush_interval_s=3600)  # only the exit hook can flush
 writer = store.start_run(
