@@ -3,9 +3,11 @@
 The data model follows OpenHTF's (STYLE.md §5; the model only, none of its code or
 threads): a :class:`Measurement` has a name, units, a description, limits and marginal
 limits, all declared up front; measuring a value against it gives a :class:`Verdict`
-whose outcome is PASS, FAIL, MARGINAL or UNSET. Verdicts go to plain consumers: a rich
-table (:func:`verdict_table`), JSON-able dicts (:meth:`Verdict.as_dict`, the shape the run
-store saves) and :func:`overall_outcome`.
+whose outcome is PASS, FAIL, MARGINAL or UNSET (:class:`medtwin.hil.outcomes.Outcome`, the
+one outcome vocabulary). Verdicts go to plain consumers: JSON-able dicts
+(:meth:`Verdict.as_dict`, the shape the run store saves), :func:`overall_outcome`, and the
+terminal table of the command line (``medtwin.hil.commands._render.verdict_table``): this
+module is the data model only and draws nothing.
 
 How an outcome is decided
 -------------------------
@@ -37,7 +39,6 @@ measurands for a declared claim, and the ``evaluate_*`` functions turn the resul
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,7 +52,8 @@ from medtwin.hil.analysis.iec60601_2_24 import (
     OcclusionResult,
     TrumpetCurve,
 )
-from rich.table import Table
+from medtwin.hil.outcomes import Outcome, outcome_label
+from medtwin.hil.outcomes import overall_outcome as _most_severe
 
 __all__ = [
     "DEFAULT_MARGINAL_FRACTION",
@@ -68,7 +70,6 @@ __all__ = [
     "occlusion_measurements",
     "outcome_label",
     "overall_outcome",
-    "verdict_table",
     "verdicts_as_dicts",
     "window_measurement_names",
 ]
@@ -78,15 +79,6 @@ _SOURCES: tuple[str, ...] = ("real", "twin")
 
 #: Default width of the marginal band, as a fraction of the tolerance (see module docs).
 DEFAULT_MARGINAL_FRACTION = 0.1
-
-
-class Outcome(enum.Enum):
-    """Result of checking one measured value against its declaration."""
-
-    PASS = "PASS"
-    FAIL = "FAIL"
-    MARGINAL = "MARGINAL"
-    UNSET = "UNSET"
 
 
 def _limit(value: float | None, what: str, name: str) -> float | None:
@@ -338,14 +330,6 @@ class Verdict:
         }
 
 
-def outcome_label(outcome: str, lower: float | None, upper: float | None) -> str:
-    """An outcome as tables show it: ``info`` for a PASS without limits (a value disclosed,
-    not judged), else the outcome's name. For verdicts and stored verdict records alike."""
-    if lower is None and upper is None and outcome == Outcome.PASS.value:
-        return "info"
-    return outcome
-
-
 def _json_number(value: float | None) -> float | None:
     if value is None or not math.isfinite(value):
         return None
@@ -356,10 +340,6 @@ def _fmt_limit(value: float | None) -> str:
     return "—" if value is None else f"{value:g}"
 
 
-def _fmt_value(value: float | None) -> str:
-    return "—" if value is None else f"{value:.6g}"
-
-
 def verdicts_as_dicts(verdicts: Iterable[Verdict]) -> list[dict[str, Any]]:
     """``[v.as_dict() for v in verdicts]``: what ``json.dumps`` and the run store take."""
     return [verdict.as_dict() for verdict in verdicts]
@@ -367,57 +347,9 @@ def verdicts_as_dicts(verdicts: Iterable[Verdict]) -> list[dict[str, Any]]:
 
 def overall_outcome(verdicts: Iterable[Verdict]) -> Outcome:
     """FAIL if any verdict failed, else UNSET if any is unset, else MARGINAL if any is
-    marginal, else PASS. No verdicts at all is UNSET (nothing was shown to pass)."""
-    outcomes = {verdict.outcome for verdict in verdicts}
-    for outcome in (Outcome.FAIL, Outcome.UNSET, Outcome.MARGINAL, Outcome.PASS):
-        if outcome in outcomes:
-            return outcome
-    return Outcome.UNSET
-
-
-_OUTCOME_STYLE = {
-    Outcome.PASS: "green",
-    Outcome.FAIL: "bold red",
-    Outcome.MARGINAL: "yellow",
-    Outcome.UNSET: "dim",
-}
-
-
-def _label_style(verdict: Verdict) -> str:
-    return "dim" if verdict.outcome_label() == "info" else _OUTCOME_STYLE[verdict.outcome]
-
-
-def verdict_table(verdicts: Iterable[Verdict], *, title: str | None = "Verdicts") -> Table:
-    """A rich table of verdicts: measurement, source, value, units, limits, outcome.
-
-    Limits are shown as ``lo … hi`` with ``—`` for an open side, marginal limits the same
-    way; the outcome is coloured (``info`` for a value without limits).
-    """
-    table = Table(title=title)
-    table.add_column("measurement")
-    table.add_column("source")
-    table.add_column("value", justify="right")
-    table.add_column("units")
-    table.add_column("limits")
-    table.add_column("marginal")
-    table.add_column("outcome")
-    table.add_column("note")
-    for verdict in verdicts:
-        has_limits = verdict.lower is not None or verdict.upper is not None
-        has_marginal = verdict.marginal_lower is not None or verdict.marginal_upper is not None
-        table.add_row(
-            verdict.name,
-            verdict.source,
-            _fmt_value(verdict.value),
-            verdict.units,
-            f"{_fmt_limit(verdict.lower)} … {_fmt_limit(verdict.upper)}" if has_limits else "—",
-            f"{_fmt_limit(verdict.marginal_lower)} … {_fmt_limit(verdict.marginal_upper)}"
-            if has_marginal
-            else "—",
-            f"[{_label_style(verdict)}]{verdict.outcome_label()}[/]",
-            verdict.note,
-        )
-    return table
+    marginal, else PASS (the order of :data:`medtwin.hil.outcomes.SEVERITY`). No verdicts at
+    all is UNSET (nothing was shown to pass)."""
+    return _most_severe(verdict.outcome for verdict in verdicts) or Outcome.UNSET
 
 
 # --------------------------------------------------------------------------- IEC 60601-2-24

@@ -4,8 +4,9 @@ The tables live in :mod:`medtwin.hil.store.schema`; callers never see ORM rows (
 to a session and a thread). Everything here is a frozen dataclass or a string enum, safe
 to pass between threads and to keep after the store is closed.
 
-The vocabularies (run status, data source, verdict outcome) follow DESIGN.md "Store" and
-the measurement model of OpenHTF (PASS / FAIL / MARGINAL / UNSET).
+The vocabularies: run status and data source are defined here; a verdict's outcome is the
+one :class:`medtwin.hil.outcomes.Outcome` that measurements, reports and the command line
+share (re-exported here; its values are the words the ``verdicts`` table stores).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, TypedDict
 import numpy as np
 import numpy.typing as npt
 from medtwin.drivers.errors import StorageError
+from medtwin.hil.outcomes import Outcome
 
 __all__ = [
     "EVENT_KINDS",
@@ -58,15 +60,6 @@ class Source(StrEnum):
 
     REAL = "real"
     TWIN = "twin"
-
-
-class Outcome(StrEnum):
-    """Verdict of one measurement against its limits (OpenHTF's outcomes)."""
-
-    PASS = "PASS"
-    FAIL = "FAIL"
-    MARGINAL = "MARGINAL"
-    UNSET = "UNSET"
 
 
 #: Event kinds the runner, comparator and store use. Other lower-case words are accepted:

@@ -16,6 +16,7 @@ from medtwin.hil.analysis.iec60601_2_24 import (
     mean_flow_error,
     trumpet_curve,
 )
+from medtwin.hil.commands._render import verdict_table
 from medtwin.hil.measurements import (
     Measurement,
     Outcome,
@@ -28,7 +29,6 @@ from medtwin.hil.measurements import (
     flow_accuracy_measurements,
     occlusion_measurements,
     overall_outcome,
-    verdict_table,
     verdicts_as_dicts,
 )
 from rich.console import Console
@@ -238,6 +238,42 @@ def test_a_value_without_limits_is_shown_as_info_not_as_a_pass() -> None:
     )
     assert "info" in line
     assert "PASS" not in line
+
+
+def test_one_outcome_vocabulary_for_measurements_the_store_and_the_labels() -> None:
+    from medtwin.hil import outcomes, store
+
+    assert Outcome is outcomes.Outcome is store.Outcome
+    # The stored words and the JSON values are the members' values, unchanged.
+    assert [o.value for o in outcomes.SEVERITY] == ["FAIL", "UNSET", "MARGINAL", "PASS", "INFO"]
+    assert json.dumps(Measurement("x", "%").in_range(-1, 1).measure(0.0).as_dict()["outcome"]) == (
+        '"PASS"'
+    )
+    assert outcomes.overall_outcome(["PASS", "MARGINAL"]) is Outcome.MARGINAL
+    assert outcomes.overall_outcome([]) is None
+    assert outcomes.outcome_label(Outcome.INFO, -1.0, 1.0) == "info"
+    assert outcomes.outcome_label("PASS", None, None) == "info"
+    assert outcomes.outcome_label("FAIL", None, None) == "FAIL"
+
+
+def test_the_data_model_does_not_import_a_console_library() -> None:
+    import ast
+    from pathlib import Path
+
+    import medtwin.hil.measurements as measurements
+
+    tree = ast.parse(Path(measurements.__file__).read_text(encoding="utf-8"))
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    } | {
+        (node.module or "").split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+    }
+    assert "rich" not in imported
 
 
 # --------------------------------------------------------------------------- IEC helpers

@@ -1,0 +1,80 @@
+"""The one outcome vocabulary of verdicts: measurements, the run store, reports and the CLI.
+
+A measured value checked against its declared limits ends in one of OpenHTF's outcomes
+(PASS, FAIL, MARGINAL, UNSET), plus INFO for a value that is disclosed rather than judged:
+IEC 60601-2-24 (1998 clause 50.102, 2012 201.12.1) asks the manufacturer to *disclose* the
+trumpet curve's Ep(max) and Ep(min), and sets no limit for them.
+
+Every layer uses this enum: :mod:`medtwin.hil.measurements` decides outcomes,
+:mod:`medtwin.hil.store` stores their values (the strings ``"PASS"`` … are what the
+``verdicts`` table and every JSON document hold), the report and the terminal show them
+through :func:`outcome_label`, and :func:`overall_outcome` combines them in the one order
+of :data:`SEVERITY`.
+
+INFO versus a PASS without limits
+---------------------------------
+Today a measurement declared without limits still records PASS when it has a value (stored
+runs hold it that way, and the CLI's JSON says so); tables show such a PASS as ``info``.
+:func:`outcome_label` is the single place that makes that choice, for an INFO outcome and
+for a PASS without limits alike, so stored runs read back and render unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+__all__ = ["INFO_LABEL", "SEVERITY", "Outcome", "outcome_label", "overall_outcome"]
+
+
+class Outcome(StrEnum):
+    """Result of checking one measured value against its declaration.
+
+    The value of each member is the word stored in the run store and written in JSON.
+    """
+
+    PASS = "PASS"
+    FAIL = "FAIL"
+    MARGINAL = "MARGINAL"
+    INFO = "INFO"
+    UNSET = "UNSET"
+
+
+#: Most severe first: the outcome of a set of verdicts is the first of these that occurs.
+#: A FAIL anywhere fails the set; an UNSET (nothing measured) outranks MARGINAL because an
+#: unmeasured claim cannot be shown to hold; a disclosed value (INFO) judges nothing, so
+#: it ranks below PASS.
+SEVERITY: tuple[Outcome, ...] = (
+    Outcome.FAIL,
+    Outcome.UNSET,
+    Outcome.MARGINAL,
+    Outcome.PASS,
+    Outcome.INFO,
+)
+
+#: How tables show a value disclosed without limits.
+INFO_LABEL = "info"
+
+
+def overall_outcome(outcomes: Iterable[Outcome | str]) -> Outcome | None:
+    """The most severe of ``outcomes`` (in :data:`SEVERITY` order), None when empty.
+
+    Words that are not outcomes (a hand-edited store) are ignored.
+    """
+    seen = {str(outcome) for outcome in outcomes}
+    for outcome in SEVERITY:
+        if outcome.value in seen:
+            return outcome
+    return None
+
+
+def outcome_label(outcome: Outcome | str, lower: float | None, upper: float | None) -> str:
+    """An outcome as tables show it: ``info`` for INFO and for a PASS without limits (a value
+    disclosed, not judged), else the outcome's word. For verdicts and stored verdict records
+    alike."""
+    word = str(outcome)
+    if word == Outcome.INFO.value or (
+        lower is None and upper is None and word == Outcome.PASS.value
+    ):
+        return INFO_LABEL
+    return word
