@@ -1,4 +1,4 @@
-"""A run whose process is killed with SIGKILL mid-run (DESIGN.md "Store" durability).
+"""A run whose process is killed with SIGKILL mid-run (the durability of docs/storage.md).
 
 A child process writes a run continuously (array appends on one channel, scalar appends
 on another, events) and never flushes explicitly: only the store's flusher thread makes
