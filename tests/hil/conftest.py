@@ -2,10 +2,9 @@
 runs on the emulated benches (in this process or in a ``medtwin run`` child process), and
 waiting on another process's run.
 
-PostgreSQL is the server named by ``MEDTWIN_TEST_POSTGRES_URL`` (default
-``postgresql+psycopg://postgres@127.0.0.1:5432/test``); each test gets a schema of its
-own, dropped afterwards. An unreachable server fails the test (CI must not pass without
-it) unless ``MEDTWIN_SKIP_POSTGRES=1``.
+PostgreSQL is the test server of ``postgres_admin`` (tests/conftest.py: the server named by
+``MEDTWIN_TEST_POSTGRES_URL``, which must answer, or the local default, skipped when it does
+not); each test gets a schema of its own, dropped afterwards.
 """
 
 from __future__ import annotations
@@ -27,37 +26,11 @@ from medtwin.hil.config import load_bench, load_scenario
 from medtwin.hil.runner import RunResult
 from medtwin.hil.session import run_scenario
 from medtwin.hil.store import RunStore
-from sqlalchemy.pool import NullPool
-
-POSTGRES_URL = os.environ.get(
-    "MEDTWIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-SKIP_POSTGRES = os.environ.get("MEDTWIN_SKIP_POSTGRES") == "1"
 
 
-@pytest.fixture(scope="session")
-def postgres_admin() -> Iterator[sa.Engine]:
-    """An engine on the test server (no pooled connections left open between uses)."""
-    if SKIP_POSTGRES:
-        pytest.skip("MEDTWIN_SKIP_POSTGRES=1")
-    engine = sa.create_engine(POSTGRES_URL, poolclass=NullPool)
-    try:
-        with engine.connect():
-            pass
-    except sa.exc.SQLAlchemyError as error:
-        engine.dispose()
-        pytest.fail(
-            f"PostgreSQL test server {sa.make_url(POSTGRES_URL)!r} is unreachable ({error}); "
-            "start it, point MEDTWIN_TEST_POSTGRES_URL at one, or set MEDTWIN_SKIP_POSTGRES=1",
-            pytrace=False,
-        )
-    yield engine
-    engine.dispose()
-
-
-def _url_in_schema(schema: str) -> str:
+def _url_in_schema(admin: sa.Engine, schema: str) -> str:
     """The test server's URL with ``schema`` first on the search path."""
-    url = sa.make_url(POSTGRES_URL)
+    url = admin.url
     options = url.query.get("options", "")
     url = url.update_query_dict({"options": f"{options} -csearch_path={schema}".strip()})
     return url.render_as_string(hide_password=False)
@@ -84,14 +57,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     admin = request.getfixturevalue("postgres_admin")
     with _fresh_schema(admin) as schema:
-        yield _url_in_schema(schema)
+        yield _url_in_schema(admin, schema)
 
 
 @pytest.fixture
 def postgres_schema(postgres_admin: sa.Engine) -> Iterator[tuple[str, str]]:
     """(name, URL) of a fresh schema on the test server, dropped afterwards."""
     with _fresh_schema(postgres_admin) as schema:
-        yield schema, _url_in_schema(schema)
+        yield schema, _url_in_schema(postgres_admin, schema)
 
 
 @pytest.fixture

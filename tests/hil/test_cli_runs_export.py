@@ -1,7 +1,7 @@
 """``medtwin runs`` and ``medtwin export`` through click's CliRunner, on SQLite and PostgreSQL.
 
-PostgreSQL settings as in test_store.py (``MEDTWIN_TEST_POSTGRES_URL``,
-``MEDTWIN_SKIP_POSTGRES=1``).
+PostgreSQL settings as in test_store.py (``MEDTWIN_TEST_POSTGRES_URL``; skipped when the
+default server does not answer, see tests/conftest.py).
 """
 
 from __future__ import annotations

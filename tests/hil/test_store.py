@@ -3,8 +3,8 @@
 Every test taking ``db_url`` runs twice: on a SQLite file in ``tmp_path`` and on the
 PostgreSQL server named by ``MEDTWIN_TEST_POSTGRES_URL`` (default
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test``), each test in a schema of its own
-that is dropped afterwards. An unreachable server fails the PostgreSQL half unless
-``MEDTWIN_SKIP_POSTGRES=1``.
+that is dropped afterwards. When the default server does not answer the PostgreSQL half is
+skipped; a server named by the variable must answer (tests/conftest.py).
 """
 
 from __future__ import annotations
