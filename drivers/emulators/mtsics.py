@@ -67,7 +67,7 @@ from medtwin.drivers.clock import Clock
 from medtwin.drivers.emulators.mechanisms import BalanceMechanism, BalanceSnapshot
 from medtwin.drivers.emulators.serial_server import ProtocolHandler, SerialDeviceEmulator
 from medtwin.drivers.errors import ProtocolError
-from medtwin.drivers.mtsics import (
+from medtwin.drivers.mtsics.codec import (
     MASS_UNITS_G,
     Command,
     DataReply,

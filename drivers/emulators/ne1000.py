@@ -8,7 +8,7 @@ describe. :class:`NE1000Emulator`
 serves it on a pty or TCP port (:mod:`medtwin.drivers.emulators.serial_server`), so nesp-lib, a
 terminal emulator or :class:`medtwin.drivers.ne1000.NE1000Pump` drive it unmodified.
 
-Implemented (framing and number format in :mod:`medtwin.drivers.ne1000`, which this shares):
+Implemented (framing and number format in :mod:`medtwin.drivers.ne1000.codec`, which this shares):
 
 * basic mode (``command CR``; spaces and control characters stripped, upper-cased) and
   safe mode (``STX length data CRC ETX``); safe-mode packets are recognised in basic mode
@@ -58,7 +58,7 @@ from medtwin.drivers.emulators.faults import FaultPlan
 from medtwin.drivers.emulators.mechanisms import PumpMechanism, PumpSnapshot
 from medtwin.drivers.emulators.serial_server import Pacing, ProtocolHandler, SerialDeviceEmulator
 from medtwin.drivers.errors import ProtocolError
-from medtwin.drivers.ne1000 import (
+from medtwin.drivers.ne1000.codec import (
     BROADCAST,
     CR,
     ETX,
