@@ -180,41 +180,79 @@ class FlowProcedure(Procedure):
         return self.at + self.duration
 
     def analyse(self, side: RunSeries) -> tuple[dict[str, Any], list[Verdict]]:
-        period_min = [p / 60.0 for p in self.analysis_period]
-        curve = iec.trumpet_curve(
+        curve = self._trumpet(side)
+        startup = self._startup(side, min(120.0, self.duration / 60.0))
+        measurements = flow_accuracy_measurements(
+            accuracy_percent=self.accuracy_percent, windows_min=self.windows_min
+        )
+        verdicts = evaluate_trumpet(curve, measurements, source=side.source)
+        analysis = {**self._settings(side), "trumpet": curve.as_dict(), "startup": startup}
+        return analysis, verdicts
+
+    def analyse_curves(self, side: RunSeries) -> tuple[dict[str, Any], str]:
+        """The curves alone, for a run that stored no analysis (aborted or interrupted,
+        perhaps cut short): the same analysis as :meth:`analyse`, without verdicts.
+
+        A start-up period longer than the data is shortened to the data (an aborted run
+        still shows how delivery started); a trumpet curve whose analysis period is not
+        covered is left out and the reason returned ("" when it was computed).
+
+        Raises
+        ------
+        AnalysisError
+            Not even a start-up curve can be computed.
+        """
+        if side.mass_t_s.size < 2:
+            raise AnalysisError(f"the {side.source} balance mass has fewer than two samples")
+        interval_min = self.interval / 60.0
+        covered_min = (float(side.mass_t_s[-1]) - self.at) / 60.0
+        period_min = min(120.0, self.duration / 60.0)
+        period_min = min(period_min, math.floor(covered_min / interval_min + 1e-9) * interval_min)
+        if period_min < interval_min:
+            raise AnalysisError(
+                f"the {side.source} balance log covers {covered_min:.3g} min after the start, "
+                f"less than one sample interval S = {interval_min:g} min"
+            )
+        analysis = {**self._settings(side), "startup": self._startup(side, period_min)}
+        try:
+            analysis["trumpet"] = self._trumpet(side).as_dict()
+        except AnalysisError as exc:
+            return analysis, str(exc)
+        return analysis, ""
+
+    def _settings(self, side: RunSeries) -> dict[str, Any]:
+        return {
+            "rate_ml_h": self.rate_ml_h,
+            "interval_min": self.interval / 60.0,
+            "analysis_period_min": [p / 60.0 for p in self.analysis_period],
+            "density_g_ml": side.density_g_ml,
+        }
+
+    def _trumpet(self, side: RunSeries) -> iec.TrumpetCurve:
+        return iec.trumpet_curve(
             side.mass_t_s,
             side.mass_g,
             rate_ml_h=self.rate_ml_h,
             sample_interval_min=self.interval / 60.0,
             density_g_ml=side.density_g_ml,
-            analysis_period_min=period_min,
+            analysis_period_min=[p / 60.0 for p in self.analysis_period],
             windows_min=self.windows_min,
             start_s=self.at,
         )
+
+    def _startup(self, side: RunSeries, period_min: float) -> dict[str, Any]:
         startup = iec.startup_curve(
             side.mass_t_s,
             side.mass_g,
             sample_interval_min=self.interval / 60.0,
             density_g_ml=side.density_g_ml,
-            period_min=min(120.0, self.duration / 60.0),
+            period_min=period_min,
             start_s=self.at,
         )
-        measurements = flow_accuracy_measurements(
-            accuracy_percent=self.accuracy_percent, windows_min=self.windows_min
-        )
-        verdicts = evaluate_trumpet(curve, measurements, source=side.source)
-        analysis = {
-            "rate_ml_h": self.rate_ml_h,
-            "interval_min": self.interval / 60.0,
-            "analysis_period_min": period_min,
-            "density_g_ml": side.density_g_ml,
-            "trumpet": curve.as_dict(),
-            "startup": {
-                "t_min": np.asarray(startup.t_min).tolist(),
-                "flow_ml_h": np.asarray(startup.flow_ml_h).tolist(),
-            },
+        return {
+            "t_min": np.asarray(startup.t_min).tolist(),
+            "flow_ml_h": np.asarray(startup.flow_ml_h).tolist(),
         }
-        return analysis, verdicts
 
 
 class OcclusionProcedure(Procedure):

@@ -68,7 +68,8 @@ def _output_paths(run_id: int, out: str | None, out_dir: str | None) -> tuple[Pa
 @handle_errors
 def report(run_id: int, db_url: str, out: str | None, out_dir: str | None, as_json: bool) -> None:
     """Write the QA report of run RUN: one self-contained HTML file."""
-    from medtwin.hil.report import build_report, calibration_in_force, save_report
+    from medtwin.hil.calibration import calibration_in_force
+    from medtwin.hil.report import build_report, save_report
 
     html_path, directory = _output_paths(run_id, out, out_dir)
     with open_store(db_url) as store:

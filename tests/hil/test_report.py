@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from medtwin.hil.calibration import calibration_in_force
 from medtwin.hil.cli import main
 from medtwin.hil.report import (
     SECTIONS,
     Report,
     build_report,
-    calibration_in_force,
     save_report,
     write_report,
 )
@@ -857,7 +857,7 @@ def test_cli_errors_exit_2_and_write_nothing(
 
 
 def test_long_traces_are_reduced_to_an_envelope_that_keeps_extremes_and_gaps() -> None:
-    from medtwin.hil.report import _MAX_PLOT_POINTS, _envelope
+    from medtwin.hil.report.figures import _MAX_PLOT_POINTS, _envelope
 
     # A seeded generator: the test must see the same trace every time.
     rng = np.random.default_rng(20240611)
