@@ -1,4 +1,4 @@
-"""Tests of hil/comparator.py: tolerance band, CUSUM, EWMA, σ estimate, live == batch.
+"""Tests of medtwin.hil.comparator: tolerance band, CUSUM, EWMA, σ estimate, live == batch.
 
 Expected values come from hand calculations (small cases), from an independent per-sample
 reference loop written here, and from the average run lengths of the charts computed here with
