@@ -1,6 +1,6 @@
 """Measurements declared before they are measured, and the verdicts they produce.
 
-The data model follows OpenHTF's (STYLE.md §5; the model only, none of its code or
+The data model follows OpenHTF's measurements (the model only, none of its code or
 threads): a :class:`Measurement` has a name, units, a description, limits and marginal
 limits, all declared up front; measuring a value against it gives a :class:`Verdict`
 whose outcome is PASS, FAIL, MARGINAL or UNSET (:class:`medtwin.hil.outcomes.Outcome`, the
@@ -29,11 +29,12 @@ L has a band ``f·|L|`` wide (time to alarm ≤ 600 s with f = 0.1 → MARGINAL 
 IEC 60601-2-24 helpers
 ----------------------
 The standard prescribes how to measure and that the manufacturer discloses the results;
-the limits are the manufacturer's own claims (``shared/domain/pumps.md`` §1.3: e.g. ±2 %
-for a syringe pump, ±5 % for a volumetric pump). :func:`flow_accuracy_measurements`,
-:func:`occlusion_measurements` and :func:`bolus_measurements` declare the standard
-measurands for a declared claim, and the ``evaluate_*`` functions turn the results of
-:mod:`medtwin.hil.analysis.iec60601_2_24` into verdicts.
+the limits are the manufacturer's own claims (typically ±2 % for a syringe pump and ±5 %
+for a volumetric pump in their instructions for use; see docs/analysis.md).
+:func:`flow_accuracy_measurements`, :func:`occlusion_measurements` and
+:func:`bolus_measurements` declare the standard measurands for a declared claim, and the
+``evaluate_*`` functions turn the results of :mod:`medtwin.hil.analysis.iec60601_2_24` into
+verdicts.
 """
 
 from __future__ import annotations
@@ -460,7 +461,7 @@ def occlusion_measurements(
     """Declare the occlusion measurements: time to alarm within a declared maximum.
 
     Also the pressure at alarm and the unintended bolus, with a maximum when one is
-    declared (ECRI, for instance, asks for a post-occlusion bolus ≤ 0.5 mL, pumps.md §1.4).
+    declared (ECRI, for instance, asks for a post-occlusion bolus ≤ 0.5 mL; see docs/analysis.md).
     """
     time_limit = _limit(max_time_to_alarm_s, "max_time_to_alarm_s", "occlusion_time_to_alarm")
     if time_limit is None or not time_limit > 0:

@@ -123,11 +123,9 @@ def _fmt_t(t: float) -> str:
     return f"{h:d}:{m:02d}:{s:02d}"
 
 
-_OUTCOME_STYLE = {"PASS": "green", "FAIL": "bold red", "MARGINAL": "yellow", "UNSET": "dim"}
-
-
 def _verdict_pairs(result: RunResult) -> Any:
     """Verdicts of the real device and the twin side by side, one row per measurement."""
+    from medtwin.hil.commands._render import outcome_style
     from rich.table import Table
 
     rows: dict[str, dict[str, Any]] = {}
@@ -141,7 +139,7 @@ def _verdict_pairs(result: RunResult) -> Any:
         if v is None:
             return "-"
         label = v.outcome_label()
-        style = "dim" if label == "info" else _OUTCOME_STYLE.get(label, "")
+        style = outcome_style(label)
         value = "—" if v.value is None else f"{v.value:+.3g} {v.units}".strip()
         return f"{value} [{style}]{label}[/]"
 
