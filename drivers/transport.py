@@ -46,8 +46,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import os
+import types
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -57,9 +59,13 @@ from medtwin.drivers.errors import ConfigurationError, PortError, ProtocolError
 
 __all__ = [
     "HANDSHAKES",
+    "LINE_SETTINGS",
     "ByteTransport",
+    "SerialLine",
     "SerialTransport",
+    "TcpLine",
     "TcpTransport",
+    "line_for",
     "line_settings",
     "open_transport",
 ]
@@ -485,6 +491,132 @@ HANDSHAKES: dict[str, dict[str, bool]] = {
 }
 
 
+# -- line settings as resources ------------------------------------------------------------
+#
+# In labgrid's sense: validated, behaviour-free descriptions of where a device is and how
+# its line is set. A bench check builds them before any port is opened; a transport or a
+# driver consumes them.
+
+
+@dataclasses.dataclass(frozen=True)
+class SerialLine:
+    """A serial line: a tty path, an emulator's pty or a pyserial URL, and its settings.
+
+    Validated on construction: ConfigurationError whose ``field`` names the setting.
+    ``handshake`` is the tty's flow control (``none``, ``xonxoff`` or ``rtscts``).
+    """
+
+    port: str
+    baudrate: int = 9600
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: float = 1
+    handshake: str = "none"
+
+    def __post_init__(self) -> None:
+        problem = _serial_problem(self)
+        if problem is not None:
+            raise ConfigurationError(problem[1], field=problem[0])
+        # "n" and "N" are the same parity; keep one spelling.
+        object.__setattr__(self, "parity", self.parity.upper())
+
+    def pyserial_options(self) -> dict[str, Any]:
+        """pyserial's keyword arguments for these settings."""
+        return {
+            "baudrate": self.baudrate,
+            "bytesize": _BYTESIZES[self.bytesize],
+            "parity": _PARITIES[self.parity],
+            "stopbits": _STOPBITS[self.stopbits],
+            **HANDSHAKES[self.handshake],
+        }
+
+
+def _serial_problem(line: Any) -> tuple[str, str] | None:
+    """(setting, what is wrong) of the first invalid setting of ``line``, or None."""
+
+    def bad(field: str, value: object, expected: str) -> tuple[str, str]:
+        return field, f"{field}={value!r} is not valid; expected {expected}"
+
+    baudrate = line.baudrate
+    if isinstance(baudrate, bool) or not isinstance(baudrate, int) or baudrate <= 0:
+        return bad("baudrate", baudrate, "a positive integer (e.g. 9600, 19200)")
+    if isinstance(line.bytesize, bool) or line.bytesize not in _BYTESIZES:
+        return bad("bytesize", line.bytesize, "5, 6, 7 or 8")
+    parity = line.parity.upper() if isinstance(line.parity, str) else line.parity
+    if parity not in _PARITIES:
+        return bad("parity", line.parity, "N, E, O, M or S")
+    if isinstance(line.stopbits, bool) or line.stopbits not in _STOPBITS:
+        return bad("stopbits", line.stopbits, "1, 1.5 or 2")
+    if line.handshake not in HANDSHAKES:
+        return bad("handshake", line.handshake, ", ".join(HANDSHAKES))
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class TcpLine:
+    """A TCP endpoint: ``socket://HOST:PORT`` (raw bytes of a serial device server or a
+    TCP-served emulator) or ``tcp://HOST:PORT`` (Modbus TCP)."""
+
+    host: str
+    port: int
+    scheme: str = "socket"
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ConfigurationError("empty host; expected HOST:PORT", field="port")
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise ConfigurationError(f"TCP port {self.port!r} is not a number", field="port")
+        if not 0 < self.port < 65536:
+            raise ConfigurationError(f"TCP port {self.port} is outside 1..65535", field="port")
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+#: The serial settings of a line, by name, as a bench file gives them.
+LINE_SETTINGS: tuple[str, ...] = ("baudrate", "bytesize", "parity", "stopbits", "handshake")
+_SERIAL_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(SerialLine) if f.name != "port"
+}
+
+
+def line_for(port: str, *, device: str, **settings: Any) -> SerialLine | TcpLine:
+    """The resource of ``port`` with ``settings`` (see :data:`LINE_SETTINGS`).
+
+    ``socket://`` and ``tcp://`` ports give a :class:`TcpLine`, anything else a
+    :class:`SerialLine`. The serial settings are validated for TCP too: a bench file with
+    parity "X" is wrong whether or not this particular port uses it. No I/O.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the device and the port in the message, the setting in ``field``.
+    """
+    unknown = sorted(set(settings) - set(LINE_SETTINGS))
+    if unknown:
+        raise ConfigurationError(
+            f"{device} on {port}: unknown line setting(s) {', '.join(unknown)}; expected "
+            f"{', '.join(LINE_SETTINGS)}",
+            field=unknown[0],
+        )
+    serial_line = _serial_line(port, device, settings)
+    if port.startswith(("socket://", "tcp://")):
+        scheme = port.partition("://")[0]
+        host, tcp_port = _parse_socket_url("socket" + port[len(scheme) :], device=device)
+        return TcpLine(host, tcp_port, scheme)
+    return serial_line
+
+
+def _serial_line(port: str, device: str, settings: dict[str, Any]) -> SerialLine:
+    """:class:`SerialLine`, or ConfigurationError naming the device and the port."""
+    probe = types.SimpleNamespace(**{**_SERIAL_DEFAULTS, **settings})
+    problem = _serial_problem(probe)
+    if problem is not None:
+        raise ConfigurationError(f"{device} on {port}: {problem[1]}", field=problem[0])
+    return SerialLine(port, **settings)
+
+
 def line_settings(
     port: str,
     device: str,
@@ -498,31 +630,14 @@ def line_settings(
     """pyserial's keyword arguments for the line settings; ConfigurationError naming the
     device, the port and the setting (``field``) when one is not valid. No I/O: a bench
     check calls it before any port is opened."""
-
-    def bad(field: str, value: object, expected: str) -> ConfigurationError:
-        return ConfigurationError(
-            f"{device} on {port}: {field}={value!r} is not valid; expected {expected}",
-            field=field,
-        )
-
-    if isinstance(baudrate, bool) or not isinstance(baudrate, int) or baudrate <= 0:
-        raise bad("baudrate", baudrate, "a positive integer (e.g. 9600, 19200)")
-    if bytesize not in _BYTESIZES:
-        raise bad("bytesize", bytesize, "5, 6, 7 or 8")
-    parity_key = parity.upper() if isinstance(parity, str) else parity
-    if parity_key not in _PARITIES:
-        raise bad("parity", parity, "N, E, O, M or S")
-    if stopbits not in _STOPBITS:
-        raise bad("stopbits", stopbits, "1, 1.5 or 2")
-    if handshake not in HANDSHAKES:
-        raise bad("handshake", handshake, ", ".join(HANDSHAKES))
-    return {
+    settings = {
         "baudrate": baudrate,
-        "bytesize": _BYTESIZES[bytesize],
-        "parity": _PARITIES[parity_key],
-        "stopbits": _STOPBITS[stopbits],
-        **HANDSHAKES[handshake],
+        "bytesize": bytesize,
+        "parity": parity,
+        "stopbits": stopbits,
+        "handshake": handshake,
     }
+    return _serial_line(port, device, settings).pyserial_options()
 
 
 def open_transport(

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from medtwin.drivers.errors import ConfigurationError
-from medtwin.drivers.registry import EMULATOR_MECHANISM, protocols
+from medtwin.drivers.protocol import DeviceKind
+from medtwin.drivers.registry import descriptor, protocols
 from medtwin.drivers.units import parse_duration_s
 from pydantic import (
     BaseModel,
@@ -40,8 +41,10 @@ from pydantic import (
 __all__ = [
     "BenchConfig",
     "DeviceConfig",
+    "DeviceKind",
     "EmulationConfig",
     "LimitsConfig",
+    "LineConfig",
     "ScenarioConfig",
     "Step",
     "TwinConfig",
@@ -50,17 +53,6 @@ __all__ = [
     "load_scenario",
     "scenario_from_text",
 ]
-
-DeviceKind = Literal["pump", "balance", "bench-io"]
-
-#: Which device kinds each protocol drives.
-PROTOCOL_KIND: dict[str, DeviceKind] = {
-    "ne1000": "pump",
-    "modbus-pump": "pump",
-    "mt-sics": "balance",
-    "modbus-bench-io": "bench-io",
-}
-
 
 def _duration(value: Any) -> float:
     if isinstance(value, bool):
@@ -123,6 +115,22 @@ class RetryConfig(_Strict):
     reconnects: int | None = Field(None, ge=0)
 
 
+class LineConfig(_Strict):
+    """A device's line settings as the bench file gives them (``line = {...}``).
+
+    Only the types are checked here; the values, and which settings the protocol lets a
+    bench change, are checked against the protocol's line by
+    :func:`medtwin.hil.rig.check_bench` (:class:`medtwin.drivers.transport.SerialLine`).
+    Unset settings keep the driver's default.
+    """
+
+    baudrate: int | None = Field(None, gt=0)
+    bytesize: int | None = None
+    parity: str | None = None
+    stopbits: float | None = None
+    handshake: str | None = None
+
+
 class DeviceConfig(_Strict):
     """One device on the bench."""
 
@@ -130,6 +138,8 @@ class DeviceConfig(_Strict):
     kind: DeviceKind
     protocol: str
     port: str = Field(min_length=1)
+    line: LineConfig = LineConfig()
+    #: Older spelling of ``line.baudrate``, still accepted (give one or the other).
     baudrate: int | None = Field(None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
     emulator_options: dict[str, Any] = Field(default_factory=dict)
@@ -142,27 +152,42 @@ class DeviceConfig(_Strict):
     def emulated(self) -> bool:
         return self.port == "emulated"
 
+    def line_settings(self) -> dict[str, Any]:
+        """The line settings the bench file gives (``line`` and the ``baudrate`` alias)."""
+        given = self.line.model_dump(exclude_none=True)
+        if self.baudrate is not None:
+            given["baudrate"] = self.baudrate
+        return given
+
     @field_validator("protocol")
     @classmethod
     def _known_protocol(cls, value: str) -> str:
         known = protocols()
         if value not in known:
             raise ValueError(f"unknown protocol {value!r}; expected one of {', '.join(known)}")
+        try:
+            descriptor(value)
+        except ConfigurationError as exc:  # a broken plug-in: say which distribution
+            raise ValueError(str(exc).removeprefix("protocol: ")) from None
         return value
 
     @model_validator(mode="after")
     def _kind_matches(self) -> DeviceConfig:
-        expected = PROTOCOL_KIND.get(self.protocol)
-        if expected is not None and expected != self.kind:
-            raise ValueError(f"protocol {self.protocol!r} drives a {expected}, not a {self.kind}")
+        protocol = descriptor(self.protocol)
+        if protocol.kind is not None and protocol.kind != self.kind:
+            raise ValueError(
+                f"protocol {self.protocol!r} drives a {protocol.kind}, not a {self.kind}"
+            )
         if self.faults and not self.emulated:
             raise ValueError("faults can only be injected into emulated devices")
         if self.emulator_options and not self.emulated:
             raise ValueError("emulator_options apply to emulated devices only")
-        if self.emulated and self.protocol not in EMULATOR_MECHANISM:
+        if self.emulated and protocol.emulator is None:
             raise ValueError(f"no emulator for protocol {self.protocol!r}")
-        if self.pace and self.baudrate is None:
-            raise ValueError("pace = true needs a baudrate")
+        if self.baudrate is not None and self.line.baudrate is not None:
+            raise ValueError("baudrate is given twice: keep line.baudrate only")
+        if self.pace and "baudrate" not in self.line_settings():
+            raise ValueError("pace = true needs a baudrate (line = { baudrate = ... })")
         return self
 
 

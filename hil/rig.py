@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
-import inspect
 import logging
 from typing import Any
 
@@ -35,10 +34,12 @@ from medtwin.drivers.emulators.faults import FaultPlan, parse_fault
 from medtwin.drivers.emulators.physical_bench import PhysicalBench
 from medtwin.drivers.emulators.serial_server import Pacing
 from medtwin.drivers.errors import ConfigurationError, DeviceError, MedtwinError
-from medtwin.drivers.registry import EMULATOR_MECHANISM, driver_class, emulator_class
-from medtwin.drivers.transport import line_settings
+from medtwin.drivers.protocol import ProtocolOptions
+from medtwin.drivers.registry import descriptor, driver_class, emulator_class
+from medtwin.drivers.transport import LINE_SETTINGS, SerialLine, line_for
 from medtwin.hil.config import BenchConfig, DeviceConfig
 from medtwin.hil.twin import emulation_truth
+from pydantic import ValidationError
 
 __all__ = ["BenchRig", "RigStatus", "check_bench"]
 
@@ -67,25 +68,12 @@ _ALLOWED = {
 }
 
 
-def _accepted(
-    callable_: Any, options: dict[str, Any], *, var_keyword: bool = True
-) -> dict[str, Any]:
-    """The subset of ``options`` that ``callable_`` takes as keyword arguments.
-
-    With ``var_keyword=False`` only parameters it names count (a ``**kwargs`` catch-all
-    does not take options meant for the other end of the line).
-    """
-    params = inspect.signature(callable_).parameters
-    if var_keyword and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return dict(options)
-    return {k: v for k, v in options.items() if k in params}
-
-
 def check_bench(config: BenchConfig) -> None:
     """Everything about ``config`` that can be checked without opening a port: the
     emulated truth and its faults, each emulated device's fault plan and emulator
-    options, each driver's options. Raises ConfigurationError naming file:field, the
-    same error :meth:`BenchRig.start` would raise later."""
+    options, each device's line settings and driver options (against its protocol's
+    descriptor). Raises ConfigurationError naming file:field, the same error
+    :meth:`BenchRig.start` would raise later."""
     if any(d.emulated for d in config.devices):
         _physical_truth(config)
     for cfg in config.devices:
@@ -121,28 +109,99 @@ def _fault_plan(config: BenchConfig, cfg: DeviceConfig) -> FaultPlan:
         ) from None
 
 
-def _emulator_options(config: BenchConfig, cfg: DeviceConfig) -> dict[str, Any]:
-    """Protocol options shared by both ends (an address, a device id) go to the emulator
-    as well; ``emulator_options`` only to the emulator (and must all be accepted)."""
-    cls = emulator_class(cfg.protocol)
-    options = _accepted(cls, dict(cfg.options), var_keyword=False)
-    unknown = sorted(set(cfg.emulator_options) - set(_accepted(cls, cfg.emulator_options)))
+def _options(
+    config: BenchConfig,
+    cfg: DeviceConfig,
+    model: type[ProtocolOptions],
+    given: dict[str, Any],
+    where: str,
+    refusal: str,
+) -> dict[str, Any]:
+    """``given`` validated by the options ``model``: the values the bench file set (unset
+    ones keep the constructor's default). Errors name ``devices.<name>.<where>``."""
+    field = f"devices.{cfg.name}.{where}"
+    unknown = sorted(set(given) - set(model.model_fields))
     if unknown:
-        raise ConfigurationError(
-            f"the {cfg.protocol!r} emulator does not take option(s) {', '.join(unknown)}",
-            source=config.source,
-            field=f"devices.{cfg.name}.emulator_options",
+        misplaced = [name for name in unknown if name in LINE_SETTINGS]
+        hint = (
+            f"; {misplaced[0]} is a line setting: put it in the device's line table "
+            f"(line = {{ {misplaced[0]} = ... }})"
+            if misplaced
+            else ""
         )
-    options.update(cfg.emulator_options)
-    return options
+        raise ConfigurationError(
+            f"{refusal} does not take option(s) {', '.join(unknown)}{hint}",
+            source=config.source,
+            field=field,
+        )
+    try:
+        validated = model.model_validate(given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        raise ConfigurationError(
+            f"{message} (got {error.get('input')!r})",
+            source=config.source,
+            field=f"{field}.{loc}" if loc else field,
+        ) from None
+    return validated.model_dump(exclude_unset=True)
+
+
+def _emulator_options(config: BenchConfig, cfg: DeviceConfig) -> dict[str, Any]:
+    """Options both ends take (an address, a device id) given in ``options`` go to the
+    emulator as well; ``emulator_options`` only to the emulator."""
+    protocol = descriptor(cfg.protocol)
+    refusal = f"the {cfg.protocol!r} emulator"
+    own = _options(
+        config, cfg, protocol.emulator_options, cfg.emulator_options, "emulator_options", refusal
+    )
+    shared = {k: v for k, v in cfg.options.items() if k in protocol.shared_options}
+    # The emulator's model checks the shared values too (its range may be narrower).
+    _options(config, cfg, protocol.emulator_options, shared, "options", refusal)
+    return {**shared, **own}
+
+
+def _line(config: BenchConfig, cfg: DeviceConfig) -> dict[str, Any]:
+    """The line settings the bench file gives, checked against the protocol's line (the
+    settings it takes, their values): the keywords for the driver."""
+    protocol = descriptor(cfg.protocol)
+    given = cfg.line_settings()
+
+    def where(setting: str) -> str:
+        alias = setting == "baudrate" and cfg.baudrate is not None
+        return f"devices.{cfg.name}.{setting if alias else 'line.' + setting}"
+
+    fixed = [s for s in given if s not in protocol.line.settings]
+    if fixed:
+        raise ConfigurationError(
+            f"protocol {cfg.protocol!r} fixes {fixed[0]} (a {protocol.line.kind} line taking "
+            f"only {', '.join(protocol.line.settings) or 'no settings'})",
+            source=config.source,
+            field=where(fixed[0]),
+        )
+    try:
+        resource = line_for(cfg.port, device=cfg.name, **given)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            str(exc).removeprefix(f"{exc.field}: "),
+            source=config.source,
+            field=where(exc.field) if exc.field in given else f"devices.{cfg.name}.port",
+        ) from None
+    if isinstance(resource, SerialLine):
+        # the resource's spelling (parity upper case), for exactly the settings given
+        return {s: getattr(resource, s) for s in given}
+    return given
 
 
 def _driver_kwargs(config: BenchConfig, cfg: DeviceConfig) -> dict[str, Any]:
     """Keyword arguments of the device's driver (all but port, name and clock)."""
+    protocol = descriptor(cfg.protocol)
     cls = driver_class(cfg.protocol)
-    kwargs: dict[str, Any] = dict(cfg.options)
-    if cfg.baudrate is not None:
-        kwargs["baudrate"] = cfg.baudrate
+    kwargs = _options(
+        config, cfg, protocol.options, cfg.options, "options", f"protocol {cfg.protocol!r}"
+    )
+    kwargs.update(_line(config, cfg))
     retry = {k: v for k, v in cfg.retry.model_dump().items() if v is not None}
     if retry:
         # Start from the driver's own default policy, change what the bench file sets.
@@ -157,28 +216,20 @@ def _driver_kwargs(config: BenchConfig, cfg: DeviceConfig) -> dict[str, Any]:
             max_diameter_mm=limits.max_diameter_mm,
             max_volume_ml=limits.max_volume_ml,
         )
-    accepted = _accepted(cls, {**kwargs, "name": cfg.name, "clock": None})
-    unknown = sorted(set(cfg.options) - set(accepted))
-    if unknown:
+    return kwargs
+
+
+def _mechanism(physical: PhysicalBench, protocol: str) -> Any:
+    """The part of the physical bench the protocol's emulator drives."""
+    name = descriptor(protocol).mechanism
+    mechanism = getattr(physical, name, None) if name else None
+    if mechanism is None:
         raise ConfigurationError(
-            f"protocol {cfg.protocol!r} does not take option(s) {', '.join(unknown)}",
-            source=config.source,
-            field=f"devices.{cfg.name}.options",
+            f"protocol {protocol!r} ({descriptor(protocol).source}) names mechanism {name!r}, "
+            "which the physical bench does not have; expected pump, balance or bench_io",
+            field="protocol",
         )
-    line = {k: v for k, v in accepted.items() if k in _LINE_OPTIONS}
-    if line:
-        try:
-            line_settings(cfg.port, cfg.name, **line)
-        except ConfigurationError as exc:
-            where = "baudrate" if exc.field == "baudrate" else f"options.{exc.field}"
-            raise ConfigurationError(
-                str(exc), source=config.source, field=f"devices.{cfg.name}.{where}"
-            ) from None
-    return {k: v for k, v in accepted.items() if k not in ("name", "clock")}
-
-
-#: Driver options that are serial line settings, checked before any port is opened.
-_LINE_OPTIONS = ("baudrate", "bytesize", "parity", "stopbits", "handshake")
+    return mechanism
 
 
 class BenchRig:
@@ -277,9 +328,10 @@ class BenchRig:
             self.ports[cfg.name] = cfg.port
             return cfg.port
         assert self.physical is not None
-        mechanism = getattr(self.physical, EMULATOR_MECHANISM[cfg.protocol])
+        mechanism = _mechanism(self.physical, cfg.protocol)
         plan = _fault_plan(self.config, cfg)
-        pacing = Pacing(baud=cfg.baudrate) if cfg.pace and cfg.baudrate else None
+        baudrate = cfg.line_settings().get("baudrate")
+        pacing = Pacing(baud=baudrate) if cfg.pace and baudrate else None
         options = _emulator_options(self.config, cfg)
         emulator = emulator_class(cfg.protocol)(
             mechanism, clock=self.clock, faults=plan, pacing=pacing, **options

@@ -2,16 +2,19 @@
 
 ::
 
-    medtwin emulate pump --protocol ne1000|modbus
+    medtwin emulate pump --protocol ne1000|modbus|<any registered pump protocol>
     medtwin emulate balance --protocol mt-sics
     medtwin emulate bench-io --protocol modbus
     medtwin emulate bench            # pump + balance + bench I/O on one physical line
 
-Each device is served by its protocol's emulator (:data:`medtwin.drivers.registry.EMULATORS`) in
-front of one :class:`~medtwin.drivers.emulators.physical_bench.PhysicalBench` on the wall clock:
-the pump moves the plunger, the line builds pressure while the pinch valve is closed, the
-balance weighs what the line delivers. The emulator prints which port to open (a pty path
-by default; ``--tcp HOST:PORT`` listens on 127.0.0.1 only) and serves until SIGINT or
+``--protocol`` takes any protocol registered for that device kind with an emulator (a
+plug-in's as well as medtwin's own, see ``medtwin protocols``); ``modbus`` is short for
+``modbus-pump`` / ``modbus-bench-io``. Each device is served by the emulator its protocol's
+descriptor names (:mod:`medtwin.drivers.registry`), in front of one
+:class:`~medtwin.drivers.emulators.physical_bench.PhysicalBench` on the wall clock: the pump
+moves the plunger, the line builds pressure while the pinch valve is closed, the balance
+weighs what the line delivers. The emulator prints which port to open (a pty path by
+default; ``--tcp HOST:PORT`` listens on 127.0.0.1 only) and serves until SIGINT or
 SIGTERM, then exits 0.
 """
 
@@ -29,15 +32,17 @@ from medtwin.drivers.emulators.faults import FaultPlan
 from medtwin.drivers.emulators.physical_bench import PhysicalBench
 from medtwin.drivers.emulators.serial_server import Pacing
 from medtwin.drivers.errors import ConfigurationError
-from medtwin.drivers.registry import EMULATOR_MECHANISM, emulator_class
+from medtwin.drivers.registry import descriptor, emulator_class, protocols
 from medtwin.hil.cli import handle_errors, parse_assignments
 
-#: device → {--protocol value → registry protocol}
-DEVICE_PROTOCOLS: dict[str, dict[str, str]] = {
-    "pump": {"ne1000": "ne1000", "modbus": "modbus-pump"},
-    "balance": {"mt-sics": "mt-sics"},
+#: device → {short --protocol value → registry protocol}; any registry name works too.
+PROTOCOL_ALIASES: dict[str, dict[str, str]] = {
+    "pump": {"modbus": "modbus-pump"},
+    "balance": {},
     "bench-io": {"modbus": "modbus-bench-io"},
 }
+#: device → --protocol when none is given
+DEFAULT_PROTOCOL: dict[str, str] = {"pump": "modbus", "balance": "mt-sics", "bench-io": "modbus"}
 #: what ``medtwin emulate bench`` serves, in port order
 BENCH_DEVICES: tuple[tuple[str, str], ...] = (
     ("pump", "ne1000"),
@@ -95,7 +100,7 @@ async def _serve(
     stop = _stop_on_signals()
     try:
         for index, (device, protocol) in enumerate(devices):
-            mechanism = getattr(bench, EMULATOR_MECHANISM[protocol])
+            mechanism = _mechanism(bench, protocol)
             # each device gets its own fault plan (same specs, same seed) so that one
             # device's traffic does not change when another misbehaves
             plan = FaultPlan.parse(faults, seed=seed)
@@ -121,6 +126,53 @@ async def _serve(
         loop = asyncio.get_running_loop()
         for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+
+
+def _mechanism(bench: PhysicalBench, protocol: str) -> Any:
+    name = descriptor(protocol).mechanism
+    mechanism = getattr(bench, name, None) if name else None
+    if mechanism is None:
+        raise ConfigurationError(
+            f"protocol {protocol!r} ({descriptor(protocol).source}) names mechanism {name!r}, "
+            "which the physical bench does not have; expected pump, balance or bench_io",
+            source="--protocol",
+        )
+    return mechanism
+
+
+def _protocol(device: str, value: str) -> str:
+    """The registry protocol ``--protocol value`` names for ``device``; click's usage error
+    (exit 2, "Invalid value for '--protocol'") when there is none."""
+    name = PROTOCOL_ALIASES[device].get(value, value)
+    if name not in protocols():
+        raise click.BadParameter(
+            f"unknown protocol {value!r} for a {device}; expected one of "
+            f"{', '.join(_choices(device))}"
+        )
+    try:
+        found = descriptor(name)
+    except ConfigurationError as exc:  # a broken plug-in: its error names the distribution
+        raise click.BadParameter(str(exc).removeprefix("protocol: ")) from None
+    if found.kind != device:
+        raise click.BadParameter(
+            f"protocol {name!r} drives a {found.kind or 'generic device'}, not a {device}; "
+            f"expected one of {', '.join(_choices(device))}"
+        )
+    if found.emulator is None:
+        raise click.BadParameter(f"protocol {name!r} has no emulator")
+    return name
+
+
+def _choices(device: str) -> list[str]:
+    """The --protocol values of ``device``: its aliases and every protocol of its kind with an
+    emulator (a broken plug-in is left out here; naming it gives its error)."""
+    names = set(PROTOCOL_ALIASES[device])
+    for name in protocols():
+        with contextlib.suppress(ConfigurationError):
+            found = descriptor(name)
+            if found.kind == device and found.emulator is not None:
+                names.add(name)
+    return sorted(names)
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -196,19 +248,28 @@ def _run(devices: list[tuple[str, str]], **kwargs: Any) -> None:
 
 
 def _device_command(device: str) -> click.Command:
-    choices = sorted(DEVICE_PROTOCOLS[device])
-
-    @click.command(device, help=f"Emulate a {device} ({', '.join(choices)}).")
-    @click.option("--protocol", type=click.Choice(choices), default=choices[0], show_default=True)
+    @click.command(
+        device,
+        help=f"Emulate a {device} (--protocol: any {device} protocol with an emulator, "
+        "see `medtwin protocols`).",
+    )
+    @click.option(
+        "--protocol",
+        default=DEFAULT_PROTOCOL[device],
+        show_default=True,
+        metavar="NAME",
+        help=f"e.g. {', '.join(_choices(device))}",
+        callback=lambda _ctx, _param, value: _protocol(device, value),
+    )
     @_options
     @handle_errors
     def command(protocol: str, **kwargs: Any) -> None:
-        _run([(device, DEVICE_PROTOCOLS[device][protocol])], **kwargs)
+        _run([(device, protocol)], **kwargs)
 
     return command
 
 
-for _device in DEVICE_PROTOCOLS:
+for _device in PROTOCOL_ALIASES:
     emulate.add_command(_device_command(_device))
 
 

@@ -79,7 +79,7 @@ def runs(
     no_balance_text = bench_path("emulated-drift").read_text(encoding="utf-8")
     balance_block = (
         '[[devices]]\nname = "balance"\nkind = "balance"\nprotocol = "mt-sics"\n'
-        'port = "emulated"\nbaudrate = 9600\n'
+        'port = "emulated"\nline = { baudrate = 9600 }\n'
     )
     assert balance_block in no_balance_text
     no_balance = make_run(

@@ -281,9 +281,9 @@ def test_cli_scenario_the_bench_cannot_run_exits_2_and_creates_no_database(
         (
             (
                 'protocol = "mt-sics"\nport = "emulated"',
-                'protocol = "mt-sics"\nport = "emulated"\noptions = { handshake = "dtr" }',
+                'protocol = "mt-sics"\nport = "emulated"\nline = { handshake = "dtr" }',
             ),
-            "devices.balance.options.handshake",
+            "devices.balance.line.handshake",
             "handshake='dtr' is not valid; expected none, xonxoff, rtscts",
         ),
     ],
@@ -317,8 +317,8 @@ def test_cli_unreachable_port_names_device_and_port(
         tmp_path,
         "emulated-nominal",
         replace=(
-            'port = "emulated"\nbaudrate = 9600',
-            'port = "/dev/ttyMEDTWIN404"\nbaudrate = 9600',
+            'port = "emulated"\nline = { baudrate = 9600 }',
+            'port = "/dev/ttyMEDTWIN404"\nline = { baudrate = 9600 }',
         ),
     )
     result = CliRunner().invoke(
