@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -27,6 +28,7 @@ from medtwin.drivers.errors import ConfigurationError
 from medtwin.drivers.protocol import DeviceKind
 from medtwin.drivers.registry import descriptor, protocols
 from medtwin.drivers.units import parse_duration_s
+from medtwin.hil.actions import ACTIONS, unknown_action_message
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -52,7 +54,9 @@ __all__ = [
     "load_bench",
     "load_scenario",
     "scenario_from_text",
+    "step_from_mapping",
 ]
+
 
 def _duration(value: Any) -> float:
     if isinstance(value, bool):
@@ -248,45 +252,15 @@ class BenchConfig(_FileModel):
         return None
 
 
-StepAction = Literal[
-    "set_diameter",
-    "set_rate",
-    "set_target",
-    "start",
-    "stop",
-    "clear_alarms",
-    "clear_volume",
-    "bolus",
-    "occlude",
-    "release",
-    "tare",
-    "zero",
-    "mark",
-]
-
-#: The device kind each action addresses.
-ACTION_KIND: dict[str, DeviceKind | None] = {
-    "set_diameter": "pump",
-    "set_rate": "pump",
-    "set_target": "pump",
-    "start": "pump",
-    "stop": "pump",
-    "clear_alarms": "pump",
-    "clear_volume": "pump",
-    "bolus": "pump",
-    "occlude": "bench-io",
-    "release": "bench-io",
-    "tare": "balance",
-    "zero": "balance",
-    "mark": None,
-}
-
-
 class Step(_Strict):
-    """One step of the timeline, at scenario time ``at``."""
+    """One step of the timeline, at scenario time ``at``.
+
+    ``action`` is a name in :data:`medtwin.hil.actions.ACTIONS`; which of the other fields
+    it needs, and their bounds beyond each field's own range, are that entry's.
+    """
 
     at: Duration
-    action: StepAction
+    action: str
     device: str | None = None
     rate_ml_h: float | None = Field(None, ge=0)
     diameter_mm: float | None = Field(None, gt=0)
@@ -294,23 +268,28 @@ class Step(_Strict):
     volume_ml: float | None = Field(None, ge=0)
     note: str = ""
 
+    @field_validator("action", mode="before")
+    @classmethod
+    def _known_action(cls, value: Any) -> Any:
+        # Looked up at validation time, so that an entry added to the table is an action.
+        if not isinstance(value, str) or value not in ACTIONS:
+            raise ValueError(unknown_action_message())
+        return value
+
     @model_validator(mode="after")
     def _arguments(self) -> Step:
-        needs = {
-            "set_rate": ("rate_ml_h",),
-            "set_target": ("volume_ml",),
-            "bolus": ("volume_ml", "rate_ml_h"),
-        }
-        for name in needs.get(self.action, ()):
-            if getattr(self, name) is None:
-                raise ValueError(f"action {self.action!r} needs {name}")
-        if self.action == "set_diameter" and self.diameter_mm is None and self.syringe is None:
-            raise ValueError("action 'set_diameter' needs diameter_mm or syringe")
-        if self.action == "bolus" and not self.volume_ml:
-            raise ValueError("a bolus needs volume_ml > 0")
-        if self.action == "bolus" and not self.rate_ml_h:
-            raise ValueError("a bolus needs rate_ml_h > 0")
+        ACTIONS[self.action].validate(self)
         return self
+
+
+def step_from_mapping(data: Mapping[str, Any], *, source: str) -> Step:
+    """One step from a mapping (a bench test's ``act()`` call), checked as a scenario
+    file's ``[[steps]]`` entry is; errors name ``source:field``."""
+    try:
+        return Step.model_validate(dict(data))
+    except ValidationError as exc:
+        field, message = _first_error(exc)
+        raise ConfigurationError(message, source=source, field=field) from None
 
 
 class ScenarioConfig(_FileModel):

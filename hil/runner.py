@@ -10,8 +10,10 @@ One run walks a merged timeline of scenario steps and sample ticks on one
    timestamp; both go to the run store and the residual to the live comparator, whose
    drift events are stored as they happen.
 
-Before anything moves, every pump step is checked against the bench's declared limits; a
-step the pump would refuse stops the run before it starts, naming the step. A device that
+Before anything moves, the scenario is planned (:mod:`medtwin.hil.plan`): every step is
+checked against the bench's declared limits, and a step the pump would refuse stops the
+run before it starts, naming the step. Each step's device call and twin input come from
+the action table (:mod:`medtwin.hil.actions`), which the pytest plug-in uses too. A device that
 stops answering (after the driver's own retries) is marked *lost*: its channels get gaps
 (NaN), the run goes on with the others, the device is retried with a doubling backoff in
 scenario time, and the run ends ``degraded``. Stopping the run (Ctrl-C, SIGTERM, or the
@@ -32,38 +34,32 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
-from medtwin.device_models.base import ParameterError
 from medtwin.device_models.schedule import CommandKind
-from medtwin.device_models.syringes import SyringeLibrary, default_library
 from medtwin.drivers.base import Device, PumpStatus
 from medtwin.drivers.clock import Clock, VirtualClock
-from medtwin.drivers.errors import ConfigurationError, DeviceError, MedtwinError, ProtocolError
-from medtwin.hil.comparator import ChannelSpec, DriftEvent, LiveComparator
-from medtwin.hil.config import ACTION_KIND, BenchConfig, ScenarioConfig, Step
+from medtwin.drivers.errors import DeviceError, MedtwinError, ProtocolError
+from medtwin.hil.actions import ACTIONS, PlannedStep
+from medtwin.hil.comparator import DriftEvent, LiveComparator
+from medtwin.hil.config import BenchConfig, ScenarioConfig
 from medtwin.hil.measurements import Verdict
+from medtwin.hil.plan import RunPlan, plan_steps
 from medtwin.hil.procedures import (
-    Procedure,
     ProcedureResult,
     RunSeries,
     analyse,
-    parse_procedures,
     pressure_alarm_bits,
 )
-from medtwin.hil.rig import BenchRig, RigStatus, check_bench
+from medtwin.hil.rig import BenchRig, RigStatus
 from medtwin.hil.store import RunStore, RunWriter
 from medtwin.hil.twin import (
-    ACTION_COMMANDS,
     CHANNEL_KINDS,
     Twin,
     build_twin,
     schedule_from_events,
-    twin_params,
     twin_series,
 )
 
 __all__ = ["PlannedStep", "RunPlan", "RunResult", "Runner", "plan_steps", "software_version"]
-
-_VALUED = {CommandKind.SET_RATE, CommandKind.SET_DIAMETER, CommandKind.SET_TARGET}
 
 #: Longest wait (scenario time) between attempts to reach a lost device.
 LOST_BACKOFF_MAX_S = 60.0
@@ -78,192 +74,6 @@ def software_version() -> str:
         return f"medtwin {version('medtwin')}"
     except PackageNotFoundError:  # pragma: no cover - bare checkout
         return "medtwin (unknown version)"
-
-
-# --------------------------------------------------------------------------- planning
-
-
-@dataclass(frozen=True)
-class PlannedStep:
-    """A step as executed: one device command at ``t_s``.
-
-    ``label`` names where it came from (``steps[3]`` or ``steps[3] (bolus)``).
-    """
-
-    t_s: float
-    action: str
-    device: str | None
-    value: float = math.nan
-    note: str = ""
-    label: str = ""
-
-
-def _limit_error(scenario: ScenarioConfig, field_path: str, message: str) -> ConfigurationError:
-    return ConfigurationError(
-        f"{message}; the run was not started", source=scenario.source, field=field_path
-    )
-
-
-def plan_steps(
-    bench: BenchConfig, scenario: ScenarioConfig, library: SyringeLibrary | None = None
-) -> list[PlannedStep]:
-    """Expand and check the scenario's steps against the bench.
-
-    Raises
-    ------
-    ConfigurationError
-        A step that names an unknown device, addresses a device of the wrong kind, or that
-        the pump would refuse (outside its declared limits), naming the step.
-    """
-    library = library or default_library()
-    planned: list[PlannedStep] = []
-    rate = 0.0
-    running = False
-    labelled: list[tuple[str, Step]] = [
-        (f"steps[{i}]", step) for i, step in enumerate(scenario.steps)
-    ]
-    for procedure in parse_procedures(scenario.procedures, source=scenario.source):
-        if procedure.end_s > scenario.duration + 1e-6:
-            raise ConfigurationError(
-                f"{procedure.kind} ends at {procedure.end_s:g} s, after the scenario "
-                f"({scenario.duration:g} s); lengthen duration",
-                source=scenario.source,
-                field=procedure.label,
-            )
-        labelled += [(f"{procedure.label} ({procedure.kind})", step) for step in procedure.steps()]
-    labelled.sort(key=lambda item: item[1].at)  # stable: same-time steps keep their order
-    for where, step in labelled:
-        kind = ACTION_KIND[step.action]
-        device_name: str | None = None
-        if kind is not None:
-            if step.device is not None:
-                try:
-                    cfg = bench.device(step.device)
-                except KeyError:
-                    raise ConfigurationError(
-                        f"no device {step.device!r} on bench {bench.name!r}",
-                        source=scenario.source,
-                        field=f"{where}.device",
-                    ) from None
-                if cfg.kind != kind:
-                    raise ConfigurationError(
-                        f"action {step.action!r} needs a {kind}, "
-                        f"but {step.device!r} is a {cfg.kind}",
-                        source=scenario.source,
-                        field=f"{where}.device",
-                    )
-            else:
-                cfg_or_none = bench.device_of_kind(kind)
-                if cfg_or_none is None:
-                    raise ConfigurationError(
-                        f"action {step.action!r} needs a {kind}, and bench {bench.name!r} has none",
-                        source=scenario.source,
-                        field=f"{where}.action",
-                    )
-                cfg = cfg_or_none
-            device_name = cfg.name
-            limits = cfg.limits
-        t = step.at
-        if step.action == "set_rate":
-            assert step.rate_ml_h is not None
-            if not limits.min_rate_ml_h <= step.rate_ml_h <= limits.max_rate_ml_h:
-                raise _limit_error(
-                    scenario,
-                    f"{where}.rate_ml_h",
-                    f"rate {step.rate_ml_h:g} mL/h is outside {device_name}'s declared limits "
-                    f"[{limits.min_rate_ml_h:g}, {limits.max_rate_ml_h:g}] mL/h",
-                )
-            rate = step.rate_ml_h
-            planned.append(PlannedStep(t, "set_rate", device_name, rate, label=where))
-        elif step.action == "set_diameter":
-            diameter = step.diameter_mm
-            if diameter is None:
-                try:
-                    diameter = library.get(step.syringe or "").inner_diameter_mm
-                except ParameterError as exc:
-                    raise ConfigurationError(
-                        str(exc), source=scenario.source, field=f"{where}.syringe"
-                    ) from None
-            if not limits.min_diameter_mm <= diameter <= limits.max_diameter_mm:
-                raise _limit_error(
-                    scenario,
-                    f"{where}.diameter_mm",
-                    f"syringe diameter {diameter:g} mm is outside {device_name}'s declared "
-                    f"range [{limits.min_diameter_mm:g}, {limits.max_diameter_mm:g}] mm",
-                )
-            planned.append(PlannedStep(t, "set_diameter", device_name, diameter, label=where))
-        elif step.action == "set_target":
-            assert step.volume_ml is not None
-            if step.volume_ml > limits.max_volume_ml:
-                raise _limit_error(
-                    scenario,
-                    f"{where}.volume_ml",
-                    f"volume {step.volume_ml:g} mL exceeds {device_name}'s declared maximum "
-                    f"{limits.max_volume_ml:g} mL",
-                )
-            planned.append(PlannedStep(t, "set_target", device_name, step.volume_ml, label=where))
-        elif step.action == "bolus":
-            assert step.volume_ml is not None
-            assert step.rate_ml_h is not None
-            if not limits.min_rate_ml_h <= step.rate_ml_h <= limits.max_rate_ml_h:
-                raise _limit_error(
-                    scenario,
-                    f"{where}.rate_ml_h",
-                    f"bolus rate {step.rate_ml_h:g} mL/h is outside {device_name}'s declared "
-                    f"limits [{limits.min_rate_ml_h:g}, {limits.max_rate_ml_h:g}] mL/h",
-                )
-            if step.volume_ml > limits.max_volume_ml:
-                raise _limit_error(
-                    scenario,
-                    f"{where}.volume_ml",
-                    f"bolus {step.volume_ml:g} mL exceeds {device_name}'s declared maximum "
-                    f"{limits.max_volume_ml:g} mL",
-                )
-            # A bolus is a volume target at the bolus rate, then back to the basal rate.
-            label = f"{where} (bolus)"
-            done = t + step.volume_ml / step.rate_ml_h * 3600.0 + 1.0
-            planned += [
-                PlannedStep(t, "stop", device_name, label=label),
-                PlannedStep(t, "set_target", device_name, step.volume_ml, label=label),
-                PlannedStep(t, "set_rate", device_name, step.rate_ml_h, label=label),
-                PlannedStep(t, "start", device_name, label=label, note=step.note),
-                PlannedStep(done, "set_target", device_name, 0.0, label=label),
-                PlannedStep(done, "set_rate", device_name, rate, label=label),
-            ]
-            if running:
-                planned.append(PlannedStep(done, "start", device_name, label=label))
-        else:
-            if step.action == "start":
-                running = True
-            elif step.action == "stop":
-                running = False
-            planned.append(PlannedStep(t, step.action, device_name, note=step.note, label=where))
-    planned.sort(key=lambda s: s.t_s)  # stable: same-time steps keep their order
-    if any(s.t_s > scenario.duration for s in planned):
-        late = next(s for s in planned if s.t_s > scenario.duration)
-        raise ConfigurationError(
-            f"{late.label} ends after the scenario ({late.t_s:g} s > {scenario.duration:g} s)",
-            source=scenario.source,
-            field="duration",
-        )
-    return planned
-
-
-def _sample_ticks(bench: BenchConfig, scenario: ScenarioConfig) -> dict[float, list[str]]:
-    ticks: dict[float, list[str]] = defaultdict(list)
-    for name, interval in scenario.sampling.items():
-        try:
-            bench.device(name)
-        except KeyError:
-            raise ConfigurationError(
-                f"no device {name!r} on bench {bench.name!r}",
-                source=scenario.source,
-                field=f"sampling.{name}",
-            ) from None
-        count = math.floor(scenario.duration / interval + 1e-9)
-        for k in range(count + 1):
-            ticks[round(k * interval, 9)].append(name)
-    return ticks
 
 
 # --------------------------------------------------------------------------- results
@@ -337,57 +147,6 @@ class _Lost:
 
 
 ProgressHook = Callable[[float, dict[str, int], int], None]
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """What a scenario asks of a bench, checked against it without touching any device
-    or the store: the planned steps (limits checked), the sampling ticks, each channel's
-    comparator settings and the procedures.
-
-    :meth:`of` raises :class:`~medtwin.drivers.errors.ConfigurationError` naming file:field for
-    a scenario the bench cannot run, so a command can refuse it before it opens (or
-    creates) a database.
-    """
-
-    steps: list[PlannedStep]
-    ticks: dict[float, list[str]]
-    specs: dict[str, ChannelSpec]
-    procedures: list[Procedure]
-
-    @classmethod
-    def of(cls, bench: BenchConfig, scenario: ScenarioConfig) -> RunPlan:
-        # The bench alone first (emulated truth, faults, options, the twin's parameters):
-        # the errors its start would raise after the store had been opened.
-        check_bench(bench)
-        twin_params(bench)
-        return cls(
-            steps=plan_steps(bench, scenario),
-            ticks=_sample_ticks(bench, scenario),
-            specs=_channel_specs(bench, scenario),
-            procedures=parse_procedures(scenario.procedures, source=scenario.source),
-        )
-
-
-def _channel_specs(bench: BenchConfig, scenario: ScenarioConfig) -> dict[str, ChannelSpec]:
-    specs: dict[str, ChannelSpec] = {}
-    known: set[str] = set()
-    for cfg in bench.devices:
-        for ch in CHANNEL_KINDS[cfg.kind]:
-            name = f"{cfg.name}.{ch.quantity}"
-            known.add(name)
-            options = {**ch.defaults, **scenario.tolerances.get(name, {})}
-            specs[name] = ChannelSpec.from_mapping(
-                name, {"unit": ch.unit, **options}, source=scenario.source
-            )
-    unknown = sorted(set(scenario.tolerances) - known)
-    if unknown:
-        raise ConfigurationError(
-            f"no channel {unknown[0]!r} on this bench; channels are {', '.join(sorted(known))}",
-            source=scenario.source,
-            field=f"tolerances.{unknown[0]}",
-        )
-    return specs
 
 
 class Runner:
@@ -572,7 +331,7 @@ class Runner:
         assert self.writer is not None
         assert self.twin is not None
         writer, twin = self.writer, self.twin
-        if step.action == "mark":
+        if step.device is None:  # an action that addresses no device (mark): a note
             writer.add_event(self._now(), "note", message=step.note or step.label)
             return
         # The twin must have seen every reading up to now before its inputs change.
@@ -580,7 +339,7 @@ class Runner:
         device = self.rig.devices[step.device or ""]
         description = step.action + ("" if math.isnan(step.value) else f" {step.value:g}")
         try:
-            twin_kind, twin_value = await self._command(device, step)
+            twin_input = await self._command(device, step)
         except MedtwinError as exc:
             self._count("fault")
             writer.add_event(
@@ -600,41 +359,16 @@ class Runner:
             message=f"{step.label}: {description}",
             data={"step": step.label, "action": step.action, "value": _finite(step.value)},
         )
-        if twin_kind is not None:
-            twin.command(self._t0 + t, twin_kind, twin_value)
+        if twin_input is not None:
+            twin.command(self._t0 + t, *twin_input)
 
-    async def _command(self, device: Device, step: PlannedStep) -> tuple[CommandKind | None, float]:
-        """Send one step to its device; return the twin's input change."""
-        rig = self.rig
-        action, value = step.action, step.value
-        kind = ACTION_COMMANDS[action]
-        if action in ("occlude", "release"):
-            assert rig.bench_io is not None
-            await rig.bench_io.set_occluded(action == "occlude")
-        elif action == "tare":
-            assert rig.balance is not None
-            await rig.balance.tare()
-        elif action == "zero":
-            assert rig.balance is not None
-            await rig.balance.zero()
-        else:
-            pump = rig.pump
-            assert pump is not None
-            if action == "set_rate":
-                await pump.set_rate(value)
-            elif action == "set_diameter":
-                await pump.set_syringe_diameter(value)
-            elif action == "set_target":
-                await pump.set_volume_target(value or None)
-            elif action == "start":
-                await pump.start()
-            elif action == "stop":
-                await pump.stop()
-            elif action == "clear_alarms":
-                await pump.clear_alarms()
-            elif action == "clear_volume":
-                await pump.clear_volume()
-        return kind, value if kind in _VALUED else math.nan
+    async def _command(self, device: Device, step: PlannedStep) -> tuple[CommandKind, float] | None:
+        """Send one step to its device (the action table's device call); return the twin's
+        input for it (None when the twin does not see the action)."""
+        entry = ACTIONS[step.action]
+        assert entry.call is not None, f"{step.action} is planned into other actions"
+        await entry.call(device, step.value)
+        return entry.twin_input(step.value)
 
     # -- sampling -------------------------------------------------------------------------------
 

@@ -24,12 +24,12 @@ from medtwin.device_models.syringes import SyringeLibrary, default_library
 from medtwin.device_models.system import ParameterBatch, SystemParams, SystemSimulator, simulate
 from medtwin.drivers.base import DeviceIdentity
 from medtwin.drivers.errors import ConfigurationError
+from medtwin.hil.actions import ACTIONS
 from medtwin.hil.config import BenchConfig, EmulationConfig, TwinConfig
 from medtwin.hil.store import RunStore
 from numpy.typing import NDArray
 
 __all__ = [
-    "ACTION_COMMANDS",
     "CHANNEL_KINDS",
     "ChannelDef",
     "Twin",
@@ -40,23 +40,6 @@ __all__ = [
     "twin_params",
     "twin_series",
 ]
-
-#: Scenario action → the model input it changes (what the runner records for the twin).
-ACTION_COMMANDS: dict[str, CommandKind] = {
-    "set_rate": CommandKind.SET_RATE,
-    "set_diameter": CommandKind.SET_DIAMETER,
-    "set_target": CommandKind.SET_TARGET,
-    "start": CommandKind.START,
-    "stop": CommandKind.STOP,
-    "clear_alarms": CommandKind.CLEAR_ALARMS,
-    "clear_volume": CommandKind.CLEAR_VOLUME,
-    "occlude": CommandKind.OCCLUDE,
-    "release": CommandKind.RELEASE,
-    # The twin's net mass starts from its own settled reading when the balance is tared or
-    # zeroed; the real balance's tare noise stays in the residual (see CHANNEL_KINDS).
-    "tare": CommandKind.TARE,
-    "zero": CommandKind.TARE,
-}
 
 
 @dataclass(frozen=True)
@@ -240,19 +223,18 @@ def schedule_from_events(events: Sequence[Any]) -> Schedule:
     """The twin's input schedule of a stored run: its ``command`` events, in order.
 
     Each command event carries ``data = {"action": ..., "value": ...}`` (as the runner
-    records it); commands that failed on the device are ``fault`` events and are not part
-    of what the device saw.
+    and the pytest plug-in record it), turned into the twin's input by the action's entry
+    in :data:`medtwin.hil.actions.ACTIONS`, as when it was sent. Commands that failed on
+    the device are ``fault`` events and are not part of what the device saw.
     """
     schedule = Schedule()
     for event in events:
         if event.kind != "command" or not isinstance(event.data, dict):
             continue
-        kind = ACTION_COMMANDS.get(str(event.data.get("action")))
-        if kind is None:
-            continue
-        value = event.data.get("value")
-        value = math.nan if value is None or kind is CommandKind.TARE else float(value)
-        schedule.add(Command(float(event.t_s), kind, value))
+        entry = ACTIONS.get(str(event.data.get("action")))
+        twin_input = None if entry is None else entry.twin_input(event.data.get("value"))
+        if twin_input is not None:
+            schedule.add(Command(float(event.t_s), *twin_input))
     return schedule
 
 
