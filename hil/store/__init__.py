@@ -1,8 +1,8 @@
 """The run store: every run's metadata, samples, events, verdicts, and device calibrations.
 
-DESIGN.md "Store": metadata lives in SQLModel tables, time series as numpy blocks (BLOBs of
-little-endian float64), flushed at least every second, so a killed run loses at most the
-last second and is marked ``interrupted`` the next time a store is opened.
+Metadata lives in SQLModel tables, time series as numpy blocks (BLOBs of little-endian
+float64), flushed at least every second, so a killed run loses at most the last second and is
+marked ``interrupted`` the next time a store is opened (``docs/storage.md``).
 
     >>> with RunStore("sqlite:///medtwin.db") as store:               # doctest: +SKIP
     ...     writer = store.start_run(bench_name="bench-a", bench_text=toml, ...)
@@ -19,7 +19,11 @@ IEEE 754 bytes round-trips every bit. The ORM is kept for what it is good at: th
 metadata. Hand-written parts (the block codec, the flusher, the liveness check) exist
 because no library does them for SQLAlchemy; each module says what it does and why.
 
-Modules: :mod:`~medtwin.hil.store.runstore` (:class:`RunStore`), :mod:`~medtwin.hil.store.writer`
+Modules: :mod:`~medtwin.hil.store.runstore` (:class:`RunStore`: opening and closing, composed of
+one part per job on the shared state of :mod:`~medtwin.hil.store.core`:
+:mod:`~medtwin.hil.store.lifecycle` (start runs, mark dead ones interrupted),
+:mod:`~medtwin.hil.store.reading` (list and load runs), :mod:`~medtwin.hil.store.verdicts`,
+:mod:`~medtwin.hil.store.calibrations`), :mod:`~medtwin.hil.store.writer`
 (:class:`RunWriter`), :mod:`~medtwin.hil.store.records` (what readers get back),
 :mod:`~medtwin.hil.store.schema` (tables), :mod:`~medtwin.hil.store.codec` (blocks, JSON),
 :mod:`~medtwin.hil.store.engine` (URLs, SQLite pragmas, PostgreSQL options),
