@@ -1,0 +1,204 @@
+"""Events inside a phase, found exactly: occlusion alarm, stall, volume target, empty, wear.
+
+An event splits the phase it falls in (:meth:`EventHandling._find_events`): the pending
+occlusion alarm fires (after the pump's detection latency; the motor stops, optional
+back-off), the onset of wear re-linearises the step volume, the volume target is reached,
+and crossings of the occlusion threshold, the stall force or the end of the syringe
+(container) are located on the evaluation grid and refined by bisection over step indices
+(or over time, for continuous motion), each candidate evaluated with the same closed form.
+:meth:`EventHandling._apply_events` then changes the state as the pump would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from medtwin.device_models.schedule import Alarm
+from medtwin.device_models.system.kernel import (
+    EPS_STEPS,
+    Eval,
+    Phase,
+    PhaseKernel,
+    evaluate,
+    sub_phase,
+)
+from medtwin.device_models.system.params import (
+    FloatArray,
+)
+from medtwin.device_models.system.state import SystemState
+from numpy.typing import NDArray
+
+__all__ = ["EventHandling"]
+
+
+_EV_FIRE, _EV_WEAR, _EV_TARGET, _EV_CROSS, _EV_STALL, _EV_EMPTY = 1, 2, 3, 4, 5, 6
+
+
+class EventHandling(PhaseKernel):
+    """Finding and applying the events of a phase (a part of :class:`~.model.Model`)."""
+
+    def _find_events(
+        self,
+        idx: NDArray[np.intp],
+        st: SystemState,
+        ph: Phase,
+        ev: Eval,
+        t_a: FloatArray,
+        t_b: float,
+    ) -> tuple[FloatArray, NDArray[np.int64]]:
+        """Earliest event per row in (t_a, t_b) (inf: none) and its kind code."""
+        r = self.rows
+        size = idx.size
+        t_event = np.full(size, np.inf)
+        kind = np.zeros(size, dtype=np.int64)
+        running = st.running & (ph.f[:, 0] > 0)
+        if not np.any(running):
+            return t_event, kind
+        f = ph.f[:, 0]
+        safe_f = np.where(f > 0, f, 1.0)
+        t_stop = ph.t_stop[:, 0]
+
+        def consider(t: FloatArray, code: int) -> None:
+            better = running & (t < t_event) & (t <= t_stop) & (t >= t_a) & (t < t_b)
+            t_event[better] = t[better]
+            kind[better] = code
+
+        # 1. the pending occlusion alarm fires (motor stops at that time)
+        fire = np.where(np.isfinite(st.pending_alarm_s), st.pending_alarm_s, np.inf)
+        consider(fire, _EV_FIRE)
+        # 2. wear onset (re-linearise the step volume)
+        onset = r.wear_onset_s[idx]
+        wear_split = (r.wear_per_s[idx] > 0) & (onset > t_a)
+        consider(np.where(wear_split, onset, np.inf), _EV_WEAR)
+        # 3. volume target (pump-counted volume since start)
+        target = self.inputs.target_ml
+        if target > 0 and self.inputs.direction > 0:
+            remaining = target - st.run_counted_ml
+            dv = ph.dv_cfg[:, 0]
+            if r.quantised:
+                k = np.maximum(np.ceil(remaining / dv - 1e-9), 1.0)
+                t_target = t_a + (k - st.acc) / safe_f
+            else:
+                t_target = t_a + np.maximum(remaining, 0.0) / (dv * safe_f)
+            consider(np.where(remaining > 0, t_target, t_a), _EV_TARGET)
+        # 4. crossings: pressure alarm, stall, empty (infusing only)
+        if self.inputs.direction > 0:
+            alarm_p, stall_p = self.thresholds(idx)
+            armed = ~np.isfinite(st.pending_alarm_s) & ((st.alarms & int(Alarm.OCCLUSION)) == 0)
+            fill = r.fill_ml[idx]
+            crossing = np.zeros(ev.u.shape, dtype=bool)
+            crossing |= armed[:, None] & (ev.peak_pressure_mmhg >= alarm_p[:, None])
+            crossing |= ev.peak_pressure_mmhg >= stall_p[:, None]
+            crossing |= ev.plunger_ml >= fill[:, None] - 1e-12
+            crossing &= ev.u <= ph.t_stop
+            crossing &= ev.n_steps > 0 if r.quantised else ev.u > t_a[:, None]
+            rows_c = np.flatnonzero(crossing.any(axis=1) & running)
+            if rows_c.size:
+                t_c, code_c = self._refine_crossing(
+                    idx, st, ph, ev, crossing, rows_c, alarm_p, stall_p, fill, armed
+                )
+                candidate = np.full(size, np.inf)
+                codes = np.zeros(size, dtype=np.int64)
+                candidate[rows_c] = t_c
+                codes[rows_c] = code_c
+                better = running & (candidate < t_event) & (candidate < t_b)
+                # a crossing at the same instant as another event still happens
+                t_event[better] = candidate[better]
+                kind[better] = codes[better]
+        return t_event, kind
+
+    def _refine_crossing(
+        self,
+        idx: NDArray[np.intp],
+        st: SystemState,
+        ph: Phase,
+        ev: Eval,
+        crossing: NDArray[np.bool_],
+        rows_c: NDArray[np.intp],
+        alarm_p: FloatArray,
+        stall_p: FloatArray,
+        fill: FloatArray,
+        armed: NDArray[np.bool_],
+    ) -> tuple[FloatArray, NDArray[np.int64]]:
+        """Exact time of the first crossing for ``rows_c`` (bisection on step index/time)."""
+        r = self.rows
+        j = np.argmax(crossing[rows_c], axis=1)
+        st_c = st.take(rows_c)
+        ph_c = sub_phase(ph, rows_c)
+        rows_c_consts = r.take(idx[rows_c])
+        t_a = ph_c.t_a[:, 0]
+        f = ph_c.f[:, 0]
+        u_hi = ev.u[rows_c, j]
+        u_lo = np.where(j > 0, ev.u[rows_c, np.maximum(j - 1, 0)], t_a)
+
+        def crossed(u_val: FloatArray) -> NDArray[np.bool_]:
+            e = evaluate(rows_c_consts, st_c, ph_c, u_val[:, None])
+            p = e.pressure_mmhg[:, 0]
+            c = (armed[rows_c] & (p >= alarm_p[rows_c])) | (p >= stall_p[rows_c])
+            c |= e.plunger_ml[:, 0] >= fill[rows_c] - 1e-12
+            return np.asarray(c & (u_val > t_a) if not r.quantised else c & (e.n_steps[:, 0] > 0))
+
+        if r.quantised:
+            acc = st_c.acc
+            k_lo = np.floor(acc + f * (u_lo - t_a) + EPS_STEPS)
+            k_hi = np.floor(acc + f * (np.minimum(u_hi, ph_c.t_stop[:, 0]) - t_a) + EPS_STEPS)
+            # smallest k in (k_lo, k_hi] whose post-step state has crossed
+            lo, hi = k_lo.copy(), k_hi.copy()
+            lo_crossed = crossed(t_a + (np.maximum(lo, 0.0) - acc) / f) & (lo >= 1)
+            # if already crossed at lo (e.g. start of phase), the crossing is at lo
+            hi = np.where(lo_crossed, lo, hi)
+            lo = np.where(lo_crossed, lo - 1, lo)
+            while np.any(hi - lo > 1):
+                mid = np.floor((lo + hi) / 2.0)
+                c = crossed(t_a + (mid - acc) / f)
+                busy = hi - lo > 1
+                hi = np.where(busy & c, mid, hi)
+                lo = np.where(busy & ~c, mid, lo)
+            t_cross = t_a + (hi - acc) / f
+        else:
+            lo, hi = u_lo.copy(), u_hi.copy()
+            for _ in range(200):
+                if np.all(hi - lo <= 1e-12 * np.maximum(1.0, np.abs(hi))):
+                    break
+                mid = 0.5 * (lo + hi)
+                c = crossed(mid)
+                hi = np.where(c, mid, hi)
+                lo = np.where(c, lo, mid)
+            t_cross = hi
+        e = evaluate(rows_c_consts, st_c, ph_c, t_cross[:, None])
+        p = e.pressure_mmhg[:, 0]
+        code = np.where(
+            p >= stall_p[rows_c],
+            _EV_STALL,
+            np.where(e.plunger_ml[:, 0] >= fill[rows_c] - 1e-12, _EV_EMPTY, _EV_CROSS),
+        )
+        return t_cross, code.astype(np.int64)
+
+    def _apply_events(
+        self, idx: NDArray[np.intp], st: SystemState, kind: NDArray[np.int64], t: FloatArray
+    ) -> None:
+        r = self.rows
+        latency = r.latency_s[idx]
+        fire_now = (kind == _EV_FIRE) | ((kind == _EV_CROSS) & (latency <= 0))
+        pend = (kind == _EV_CROSS) & (latency > 0)
+        st.pending_alarm_s = np.where(pend, t + latency, st.pending_alarm_s)
+        if np.any(fire_now):
+            st.running = np.where(fire_now, False, st.running)
+            st.alarms = np.where(fire_now, st.alarms | int(Alarm.OCCLUSION), st.alarms)
+            st.pending_alarm_s = np.where(fire_now, np.inf, st.pending_alarm_s)
+            p_eq = self.p_eq(idx)
+            stored = r.C[idx] * np.maximum(st.pressure_mmhg - p_eq, 0.0)
+            back = np.where(fire_now, np.minimum(r.backoff_ml[idx], stored), 0.0)
+            st.plunger_ml = st.plunger_ml - back
+            st.pressure_mmhg = st.pressure_mmhg - back / r.C[idx]
+        stall = kind == _EV_STALL
+        st.running = np.where(stall, False, st.running)
+        st.alarms = np.where(stall, st.alarms | int(Alarm.MOTOR_STALL), st.alarms)
+        st.pending_alarm_s = np.where(stall, np.inf, st.pending_alarm_s)
+        empty = kind == _EV_EMPTY
+        st.running = np.where(empty, False, st.running)
+        st.alarms = np.where(empty, st.alarms | int(Alarm.EMPTY | Alarm.END_OF_INFUSION), st.alarms)
+        st.pending_alarm_s = np.where(empty, np.inf, st.pending_alarm_s)
+        target = kind == _EV_TARGET
+        st.running = np.where(target, False, st.running)
+        st.alarms = np.where(target, st.alarms | int(Alarm.END_OF_INFUSION), st.alarms)
+        st.pending_alarm_s = np.where(target, np.inf, st.pending_alarm_s)
