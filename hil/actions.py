@@ -148,8 +148,12 @@ class PlanContext:
         return ConfigurationError(
             f"{message}; {self.consequence}",
             source=self.source,
-            field=f"{self.where}.{argument}",
+            field=self.field(argument),
         )
+
+    def field(self, argument: str) -> str:
+        """Where ``argument`` of this step is (``steps[3].rate_ml_h``)."""
+        return f"{self.where}.{argument}" if self.where else argument
 
     def argument(self, name: str) -> float:
         value = getattr(self.step, name)
@@ -259,7 +263,7 @@ def _plan_diameter(ctx: PlanContext) -> list[PlannedStep]:
             diameter = ctx.library.get(getattr(ctx.step, "syringe", None) or "").inner_diameter_mm
         except ParameterError as exc:
             raise ConfigurationError(
-                str(exc), source=ctx.source, field=f"{ctx.where}.syringe"
+                str(exc), source=ctx.source, field=ctx.field("syringe")
             ) from None
     limits = ctx.device.limits
     if not limits.min_diameter_mm <= diameter <= limits.max_diameter_mm:
@@ -360,8 +364,8 @@ ACTIONS: dict[str, Action] = {
         Action(
             "set_diameter",
             "pump",
-            "program the syringe's inner diameter: `diameter_mm`, or `syringe` (a library "
-            "name, resolved to its diameter before the run)",
+            "program the syringe's inner diameter; a `syringe` (library name) is resolved "
+            "to its diameter before the run",
             _plan_diameter,
             _set_diameter,
             CommandKind.SET_DIAMETER,
@@ -439,7 +443,7 @@ ACTIONS: dict[str, Action] = {
         # in medtwin.hil.twin).
         Action("tare", "balance", "tare the balance", _plan_plain, _tare, CommandKind.TARE),
         Action("zero", "balance", "zero the balance", _plan_plain, _zero, CommandKind.TARE),
-        Action("mark", None, "`note`: a note in the run's event log", _plan_plain),
+        Action("mark", None, "write the step's `note` in the run's event log", _plan_plain),
     )
 }
 
