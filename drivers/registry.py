@@ -33,6 +33,7 @@ __all__ = [
     "GROUP",
     "descriptor",
     "descriptors",
+    "distribution",
     "driver_class",
     "emulator_class",
     "protocols",
@@ -150,6 +151,14 @@ def descriptor(name: str) -> ProtocolDescriptor:
             field="protocol",
         )
     return dataclasses.replace(found, source=_source(ep))
+
+
+def distribution(name: str) -> tuple[str, str]:
+    """(name, version) of the distribution that registers protocol ``name``."""
+    ep = _entry_points()[0].get(name)
+    if ep is None:
+        raise _unknown(name)
+    return _distribution(ep)
 
 
 def descriptors() -> dict[str, ProtocolDescriptor]:

@@ -32,6 +32,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 COMMANDS: dict[str, str] = {
     "simulate": "medtwin.hil.commands.simulate:simulate",
     "emulate": "medtwin.hil.commands.emulate:emulate",
+    "protocols": "medtwin.hil.commands.protocols:protocols_command",
     "run": "medtwin.hil.commands.run:run",
     "demo": "medtwin.hil.commands.demo:demo",
     "runs": "medtwin.hil.commands.runs:runs",

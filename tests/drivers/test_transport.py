@@ -259,3 +259,27 @@ async def test_tcp_connection_refused_is_a_port_error() -> None:
     transport = open_transport(f"socket://127.0.0.1:{port}", device="gone")
     with pytest.raises(PortError, match="cannot connect"):
         await transport.open()
+
+
+def test_line_resources_are_validated_descriptions_of_a_port() -> None:
+    from medtwin.drivers.transport import SerialLine, TcpLine, line_for
+
+    line = line_for(
+        "/dev/ttyUSB0", device="balance", baudrate=9600, parity="e", handshake="xonxoff"
+    )
+    assert line == SerialLine("/dev/ttyUSB0", 9600, 8, "E", 1, "xonxoff")
+    assert line.pyserial_options()["xonxoff"] is True
+    assert line_for("tcp://127.0.0.1:502", device="io") == TcpLine("127.0.0.1", 502, "tcp")
+    assert line_for("socket://10.0.0.5:4001", device="p").url == "socket://10.0.0.5:4001"
+    with pytest.raises(ConfigurationError, match="balance on /dev/x: stopbits=3 is not valid") as e:
+        line_for("/dev/x", device="balance", stopbits=3)
+    assert e.value.field == "stopbits"
+    # checked for TCP too: the bench file is wrong whether or not this port uses it
+    with pytest.raises(ConfigurationError, match="bytesize=9") as e:
+        line_for("socket://127.0.0.1:4001", device="p", bytesize=9)
+    with pytest.raises(ConfigurationError, match="unknown line setting"):
+        line_for("/dev/x", device="p", flow="rts")
+    with pytest.raises(ConfigurationError, match=r"outside 1\.\.65535"):
+        TcpLine("127.0.0.1", 70000)
+    with pytest.raises(ConfigurationError, match="baudrate=True"):
+        SerialLine("/dev/x", baudrate=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from medtwin.drivers.errors import ConfigurationError
 from medtwin.fixtures.packaged import bench_path, scenario_path
-from medtwin.hil.config import load_bench, load_scenario
+from medtwin.hil.config import bench_from_text, load_bench, load_scenario
+from medtwin.hil.rig import check_bench
 from medtwin.hil.runner import plan_steps
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -99,6 +100,99 @@ def test_bench_errors_name_file_and_field(
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="bench file not found"):
         load_bench(tmp_path / "nope.toml")
+
+
+# -- line settings: one line table per device, checked against the protocol's descriptor ----
+
+
+def test_line_table_and_the_older_baudrate_spelling_give_the_same_settings() -> None:
+    table = bench_from_text(BENCH.replace('"mt-sics"', '"mt-sics"\nline = { baudrate = 9600 }'))
+    alias = bench_from_text(BENCH.replace('"mt-sics"', '"mt-sics"\nbaudrate = 9600'))
+    assert table.device("balance").line_settings() == {"baudrate": 9600}
+    assert alias.device("balance").line_settings() == {"baudrate": 9600}
+    check_bench(table)
+    check_bench(alias)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "message"),
+    [
+        ('line = { parit = "E" }', "devices[1].line.parit", "unknown field"),
+        ("line = { baudrate = -1 }", "devices[1].line.baudrate", "greater than 0"),
+        (
+            "baudrate = 9600\nline = { baudrate = 9600 }",
+            "devices[1]",
+            "baudrate is given twice",
+        ),
+        ("pace = true", "devices[1]", "pace = true needs a baudrate"),
+    ],
+    ids=["unknown-setting", "bad-type", "twice", "pace"],
+)
+def test_line_errors_found_when_the_file_is_read(extra: str, field: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        bench_from_text(BENCH.replace('"mt-sics"', f'"mt-sics"\n{extra}'), source="b.toml")
+    assert f"b.toml:{field}:" in str(info.value)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("device", "extra", "field", "message"),
+    [
+        (
+            "balance",
+            'line = { baudrate = 9600, parity = "X" }',
+            "devices.balance.line.parity",
+            "parity='X' is not valid; expected N, E, O, M or S",
+        ),
+        ("balance", "baudrate = 0", "devices[1].baudrate", "greater than 0"),
+        (
+            "pump",
+            'line = { parity = "E" }',
+            "devices.pump.line.parity",
+            "protocol 'ne1000' fixes parity",
+        ),
+        (
+            "balance",
+            'options = { handshake = "xonxoff" }',
+            "devices.balance.options",
+            "handshake is a line setting: put it in the device's line table",
+        ),
+        (
+            "pump",
+            "options = { address = 100 }",
+            "devices.pump.options.address",
+            "less than or equal to 99 (got 100)",
+        ),
+        (
+            "balance",
+            "emulator_options = { stream_interval_s = 0 }",
+            "devices.balance.emulator_options.stream_interval_s",
+            "greater than 0",
+        ),
+        (
+            "balance",
+            "emulator_options = { address = 1 }",
+            "devices.balance.emulator_options",
+            "the 'mt-sics' emulator does not take option(s) address",
+        ),
+    ],
+    ids=["parity", "alias", "fixed-by-protocol", "line-key-in-options", "option", "emu", "emu-x"],
+)
+def test_device_errors_name_the_device_before_any_port_opens(
+    device: str, extra: str, field: str, message: str
+) -> None:
+    marker = '"ne1000"' if device == "pump" else '"mt-sics"'
+    with pytest.raises(ConfigurationError) as info:
+        check_bench(bench_from_text(BENCH.replace(marker, f"{marker}\n{extra}"), source="b.toml"))
+    assert f"b.toml:{field}:" in str(info.value)
+    assert message in str(info.value)
+
+
+def test_device_kind_lives_with_the_descriptor_and_is_re_exported() -> None:
+    from medtwin.drivers import protocol
+    from medtwin.hil import config
+
+    assert config.DeviceKind is protocol.DeviceKind
 
 
 SCENARIO = """

@@ -280,8 +280,8 @@ def test_cli_scenario_the_bench_cannot_run_exits_2_and_creates_no_database(
         ),
         (
             (
-                'protocol = "mt-sics"\nport = "emulated"',
-                'protocol = "mt-sics"\nport = "emulated"\nline = { handshake = "dtr" }',
+                'port = "emulated"\nline = { baudrate = 9600 }',
+                'port = "emulated"\nline = { baudrate = 9600, handshake = "dtr" }',
             ),
             "devices.balance.line.handshake",
             "handshake='dtr' is not valid; expected none, xonxoff, rtscts",
