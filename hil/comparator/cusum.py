@@ -160,7 +160,6 @@ class Cusum:
         p_after: float,
         g: float,
         sigma: float,
-        *,
         mark: Mark,
         here: Mark,
         ready: bool,

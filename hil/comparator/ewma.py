@@ -163,7 +163,6 @@ class Ewma:
         self,
         r: float,
         sigma: float,
-        *,
         mark: Mark,
         here: Mark,
         ready: bool,

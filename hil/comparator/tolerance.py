@@ -218,7 +218,6 @@ class ToleranceBand:
         t: float,
         r: float,
         twin: float,
-        *,
         gap: bool,
         last_valid_t: float,
         mark: Mark,
