@@ -21,15 +21,15 @@ table, so a scenario run and a bench test cannot disagree on what an action does
 an action is adding one entry here (and the driver method it calls, if it is new);
 docs/benches-and-scenarios.md lists the table, checked against it by the tests.
 
-The bolus expansion and the flow-rate and syringe bounds follow IEC 60601-2-24:2012
-(201.12.1.102 bolus accuracy: a bolus is delivered at its own rate on top of the basal
-rate, which resumes once the bolus volume is delivered).
+A ``bolus`` is planned as the bolus-accuracy test of IEC 60601-2-24 (1998 edition, clause
+50.106) delivers one: the bolus volume at its own rate, then the basal rate again; the
+procedure that analyses it is :class:`medtwin.hil.procedures.BolusProcedure`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -51,7 +51,6 @@ __all__ = [
     "PlanState",
     "PlannedStep",
     "StepArguments",
-    "action",
     "unknown_action_message",
 ]
 
@@ -167,7 +166,24 @@ Planner = Callable[[PlanContext], list[PlannedStep]]
 
 @dataclass(frozen=True)
 class Action:
-    """One scenario action (see the module docstring for what each field is for)."""
+    """One scenario action. A new entry gives:
+
+    1. ``name``, the word scenario files use, and ``summary``, the line the docs show;
+    2. ``kind``, the device kind it addresses (``None``: no device; the runner writes the
+       step's note in the run's log);
+    3. ``arguments`` (step fields, required or optional, with any stricter lower bound)
+       and ``alternatives`` (of which at least one must be given); :meth:`validate`
+       checks them for every step, with errors naming the step;
+    4. ``plan(context)``, returning the device commands the step becomes; it checks the
+       values against ``context.device.limits`` and raises ``context.refuse(...)``, before
+       anything is sent. An action that only expands into other actions (``bolus``) has
+       no ``call`` of its own;
+    5. ``call(driver, value)``, the coroutine that sends one planned command to the driver
+       of ``kind`` (:mod:`medtwin.drivers.base`) and returns what the device answered;
+    6. ``twin`` (and ``twin_valued``: whether the value goes with it), the model input the
+       twin records once the device acknowledged the command; ``None`` when the twin's
+       model has no such input.
+    """
 
     name: str
     kind: DeviceKind | None
@@ -448,24 +464,10 @@ ACTIONS: dict[str, Action] = {
 }
 
 
-def unknown_action_message(names: Mapping[str, Action] | None = None) -> str:
-    """The error for an action word not in the table (worded as pydantic words a choice
-    between literals, which it was before the table existed)."""
-    quoted = [repr(n) for n in (ACTIONS if names is None else names)]
+def unknown_action_message() -> str:
+    """The error for an action word not in the table, listing the table's actions (worded
+    as pydantic words a choice between literals, which the actions were before the table)."""
+    quoted = [repr(n) for n in ACTIONS]
     if len(quoted) == 1:
         return f"Input should be {quoted[0]}"
     return f"Input should be {', '.join(quoted[:-1])} or {quoted[-1]}"
-
-
-def action(name: str) -> Action:
-    """The table's entry for ``name``.
-
-    Raises
-    ------
-    KeyError
-        ``name`` is not an action; the message lists the actions.
-    """
-    try:
-        return ACTIONS[name]
-    except KeyError:
-        raise KeyError(f"unknown action {name!r}: {unknown_action_message()}") from None
