@@ -38,8 +38,8 @@ from _common import BenchResult, ratio_goal  # noqa: E402
 from medtwin.drivers.base import RetryPolicy  # noqa: E402
 from medtwin.drivers.clock import VirtualClock  # noqa: E402
 from medtwin.drivers.emulators.modbus import ModbusPumpEmulator, modbus_t35_s  # noqa: E402
+from medtwin.drivers.emulators.pacing import Pacing  # noqa: E402
 from medtwin.drivers.emulators.physical_bench import PhysicalBench  # noqa: E402
-from medtwin.drivers.emulators.serial_server import Pacing  # noqa: E402
 from medtwin.drivers.modbus import ModbusRegisterDevice  # noqa: E402
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient  # noqa: E402
 

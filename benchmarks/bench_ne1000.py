@@ -57,8 +57,8 @@ from _common import (  # noqa: E402
 from medtwin.drivers.base import RetryPolicy  # noqa: E402
 from medtwin.drivers.clock import VirtualClock  # noqa: E402
 from medtwin.drivers.emulators.ne1000 import NE1000Emulator  # noqa: E402
+from medtwin.drivers.emulators.pacing import Pacing  # noqa: E402
 from medtwin.drivers.emulators.physical_bench import PhysicalBench  # noqa: E402
-from medtwin.drivers.emulators.serial_server import Pacing  # noqa: E402
 from medtwin.drivers.ne1000 import Command, NE1000Pump  # noqa: E402
 from medtwin.drivers.transport import open_transport  # noqa: E402
 

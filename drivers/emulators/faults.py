@@ -2,7 +2,9 @@
 
 A fault plan is a list of :class:`Fault` s. Reply faults (``garbage``, ``bad-checksum``,
 ``drop``, ``late``, ``disconnect``) are applied by the emulator server to the replies it
-sends; device faults (``stall``, ``drift``) act on the physical bench behind it.
+sends, the same way whatever the framing (:func:`apply_reply_fault`; a ``bad-checksum``
+asks the framer how its checksum breaks); device faults (``stall``, ``drift``) act on the
+physical bench behind it.
 
 Spec strings (``medtwin emulate --fault SPEC``, bench files) read ``KIND[:key=value,...]``::
 
@@ -24,6 +26,7 @@ Without any of them a reply fault hits every reply. Times accept ``90s``, ``30mi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -36,6 +39,8 @@ __all__ = [
     "Fault",
     "FaultKind",
     "FaultPlan",
+    "ReplyOutcome",
+    "apply_reply_fault",
     "parse_duration_s",
     "parse_fault",
 ]
@@ -181,3 +186,47 @@ def parse_fault(spec: str) -> Fault:
         # A disconnect or stall happens once unless asked otherwise.
         values["count"] = 1
     return Fault(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ReplyOutcome:
+    """What the fault layer made of one reply (see :func:`apply_reply_fault`).
+
+    ``data`` is what to send (None: nothing); ``late_s`` how long to hold it back first;
+    ``disconnect_s`` set means the port must vanish for that long instead.
+    """
+
+    fault: Fault | None
+    data: bytes | None
+    late_s: float = 0.0
+    disconnect_s: float | None = None
+
+
+def apply_reply_fault(
+    plan: FaultPlan | None,
+    reply: bytes,
+    *,
+    t_s: float,
+    break_checksum: Callable[[bytes], bytes],
+) -> ReplyOutcome:
+    """Run one reply through the plan, the same way for every framing.
+
+    ``garbage`` puts random bytes from the plan's seeded generator in front,
+    ``bad-checksum`` sends ``break_checksum(reply)`` (the framer knows how its checksum
+    breaks), ``drop`` sends nothing, ``late`` holds the reply ``delay_s`` wall seconds,
+    ``disconnect`` sends nothing and asks for the port to vanish for ``delay_s``.
+    """
+    fault = plan.reply_fault(t_s) if plan is not None else None
+    if fault is None or plan is None:
+        return ReplyOutcome(None, reply)
+    if fault.kind == "garbage":
+        return ReplyOutcome(fault, plan.garbage() + reply)
+    if fault.kind == "bad-checksum":
+        return ReplyOutcome(fault, break_checksum(reply))
+    if fault.kind == "drop":
+        return ReplyOutcome(fault, None)
+    if fault.kind == "late":
+        return ReplyOutcome(fault, reply, late_s=fault.delay_s)
+    if fault.kind == "disconnect":
+        return ReplyOutcome(fault, None, disconnect_s=fault.delay_s)
+    return ReplyOutcome(None, reply)  # pragma: no cover - reply_fault returns reply faults

@@ -24,11 +24,15 @@ a 32-bit value on a write) exception 2, values outside the map's min/max excepti
 pymodbus does the PDU work: :class:`pymodbus.pdu.DecodePDU` decodes requests, each request
 PDU's ``datastore_update`` runs against this module's datastore (the two coroutines
 ``async_getValues``/``async_setValues`` pymodbus defines for it) and encodes the response.
-The transport side is written here rather than taken from ``ModbusSerialServer`` /
-``ModbusTcpServer`` because (1) the fault plan must act on each reply (drop it, delay it,
-break its CRC, put garbage in front, drop the line), and pacing must hold each reply back
-for its wire time plus the t3.5 gaps; (2) pymodbus's serial transport needs a device path
-on both ends, so a pty would need a second pty and a relay; (3) pymodbus answers Read
+The framing is :mod:`medtwin.drivers.modbus.codec`'s (RTU by t3.5 silence, MBAP) and the
+port, the faults and the pacing are the one emulator server's
+(:mod:`medtwin.drivers.emulators.server`), as for every other protocol; this module adds
+the slave (:class:`ModbusSlaveProtocol`) and the register semantics. pymodbus's
+``ModbusSerialServer`` / ``ModbusTcpServer`` are not used because (1) the fault plan must
+act on each reply (drop it, delay it, break its CRC, put garbage in front, drop the
+line), and pacing must hold each reply back for its wire time plus the t3.5 gaps;
+(2) pymodbus's serial transport needs a device path on both ends, so a pty would need a
+second pty and a relay; (3) pymodbus answers Read
 Device Identification from one process-wide ``ModbusControlBlock``, so a pump and a bench
 I/O module in one process would share an identity, and it answers an out-of-range
 quantity with exception 1 where the specification says 3.
@@ -37,28 +41,30 @@ quantity with exception 1 where the specification says 3.
 from __future__ import annotations
 
 import abc
-import asyncio
-import contextlib
-import errno
-import ipaddress
 import logging
 import math
-import os
-import shutil
 import struct
-import tempfile
-import tty
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, Self, TypeVar, cast
 
 from medtwin.drivers.base import PumpState
 from medtwin.drivers.clock import Clock
-from medtwin.drivers.emulators.faults import Fault, FaultPlan
+from medtwin.drivers.emulators.faults import FaultPlan
 from medtwin.drivers.emulators.mechanisms import BenchIOMechanism, PumpMechanism, PumpSnapshot
-from medtwin.drivers.emulators.serial_server import Pacing
+from medtwin.drivers.emulators.pacing import Pacing
+from medtwin.drivers.emulators.server import EmulatorServer, ProtocolHandler, SerialDeviceEmulator
 from medtwin.drivers.errors import ConfigurationError, LimitError
+from medtwin.drivers.modbus.codec import (
+    MAX_PDU,
+    MbapFrame,
+    MbapFramer,
+    RtuFrame,
+    RtuRequestFramer,
+    exception_pdu,
+    mbap_frame,
+    rtu_frame,
+)
 from medtwin.drivers.register_map import (
     BIT_TABLES,
     MAX_READ_BITS,
@@ -71,19 +77,14 @@ from medtwin.drivers.register_map import (
     load_register_map,
 )
 from pymodbus.constants import ExcCodes
-from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU
 
 __all__ = [
     "ModbusBenchIOEmulator",
     "ModbusDatastore",
     "ModbusPumpEmulator",
-    "RtuFrame",
-    "RtuRequestFramer",
-    "mbap_frame",
+    "ModbusSlaveProtocol",
     "modbus_t35_s",
-    "rtu_crc",
-    "rtu_frame",
 ]
 
 _log = logging.getLogger(__name__)
@@ -95,37 +96,12 @@ SUPPORTED_FUNCTIONS: frozenset[int] = frozenset({1, 2, 3, 4, 5, 6, 15, 16, 22, 2
 _MEI_DEVICE_ID = 0x0E
 #: Conformity level 0x83: basic, regular and extended objects, stream and individual access.
 _CONFORMITY = 0x83
-_MAX_PDU = 253
-_MAX_RTU_ADU = 256
 _TABLE_OF_FC: dict[int, str] = {
     1: "coil", 5: "coil", 15: "coil",
     2: "discrete",
     3: "holding", 6: "holding", 16: "holding", 22: "holding", 23: "holding",
     4: "input",
 }  # fmt: skip
-#: Without pacing a pty moves bytes at once; a burst that forms no frame is dropped after
-#: this much silence (the spec's t3.5 is far shorter, but an unpaced client may write a
-#: frame in more than one system call).
-_UNPACED_SILENCE_S = 0.02
-
-
-# --------------------------------------------------------------------------- RTU framing
-
-
-def rtu_crc(data: bytes) -> bytes:
-    """The two CRC bytes of a Modbus RTU frame, in wire order (low byte first)."""
-    return int(FramerRTU.compute_CRC(data)).to_bytes(2, "big")
-
-
-def rtu_frame(device_id: int, pdu: bytes) -> bytes:
-    """Address + PDU + CRC: one RTU ADU."""
-    body = bytes((device_id,)) + pdu
-    return body + rtu_crc(body)
-
-
-def mbap_frame(transaction_id: int, unit_id: int, pdu: bytes) -> bytes:
-    """MBAP header (transaction, protocol 0, length, unit) + PDU: one Modbus TCP ADU."""
-    return struct.pack(">HHHB", transaction_id, 0, len(pdu) + 1, unit_id) + pdu
 
 
 def modbus_t35_s(pacing: Pacing) -> float:
@@ -134,102 +110,10 @@ def modbus_t35_s(pacing: Pacing) -> float:
     3.5 character times, or ``pacing.interframe_chars`` if set; fixed at 1.75 ms above
     19200 baud (MODBUS over Serial Line V1.02, §2.5.1.1).
     """
-    if pacing.baud > 19200:
-        return 1.75e-3
-    return (pacing.interframe_chars or 3.5) * pacing.byte_time_s()
-
-
-@dataclass(frozen=True, slots=True)
-class RtuFrame:
-    """One RTU request with a good CRC: ``pdu`` is function code + data.
-
-    ``known`` is False for a function code pymodbus cannot frame (answered with
-    exception 1 once the line falls silent).
-    """
-
-    device_id: int
-    pdu: bytes
-    raw: bytes
-    known: bool = True
-
-
-class RtuRequestFramer:
-    """Splits the byte stream a Modbus slave receives into RTU request frames (pure).
-
-    A frame's length follows from its function code (pymodbus's request table); a frame
-    whose CRC fails is discarded together with everything until the line falls silent,
-    as a slave does with a corrupted frame (MODBUS over Serial Line V1.02, §2.5.1.1).
-    Bytes that form no frame wait for :meth:`on_silence`, which also turns a burst with a
-    good CRC but an unknown function code into a frame (to be refused with exception 1).
-    """
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._discarding = False
-        self._decoder = DecodePDU(True)
-        #: Frames dropped for a bad CRC or as noise (the diagnostics "bus error" count).
-        self.errors = 0
-
-    @property
-    def pending(self) -> int:
-        """Bytes received that do not yet form a frame."""
-        return len(self._buffer)
-
-    def feed(self, data: bytes) -> list[RtuFrame]:
-        """Frames completed by ``data``, in order."""
-        if self._discarding:
-            return []
-        self._buffer += data
-        frames: list[RtuFrame] = []
-        buffer = self._buffer
-        while len(buffer) >= 4:
-            size = self._frame_size(bytes(buffer))
-            if size is None or size == 0 or len(buffer) < size:
-                if len(buffer) > _MAX_RTU_ADU:
-                    self._drop()
-                break
-            raw = bytes(buffer[:size])
-            if rtu_crc(raw[:-2]) != raw[-2:]:
-                self._drop()
-                break
-            del buffer[:size]
-            frames.append(RtuFrame(raw[0], raw[1:-2], raw))
-        return frames
-
-    def on_silence(self) -> list[RtuFrame]:
-        """The line went quiet: end the current burst."""
-        burst = bytes(self._buffer)
-        self._buffer.clear()
-        self._discarding = False
-        if len(burst) >= 4 and rtu_crc(burst[:-2]) == burst[-2:] and not burst[1] & 0x80:
-            return [RtuFrame(burst[0], burst[1:-2], burst, known=False)]
-        if burst:
-            self.errors += 1
-        return []
-
-    def _drop(self) -> None:
-        self._buffer.clear()
-        self._discarding = True
-        self.errors += 1
-
-    def _frame_size(self, data: bytes) -> int | None:
-        """Frame length (None: unknown function, 0: need more bytes)."""
-        if data[1] & 0x80 or data[1] == 0:
-            return None
-        try:
-            pdu_class = self._decoder.lookupPduClass(data)
-            if pdu_class is None:
-                return None
-            return int(pdu_class.calculateRtuFrameSize(data))
-        except Exception:  # pymodbus raises several kinds for odd frames
-            return None
+    return pacing.frame_gap_s(3.5)
 
 
 # --------------------------------------------------------------------------- the datastore
-
-
-def _exception_pdu(function_code: int, code: int) -> bytes:
-    return bytes(((function_code & 0x7F) | 0x80, code))
 
 
 def _check_quantities(pdu: bytes) -> int | None:
@@ -313,18 +197,18 @@ class ModbusDatastore:
     async def respond(self, pdu: bytes) -> bytes:
         """The response PDU (normal or exception) to a request PDU."""
         if not pdu:
-            return _exception_pdu(0, ExcCodes.ILLEGAL_FUNCTION)
+            return exception_pdu(0, ExcCodes.ILLEGAL_FUNCTION)
         fc = pdu[0]
         if fc not in SUPPORTED_FUNCTIONS:
-            return _exception_pdu(fc, ExcCodes.ILLEGAL_FUNCTION)
+            return exception_pdu(fc, ExcCodes.ILLEGAL_FUNCTION)
         if fc == 43:
             return self._device_identification(pdu)
         problem = _check_quantities(pdu)
         if problem is not None:
-            return _exception_pdu(fc, problem)
+            return exception_pdu(fc, problem)
         request = self._decoder.decode(pdu)
         if request is None or request.function_code != fc:
-            return _exception_pdu(fc, ExcCodes.ILLEGAL_VALUE)
+            return exception_pdu(fc, ExcCodes.ILLEGAL_VALUE)
         self._echo = None
         try:
             # pymodbus types the datastore as ModbusServerContext; it only calls the two
@@ -332,7 +216,7 @@ class ModbusDatastore:
             response = await request.datastore_update(cast(Any, self), 0)
         except Exception:  # a fault in the physics must not take the port down
             _log.exception("Modbus emulator %s: request %s failed", self.map.name, pdu.hex())
-            return _exception_pdu(fc, ExcCodes.DEVICE_FAILURE)
+            return exception_pdu(fc, ExcCodes.DEVICE_FAILURE)
         return bytes((response.function_code,)) + response.encode()
 
     # -- pymodbus datastore interface ------------------------------------------------------
@@ -416,20 +300,20 @@ class ModbusDatastore:
     def _device_identification(self, pdu: bytes) -> bytes:
         """Read Device Identification (43/14), spec §6.21."""
         if len(pdu) != 4:
-            return _exception_pdu(43, ExcCodes.ILLEGAL_VALUE)
+            return exception_pdu(43, ExcCodes.ILLEGAL_VALUE)
         _, mei, read_code, object_id = pdu
         if mei != _MEI_DEVICE_ID:
-            return _exception_pdu(43, ExcCodes.ILLEGAL_FUNCTION)
+            return exception_pdu(43, ExcCodes.ILLEGAL_FUNCTION)
         if not 1 <= read_code <= 4:
-            return _exception_pdu(43, ExcCodes.ILLEGAL_VALUE)
+            return exception_pdu(43, ExcCodes.ILLEGAL_VALUE)
         objects = {
-            key: text.encode("ascii", "replace")[: _MAX_PDU - 9]
+            key: text.encode("ascii", "replace")[: MAX_PDU - 9]
             for key, text in self._identity().items()
             if text
         }
         if read_code == 4:
             if object_id not in objects:
-                return _exception_pdu(43, ExcCodes.ILLEGAL_ADDRESS)
+                return exception_pdu(43, ExcCodes.ILLEGAL_ADDRESS)
             ids = [object_id]
         else:
             category = {1: range(3), 2: range(7), 3: range(256)}
@@ -442,7 +326,7 @@ class ModbusDatastore:
         more, next_id = 0x00, 0x00
         for key in ids:
             item = bytes((key, len(objects[key]))) + objects[key]
-            if 7 + len(body) + len(item) > _MAX_PDU:
+            if 7 + len(body) + len(item) > MAX_PDU:
                 more, next_id = 0xFF, key
                 break
             body += item
@@ -451,100 +335,64 @@ class ModbusDatastore:
         return header + body
 
 
-# --------------------------------------------------------------------------- transports
+# --------------------------------------------------------------------------- the slave
 
 
-@dataclass
-class _LineTiming:
-    """Wire-time model of one RTU line (pacing)."""
+class ModbusSlaveProtocol(ProtocolHandler):
+    """A Modbus slave as a protocol handler: RTU or MBAP request frames in, ADUs out.
 
-    byte_s: float
-    t35_s: float
-    free_at: float = 0.0
+    On a pty (a serial line) requests are RTU frames (:class:`RtuRequestFramer`: ended by
+    t3.5 of silence, half duplex, so the slave ignores requests while it answers); on TCP
+    they are MBAP (Modbus TCP) or RTU frames carried over TCP, per ``tcp_framing``. A
+    request for another slave address is ignored; a broadcast (address 0) is carried out
+    and never answered (Serial Line V1.02 §2.1). Modbus TCP accepts unit ids 0 and 0xFF
+    ("the directly connected device") besides the slave's own, and answers any other with
+    exception 0x0B (gateway target failed to respond).
+    """
 
-    def schedule(self, arrived: float, request_len: int, reply_len: int | None) -> float:
-        """When a reply of ``reply_len`` bytes has fully left the slave (loop time).
+    #: A Modbus TCP device that drops off the network refuses connections until it is back.
+    tcp_outage = "refuse"
 
-        The request is on the wire from when it arrived (or the line became free),
-        the slave answers after t3.5 of silence, and the line is free again t3.5 after
-        the reply (or after the request, when there is none).
-        """
-        start = max(arrived, self.free_at)
-        request_end = start + request_len * self.byte_s
-        if reply_len is None:
-            self.free_at = request_end + self.t35_s
-            return request_end
-        reply_end = request_end + self.t35_s + reply_len * self.byte_s
-        self.free_at = reply_end + self.t35_s
-        return reply_end
-
-
-class _PtyPort:
-    """A pty whose slave side is published as a stable symlink; the master is ours."""
-
-    def __init__(self, link: Path, on_data: Callable[[bytes], None]) -> None:
-        self.link = link
-        self._on_data = on_data
-        self._master = -1
-        self._slave = -1
-        self._loop = asyncio.get_running_loop()
+    def __init__(self, datastore: ModbusDatastore, *, device_id: int, kind: str) -> None:
+        self.datastore = datastore
+        self.device_id = device_id
+        self.device_name = kind
+        #: Framing of the port being served: "rtu" or "mbap" (set by the emulator's start).
+        self.framing: Literal["mbap", "rtu"] = "rtu"
+        #: Requests served (frames for this slave, broadcasts included).
+        self.requests = 0
 
     @property
-    def is_open(self) -> bool:
-        return self._master >= 0
+    def tcp_scheme(self) -> str:  # type: ignore[override]
+        return "tcp" if self.framing == "mbap" else "socket"
 
-    def open(self) -> None:
-        master, slave = os.openpty()
-        try:
-            # Raw mode: no echo, no CR/LF translation, no signals (pyserial does the same
-            # when a master opens the port, but a reply may be written before that).
-            tty.setraw(slave)
-            os.set_blocking(master, False)
-            # Keeping our own slave descriptor open means the master never sees EIO while
-            # no client has the port open (between a test's clients, during a reconnect).
-            tmp = self.link.with_name(self.link.name + ".new")
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            tmp.symlink_to(os.ttyname(slave))
-            tmp.replace(self.link)
-        except BaseException:
-            os.close(master)
-            os.close(slave)
-            raise
-        self._master, self._slave = master, slave
-        self._loop.add_reader(master, self._readable)
+    def new_framer(self) -> RtuRequestFramer | MbapFramer:
+        return MbapFramer() if self.framing == "mbap" else RtuRequestFramer()
 
-    def close(self) -> None:
-        if self._master >= 0:
-            self._loop.remove_reader(self._master)
-            os.close(self._master)
-            os.close(self._slave)
-            self._master = self._slave = -1
-        with contextlib.suppress(FileNotFoundError):
-            self.link.unlink()
+    def addressed(self, frame: Any) -> bool:
+        return not isinstance(frame, RtuFrame) or frame.device_id in (0, self.device_id)
 
-    def write(self, data: bytes) -> None:
-        if self._master < 0:
-            return
-        # Nobody is reading the port and its buffer is full: the bytes are lost, as on a
-        # line with no master listening.
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._master, data)
+    def answers(self, frame: Any) -> bool:
+        return not isinstance(frame, RtuFrame) or frame.device_id != 0
 
-    def _readable(self) -> None:
-        try:
-            data = os.read(self._master, 4096)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            if exc.errno == errno.EIO:
-                return
-            raise
-        if data:
-            self._on_data(data)
+    async def handle(self, frame: RtuFrame | MbapFrame) -> list[bytes]:  # type: ignore[override]
+        self.requests += 1
+        if isinstance(frame, MbapFrame):
+            if frame.unit_id in (self.device_id, 0x00, 0xFF):
+                response = await self.datastore.respond(frame.pdu)
+            else:
+                response = exception_pdu(frame.pdu[0], ExcCodes.GATEWAY_NO_RESPONSE)
+            return [mbap_frame(frame.transaction_id, frame.unit_id, response)]
+        if frame.known:
+            pdu = await self.datastore.respond(frame.pdu)
+        else:
+            pdu = exception_pdu(frame.pdu[0], ExcCodes.ILLEGAL_FUNCTION)
+        if frame.device_id == 0:
+            return []
+        return [rtu_frame(self.device_id, pdu)]
 
 
-class _ModbusEmulator(abc.ABC, Generic[_Mechanism]):
+class _ModbusEmulator(SerialDeviceEmulator, abc.ABC, Generic[_Mechanism]):
     """Shared machinery of the Modbus emulators (see the module docstring).
 
     A subclass names its default map, its kind and the entries it can serve, and
@@ -558,6 +406,7 @@ class _ModbusEmulator(abc.ABC, Generic[_Mechanism]):
     kind: ClassVar[str]
     #: Entry names the emulator knows how to serve; a map with any other is refused.
     served_names: ClassVar[tuple[str, ...]]
+    handler: ModbusSlaveProtocol
 
     def __init__(
         self,
@@ -572,8 +421,6 @@ class _ModbusEmulator(abc.ABC, Generic[_Mechanism]):
     ) -> None:
         self.mechanism: _Mechanism = mechanism
         self.clock = clock
-        self.faults = faults
-        self.pacing = pacing
         self.register_map = (
             register_map
             if isinstance(register_map, RegisterMap)
@@ -595,25 +442,9 @@ class _ModbusEmulator(abc.ABC, Generic[_Mechanism]):
             self.register_map, read=self._read, write=self._write, identity=self._identity
         )
         self.started_s = 0.0
-        self._port = ""
-        self._pty: _PtyPort | None = None
-        self._pty_dir: Path | None = None
-        self._framer = RtuRequestFramer()
-        self._silence: asyncio.TimerHandle | None = None
-        self._pty_queue: asyncio.Queue[tuple[RtuFrame, float]] | None = None
-        self._pty_busy = False
-        self._pty_timing: _LineTiming | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._server: asyncio.Server | None = None
-        self._tcp_address: tuple[str, int] | None = None
-        self._connections: set[asyncio.StreamWriter] = set()
-        self._connection_tasks: set[asyncio.Task[Any]] = set()
-        self._restore: asyncio.Task[None] | None = None
-        #: Requests received, replies sent, and requests ignored while the slave was busy.
-        self.requests = 0
-        self.replies = 0
-        self.ignored = 0
         self._check_names(self.served_names)
+        self.handler = ModbusSlaveProtocol(self.datastore, device_id=self.device_id, kind=self.kind)
+        self.server = EmulatorServer(self.handler, clock=clock, faults=faults, pacing=pacing)
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -636,14 +467,31 @@ class _ModbusEmulator(abc.ABC, Generic[_Mechanism]):
                 field=f"registers.{unknown[0]}",
             )
 
+    # -- counters ------------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> int:
+        """Requests served (for this slave, broadcasts included)."""
+        return self.handler.requests
+
+    @property
+    def replies(self) -> int:
+        """Replies sent (a dropped or disconnected one does not count)."""
+        return self.server.replies
+
+    @property
+    def ignored(self) -> int:
+        """Requests ignored because the slave was still answering the previous one."""
+        return self.server.ignored
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     @property
     def port(self) -> str:
         """What a client opens: the pty path, ``tcp://127.0.0.1:N`` or ``socket://...``."""
-        if not self._port:
+        if not self.server.up and not self.server._port:
             raise RuntimeError(f"the {self.kind} emulator is not started; await start() first")
-        return self._port
+        return self.server.port
 
     async def start(self, *, tcp: tuple[str, int] | None = None) -> str:
         """Serve Modbus RTU on a new pty (default) or Modbus TCP on ``tcp=(host, port)``.
@@ -651,60 +499,11 @@ class _ModbusEmulator(abc.ABC, Generic[_Mechanism]):
         ``host`` must be a loopback address (the emulator never listens on a network);
         port 0 picks a free one. Returns the port string a client opens.
         """
-        if self._port:
-            raise RuntimeError(f"the {self.kind} emulator already serves {self._port}")
+        if self.server._port:
+            raise RuntimeError(f"the {self.kind} emulator already serves {self.server.port}")
         self.started_s = self.clock.now()
-        if tcp is None:
-            self._pty_dir = Path(tempfile.mkdtemp(prefix="medtwin-modbus-"))
-            self._pty_queue = asyncio.Queue()
-            self._pty_timing = self._timing()
-            self._pty = _PtyPort(self._pty_dir / f"tty{self.kind}", self._on_pty_data)
-            try:
-                self._pty.open()
-            except OSError:
-                shutil.rmtree(self._pty_dir, ignore_errors=True)
-                self._pty = None
-                raise
-            self._worker = asyncio.create_task(self._pty_worker(), name=f"modbus {self.kind} pty")
-            self._port = str(self._pty.link)
-            return self._port
-        host, number = tcp
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise ConfigurationError(
-                f"the emulator listens on loopback only; got host {host!r}, expected "
-                "127.0.0.1, ::1 or localhost",
-                field="tcp",
-            )
-        if host == "localhost":
-            # One address: "localhost" may resolve to both ::1 and 127.0.0.1, and port 0
-            # would then pick a different port on each.
-            host = "127.0.0.1"
-        self._server = await asyncio.start_server(self._on_client, host, number)
-        sockname = self._server.sockets[0].getsockname()
-        self._tcp_address = (host, int(sockname[1]))
-        scheme = "tcp" if self.tcp_framing == "mbap" else "socket"
-        shown = f"[{host}]" if ":" in host else host
-        self._port = f"{scheme}://{shown}:{self._tcp_address[1]}"
-        return self._port
-
-    async def stop(self) -> None:
-        """Stop serving and release the pty or socket; safe to call twice."""
-        for task in (self._restore, self._worker):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._restore = self._worker = None
-        self._close_pty()
-        if self._pty_dir is not None:
-            shutil.rmtree(self._pty_dir, ignore_errors=True)
-            self._pty_dir = None
-        await self._close_tcp()
-        self._port = ""
+        self.handler.framing = "rtu" if tcp is None else self.tcp_framing
+        return await super().start(tcp=tcp)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -712,236 +511,6 @@ class _ModbusEmulator(abc.ABC, Generic[_Mechanism]):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
-
-    # -- replies, faults and pacing ----------------------------------------------------------
-
-    def _timing(self) -> _LineTiming | None:
-        if self.pacing is None:
-            return None
-        return _LineTiming(self.pacing.byte_time_s(), modbus_t35_s(self.pacing))
-
-    async def _deliver(
-        self,
-        reply: bytes | None,
-        send: Callable[[bytes], None],
-        *,
-        rtu: bool,
-        timing: _LineTiming | None = None,
-        arrived: float = 0.0,
-        request_len: int = 0,
-    ) -> None:
-        """Send one reply (None: a broadcast) through the fault plan and the pacing."""
-        loop = asyncio.get_running_loop()
-        plan = self.faults
-        fault: Fault | None = None
-        if reply is not None and plan is not None:
-            fault = plan.reply_fault(self.clock.now())
-            kind = fault.kind if fault is not None else None
-            if kind == "drop":
-                reply = None
-            elif kind == "garbage":
-                reply = plan.garbage() + reply
-            elif kind == "bad-checksum":
-                reply = _break_checksum(reply, rtu=rtu)
-            elif kind == "disconnect" and fault is not None:
-                self._disconnect(fault.delay_s)
-                return
-        if timing is not None:
-            due = timing.schedule(arrived, request_len, None if reply is None else len(reply))
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        if fault is not None and fault.kind == "late":
-            await asyncio.sleep(fault.delay_s)
-        if reply is not None:
-            send(reply)
-            self.replies += 1
-
-    def _disconnect(self, outage_s: float) -> None:
-        """The port vanishes now and comes back after ``outage_s`` (wall) seconds."""
-        if self._restore is not None and not self._restore.done():
-            return
-        if self._pty is not None:
-            self._close_pty(keep=True)
-        elif self._server is not None:
-            self._server.close()
-            for writer in list(self._connections):
-                writer.close()
-        self._restore = asyncio.create_task(self._come_back(outage_s), name="modbus reconnect")
-
-    async def _come_back(self, outage_s: float) -> None:
-        await asyncio.sleep(outage_s)
-        try:
-            if self._pty is not None:
-                self._framer = RtuRequestFramer()
-                self._pty_busy = False
-                self._pty.open()
-            elif self._tcp_address is not None:
-                host, number = self._tcp_address
-                self._server = await asyncio.start_server(self._on_client, host, number)
-        except OSError:
-            # Nobody awaits this task: say why the port stays away instead of failing
-            # silently.
-            _log.exception("Modbus %s emulator could not bring its port back", self.kind)
-
-    # -- RTU on the pty ----------------------------------------------------------------------
-
-    def _on_pty_data(self, data: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        self._dispatch_rtu(self._framer.feed(data), now)
-        if self._silence is not None:
-            self._silence.cancel()
-            self._silence = None
-        if self._framer.pending:
-            timing = self._pty_timing
-            quiet = max(timing.t35_s, _UNPACED_SILENCE_S) if timing else _UNPACED_SILENCE_S
-            self._silence = loop.call_later(quiet, self._on_pty_silence)
-
-    def _on_pty_silence(self) -> None:
-        self._silence = None
-        self._dispatch_rtu(self._framer.on_silence(), asyncio.get_running_loop().time())
-
-    def _dispatch_rtu(self, frames: list[RtuFrame], arrived: float) -> None:
-        assert self._pty_queue is not None
-        for frame in frames:
-            if frame.device_id not in (0, self.device_id):
-                continue  # another slave on the line: stay silent
-            if self._pty_busy:
-                # A slave does not listen while it prepares or sends a reply.
-                self.ignored += 1
-                continue
-            # A broadcast gets no reply, so the slave listens on while carrying it out.
-            self._pty_busy = frame.device_id != 0
-            self._pty_queue.put_nowait((frame, arrived))
-
-    async def _pty_worker(self) -> None:
-        assert self._pty_queue is not None
-        assert self._pty is not None
-        pty = self._pty
-        while True:
-            frame, arrived = await self._pty_queue.get()
-            try:
-                await self._serve_rtu(frame, pty.write, self._pty_timing, arrived)
-            finally:
-                if frame.device_id != 0:
-                    self._pty_busy = False
-
-    async def _serve_rtu(
-        self,
-        frame: RtuFrame,
-        send: Callable[[bytes], None],
-        timing: _LineTiming | None,
-        arrived: float,
-    ) -> None:
-        self.requests += 1
-        if frame.known:
-            pdu = await self.datastore.respond(frame.pdu)
-        else:
-            pdu = _exception_pdu(frame.pdu[0], ExcCodes.ILLEGAL_FUNCTION)
-        # Broadcast (address 0): carry out writes, never answer (Serial Line V1.02 §2.1).
-        reply = None if frame.device_id == 0 else rtu_frame(self.device_id, pdu)
-        if reply is None and timing is None:
-            return
-        await self._deliver(
-            reply, send, rtu=True, timing=timing, arrived=arrived, request_len=len(frame.raw)
-        )
-
-    def _close_pty(self, *, keep: bool = False) -> None:
-        if self._silence is not None:
-            self._silence.cancel()
-            self._silence = None
-        if self._pty is not None:
-            self._pty.close()
-            if not keep:
-                self._pty = None
-
-    # -- TCP ---------------------------------------------------------------------------------
-
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connection_tasks.add(task)
-        self._connections.add(writer)
-        try:
-            if self.tcp_framing == "mbap":
-                await self._serve_mbap(reader, writer)
-            else:
-                await self._serve_rtu_stream(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            # stop() cancels a connection stuck in a late or paced reply. The handler ends
-            # normally: asyncio's stream callback would log a cancelled handler as an error.
-            pass
-        finally:
-            self._connections.discard(writer)
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
-            if task is not None:
-                self._connection_tasks.discard(task)
-
-    async def _serve_mbap(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while not writer.is_closing():
-            header = await reader.readexactly(7)
-            transaction, protocol, length, unit = struct.unpack(">HHHB", header)
-            if protocol != 0 or not 2 <= length <= _MAX_PDU + 1:
-                return  # not Modbus: a server drops such a connection
-            pdu = await reader.readexactly(length - 1)
-            self.requests += 1
-            if unit in (self.device_id, 0x00, 0xFF):
-                response = await self.datastore.respond(pdu)
-            else:
-                response = _exception_pdu(pdu[0], ExcCodes.GATEWAY_NO_RESPONSE)
-            await self._deliver(mbap_frame(transaction, unit, response), writer.write, rtu=False)
-
-    async def _serve_rtu_stream(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        framer = RtuRequestFramer()
-        timing = self._timing()
-        loop = asyncio.get_running_loop()
-        while not writer.is_closing():
-            try:
-                async with asyncio.timeout(_UNPACED_SILENCE_S if framer.pending else None):
-                    data = await reader.read(512)
-            except TimeoutError:
-                frames = framer.on_silence()
-            else:
-                if not data:
-                    return
-                frames = framer.feed(data)
-            arrived = loop.time()
-            for frame in frames:
-                if frame.device_id in (0, self.device_id):
-                    await self._serve_rtu(frame, writer.write, timing, arrived)
-
-    async def _close_tcp(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._connections):
-            writer.close()
-        tasks = list(self._connection_tasks)
-        if tasks:
-            # Closed connections end their handlers; one still sleeping in a late or paced
-            # reply is cancelled.
-            _, stuck = await asyncio.wait(tasks, timeout=0.1)
-            for task in stuck:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self._connection_tasks.clear()
-        self._connections.clear()
-        self._tcp_address = None
-
-
-def _break_checksum(reply: bytes, *, rtu: bool) -> bytes:
-    if rtu:
-        return reply[:-2] + bytes((reply[-2] ^ 0xFF,)) + reply[-1:]
-    # Modbus TCP has no checksum of its own (TCP's catches corruption on the wire); a
-    # broken protocol identifier is the corruption a conforming client must reject.
-    return reply[:2] + b"\x00\x01" + reply[4:]
 
 
 # --------------------------------------------------------------------------- the pump

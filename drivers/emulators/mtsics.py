@@ -67,6 +67,7 @@ from medtwin.drivers.clock import Clock
 from medtwin.drivers.emulators.mechanisms import BalanceMechanism, BalanceSnapshot
 from medtwin.drivers.emulators.serial_server import ProtocolHandler, SerialDeviceEmulator
 from medtwin.drivers.errors import ProtocolError
+from medtwin.drivers.framing import LineFramer
 from medtwin.drivers.mtsics.codec import (
     MASS_UNITS_G,
     Command,
@@ -193,7 +194,6 @@ class MTSICSProtocol(ProtocolHandler):
         self.sics_versions = tuple(sics_versions)
         self.decimals = decimals_for_readability(mechanism.readability_g)
         self._wall_time = wall_time
-        self._buffer = bytearray()
         self._queue: deque[bytes] = deque()
         self._pending: _Pending | None = None
         self._streaming = False
@@ -204,20 +204,18 @@ class MTSICSProtocol(ProtocolHandler):
 
     # -- ProtocolHandler -----------------------------------------------------------------
 
-    def feed(self, data: bytes) -> list[bytes]:
-        replies: list[bytes] = []
-        self._buffer += data
-        while (end := self._buffer.find(b"\n")) >= 0:
-            line = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            replies += self._accept(line)
-        if len(self._buffer) > MAX_COMMAND_BYTES:
-            # A line that never ends is garbage; answer once and start afresh.
-            self._buffer.clear()
-            replies += self._accept(b"\x00" * (MAX_COMMAND_BYTES + 1))
-        return replies
+    def new_framer(self) -> LineFramer:
+        # Framed at LF: the CR before it is expected but not enforced. A line still open
+        # after MAX_COMMAND_BYTES is garbage, answered once at once.
+        return LineFramer(b"\n", max_length=MAX_COMMAND_BYTES, overflow_frame=True)
+
+    def handle(self, frame: bytes) -> list[bytes]:
+        if not frame.endswith(b"\n"):
+            return self._accept(b"\x00" * (MAX_COMMAND_BYTES + 1))
+        line = frame[:-1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        return self._accept(line)
 
     def unsolicited(self) -> list[bytes]:
         out = self._poll_pending() if self._pending is not None else []
@@ -230,7 +228,7 @@ class MTSICSProtocol(ProtocolHandler):
         return out
 
     def reset_input(self) -> None:
-        self._buffer.clear()
+        super().reset_input()
         self._queue.clear()
         self._pending = None
 

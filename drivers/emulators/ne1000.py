@@ -46,7 +46,6 @@ constructor option where it could matter to a client.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Callable
@@ -60,13 +59,13 @@ from medtwin.drivers.emulators.serial_server import Pacing, ProtocolHandler, Ser
 from medtwin.drivers.errors import ProtocolError
 from medtwin.drivers.ne1000.codec import (
     BROADCAST,
-    CR,
-    ETX,
+    MAX_COMMAND_LINE,
     STX,
     UNKNOWN,
     AlarmCode,
     Command,
     ErrorCode,
+    NE1000Framer,
     Prompt,
     RateUnit,
     Reply,
@@ -91,7 +90,7 @@ _ALARM_PRIORITY = (
     AlarmCode.OUT_OF_RANGE,
 )
 #: Longest basic command line kept; longer input is answered "?" at its CR.
-MAX_LINE = 128
+MAX_LINE = MAX_COMMAND_LINE
 #: Syringe diameter at or below which the volume units default to µL (manual, quick start).
 UL_DIAMETER_LIMIT_MM = 14.0
 #: Baud rates ``ADR ... B`` accepts (NE-9000 manual §12.4.5; same family).
@@ -175,11 +174,6 @@ class NE1000Protocol(ProtocolHandler):
         self.saf_timeout_s = safe_mode_timeout_s
         self.baud_setting = 19200
         self.settings = {"AL": 0, "BP": 0, "PF": 0}
-        # Receive state.
-        self._line = bytearray()
-        self._line_overflow = False
-        self._packet: bytearray | None = None
-        self._last_byte_t = -math.inf
         # Safe-mode communication time-out: not armed until the first valid packet.
         self._timer_armed = False
         self._last_valid_t = 0.0
@@ -226,42 +220,26 @@ class NE1000Protocol(ProtocolHandler):
     def safe_mode(self) -> bool:
         return self.saf_timeout_s > 0
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def new_framer(self) -> NE1000Framer:
+        # Text is read in basic mode only; the inter-byte time-out is about the wire, so
+        # it runs on wall time: a virtual clock standing still must not keep a stray STX
+        # waiting forever.
+        return NE1000Framer(
+            text_enabled=lambda: not self.safe_mode,
+            inter_byte_timeout_s=self.inter_byte_timeout_s,
+            wall_time=self.wall_time,
+            max_line=MAX_LINE,
+        )
+
+    def handle(self, frame: bytes) -> list[bytes]:
         now = self.clock.now()
         self._check_timeout(now)
-        # The manual's 0.5 s inter-byte time-out is about the wire, so it runs on wall
-        # time: a virtual clock standing still must not keep a stray STX waiting forever.
-        wall = self.wall_time()
-        if self._packet is not None and wall - self._last_byte_t > self.inter_byte_timeout_s:
-            self._packet = None
-        self._last_byte_t = wall
-        replies: list[bytes] = []
-        for byte in data:
-            packet = self._packet
-            if packet is not None:
-                packet.append(byte)
-                if len(packet) == 2 and byte < 4:
-                    self._packet = None
-                    replies += self._error_frame(ErrorCode.COMMUNICATION)
-                elif len(packet) >= 2 and len(packet) == packet[1] + 1:
-                    self._packet = None
-                    replies += self._on_packet(bytes(packet), now)
-                continue
-            if byte == STX:
-                self._packet = bytearray([STX])
-                continue
-            if self.safe_mode:
-                continue  # safe mode only listens to packets
-            if byte == CR:
-                line, overflow = bytes(self._line), self._line_overflow
-                self._line.clear()
-                self._line_overflow = False
-                replies += self._on_text(clean_command_text(line), overflow=overflow)
-            elif len(self._line) < MAX_LINE:
-                self._line.append(byte)
-            else:
-                self._line_overflow = True
-        return replies
+        if frame[0] == STX:
+            if len(frame) == 2:  # a length byte too small for any packet
+                return self._error_frame(ErrorCode.COMMUNICATION)
+            return self._on_packet(frame, now)
+        line = frame[:-1]
+        return self._on_text(clean_command_text(line[:MAX_LINE]), overflow=len(line) > MAX_LINE)
 
     def unsolicited(self) -> list[bytes]:
         if not self.safe_mode:
@@ -273,14 +251,9 @@ class NE1000Protocol(ProtocolHandler):
         return [encode_reply(Reply(self.address, None, code), safe=True) for code in new]
 
     def corrupt_checksum(self, reply: bytes) -> bytes:
-        if len(reply) >= 5 and reply[0] == STX and reply[-1] == ETX and reply[1] == len(reply) - 1:
-            return reply[:-2] + bytes([reply[-2] ^ 0x01]) + reply[-1:]
-        return super().corrupt_checksum(reply)
-
-    def reset_input(self) -> None:
-        self._line.clear()
-        self._line_overflow = False
-        self._packet = None
+        """A reply with its checksum broken, the framer's way (CRC of a safe-mode packet;
+        a basic-mode reply has none, so one data byte is garbled)."""
+        return self.new_framer().break_checksum(reply)
 
     # -- framing -----------------------------------------------------------------------------
 

@@ -45,22 +45,27 @@ import binascii
 import enum
 import math
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from medtwin.drivers.base import PumpAlarm
 from medtwin.drivers.errors import ProtocolError
+from medtwin.drivers.framing import LineFramer, StxEtxFramer
 
 __all__ = [
     "BROADCAST",
     "COMMAND_NAMES",
     "CR",
     "ETX",
+    "MAX_COMMAND_LINE",
     "STX",
     "UNKNOWN",
     "AlarmCode",
     "Command",
     "ErrorCode",
+    "NE1000Framer",
     "Prompt",
     "RateUnit",
     "Reply",
@@ -761,3 +766,40 @@ def decode_dispensed(data: str) -> tuple[float, float]:
     except ValueError as exc:
         raise ProtocolError(f"bad DIS reply {data!r}: {exc}", raw=data.encode()) from None
     return infused, withdrawn
+
+
+# --------------------------------------------------------------------------- device-side framing
+
+#: Longest basic command line a pump keeps; a longer one is answered ``?`` at its CR.
+MAX_COMMAND_LINE: Final = 128
+
+
+class NE1000Framer(StxEtxFramer):
+    """What an NE-1000 reads from its port: safe-mode packets and basic-mode lines.
+
+    Frames are either a packet ``STX length … ETX`` (complete at its length byte; its
+    ETX and CRC are :func:`decode_safe_packet`'s to check, so a bad packet still reaches
+    the pump, which answers ``?COM``; a length byte below 4 ends it at once) or a basic
+    command line ending in CR, at most :data:`MAX_COMMAND_LINE` + 1 bytes before the CR
+    (one more than the pump keeps, so that the handler can tell a line overflowed).
+    Packets are recognised in basic mode too, which is how ``SAF<n>`` switches modes;
+    while ``text_enabled()`` is false (safe mode) bytes outside packets are dropped. A
+    packet stalled for more than ``inter_byte_timeout_s`` of ``wall_time`` (0.5 s, the
+    manual's inter-byte time-out) is discarded when the next bytes arrive.
+    """
+
+    def __init__(
+        self,
+        *,
+        text_enabled: Callable[[], bool] = lambda: True,
+        inter_byte_timeout_s: float = 0.5,
+        wall_time: Callable[[], float] = time.monotonic,
+        max_line: int = MAX_COMMAND_LINE,
+    ) -> None:
+        super().__init__(
+            min_length=4,
+            text=LineFramer(bytes((CR,)), max_length=max_line),
+            text_enabled=text_enabled,
+            inter_byte_timeout_s=inter_byte_timeout_s,
+            wall_time=wall_time,
+        )

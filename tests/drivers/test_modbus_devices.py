@@ -16,8 +16,8 @@ from medtwin.drivers.base import PumpAlarm, PumpLimits, PumpState, RetryPolicy
 from medtwin.drivers.clock import VirtualClock
 from medtwin.drivers.emulators.faults import FaultPlan
 from medtwin.drivers.emulators.modbus import ModbusBenchIOEmulator, ModbusPumpEmulator
+from medtwin.drivers.emulators.pacing import Pacing
 from medtwin.drivers.emulators.physical_bench import PhysicalBench
-from medtwin.drivers.emulators.serial_server import Pacing
 from medtwin.drivers.errors import (
     ConfigurationError,
     DeviceAlarm,

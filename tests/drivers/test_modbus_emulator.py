@@ -19,16 +19,12 @@ from medtwin.drivers.clock import VirtualClock
 from medtwin.drivers.emulators.modbus import (
     ModbusBenchIOEmulator,
     ModbusPumpEmulator,
-    RtuFrame,
-    RtuRequestFramer,
-    mbap_frame,
     modbus_t35_s,
-    rtu_crc,
-    rtu_frame,
 )
+from medtwin.drivers.emulators.pacing import Pacing
 from medtwin.drivers.emulators.physical_bench import PhysicalBench
-from medtwin.drivers.emulators.serial_server import Pacing
 from medtwin.drivers.errors import ConfigurationError
+from medtwin.drivers.modbus.codec import RtuFrame, RtuRequestFramer, mbap_frame, rtu_crc, rtu_frame
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ from medtwin.drivers.clock import Clock, VirtualClock, WallClock
 from medtwin.drivers.emulators.faults import FaultPlan
 from medtwin.drivers.emulators.mtsics import MTSICSEmulator
 from medtwin.drivers.emulators.physical_bench import PhysicalBench
-from medtwin.drivers.emulators.serial_server import EmulatorServer, ProtocolHandler
+from medtwin.drivers.emulators.server import EmulatorServer, ProtocolHandler
 from medtwin.drivers.errors import (
     CommandRefused,
     ConfigurationError,

@@ -16,12 +16,8 @@ from pathlib import Path
 import pytest
 from medtwin.drivers.clock import VirtualClock
 from medtwin.drivers.emulators.faults import FaultPlan
-from medtwin.drivers.emulators.serial_server import (
-    EmulatorServer,
-    Pacing,
-    ProtocolHandler,
-    SerialDeviceEmulator,
-)
+from medtwin.drivers.emulators.pacing import Pacing
+from medtwin.drivers.emulators.server import EmulatorServer, ProtocolHandler, SerialDeviceEmulator
 from medtwin.drivers.errors import PortError
 from medtwin.drivers.transport import ByteTransport, open_transport
 
