@@ -375,7 +375,7 @@ class ModbusSlaveProtocol(ProtocolHandler):
     def answers(self, frame: Any) -> bool:
         return not isinstance(frame, RtuFrame) or frame.device_id != 0
 
-    async def handle(self, frame: RtuFrame | MbapFrame) -> list[bytes]:  # type: ignore[override]
+    async def handle(self, frame: RtuFrame | MbapFrame) -> list[bytes]:
         self.requests += 1
         if isinstance(frame, MbapFrame):
             if frame.unit_id in (self.device_id, 0x00, 0xFF):
