@@ -5,7 +5,8 @@ A **bench file** says what is on the bench: each device's name, kind, protocol a
 medtwin starts the emulator in-process on a pty sharing the run's clock), its line
 settings (one ``line`` table), its protocol options, its declared limits, and for emulated
 devices the truth parameters and fault plan of the one physical bench behind them; and the
-twin (model kind and parameters, or the latest calibration of the device). See ``docs/benches-and-scenarios.md``.
+twin (model kind and parameters, or the latest calibration of the device). See
+``docs/benches-and-scenarios.md``.
 
 A **scenario file** says what happens: a timeline of steps (set rate, start, stop, bolus,
 occlude/release, tare, mark ...), how often each device is sampled, and the acceptance
