@@ -79,10 +79,14 @@ class Framer(abc.ABC, Generic[FrameT]):
     half_duplex : bool
         Whether one line carries both directions and the device does not listen while it
         answers (an RS-485 Modbus slave): frames that arrive meanwhile are ignored.
+    paced : bool
+        Whether the framing travels on a serial line that pacing models (False for a
+        framing native to TCP, MBAP).
     """
 
     silence_chars: float | None = None
     half_duplex: bool = False
+    paced: bool = True
 
     @abc.abstractmethod
     def feed(self, data: bytes) -> list[FrameT]:

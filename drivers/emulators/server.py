@@ -52,39 +52,28 @@ import asyncio
 import collections
 import contextlib
 import inspect
-import ipaddress
 import logging
-import os
 import re
 import shutil
 import tempfile
 import time
-import tty
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 from medtwin.drivers.clock import Clock
+from medtwin.drivers.emulators.channels import Channel, PtyChannel, TcpChannel, loopback_host
 from medtwin.drivers.emulators.faults import FaultPlan, apply_reply_fault
-from medtwin.drivers.emulators.pacing import Pacing, sleep_until
-from medtwin.drivers.errors import ConfigurationError, ProtocolError
+from medtwin.drivers.emulators.pacing import Pacing
+from medtwin.drivers.errors import ProtocolError
 from medtwin.drivers.framing import Framer, RawFramer, flip_middle_byte
 
 __all__ = ["EmulatorServer", "Pacing", "ProtocolHandler", "SerialDeviceEmulator"]
 
 log = logging.getLogger(__name__)
 
-#: How long a write to a client that stopped reading may wait before the bytes are
-#: dropped (a UART transmits whether or not anyone listens).
-WRITE_STALL_S = 1.0
-
 #: Chunks kept in :attr:`EmulatorServer.rx_log` for tests and troubleshooting.
 RX_LOG_CHUNKS = 256
-
-#: Without pacing a pty moves bytes at once; a burst that forms no frame is ended after
-#: this much silence (the spec's t3.5 is far shorter, but an unpaced client may write a
-#: frame in more than one system call).
-UNPACED_SILENCE_S = 0.02
 
 Replies = Sequence[bytes]
 
@@ -166,302 +155,6 @@ class ProtocolHandler:
             framer.reset()
 
 
-class _Channel:
-    """One byte pipe to a client: its framer, its line clocks, its send queue."""
-
-    def __init__(self, server: EmulatorServer, name: str) -> None:
-        self.server = server
-        self.name = name
-        self.alive = True
-        self.framer: Framer[Any] = server.handler.new_framer()
-        pacing = server.pacing
-        silence = self.framer.silence_chars
-        #: Silence kept before a reply (the t3.5 that ends a request on an RTU line).
-        self.turnaround_s = pacing.frame_gap_s(silence) if pacing and silence else 0.0
-        #: Silence kept after a frame before the line carries the next one.
-        self.gap_s = pacing.frame_gap_s(silence) if pacing else 0.0
-        self.half_duplex = self.framer.half_duplex and self.serial_line
-        self.busy = False
-        self._rx_free_at = 0.0  # monotonic time the receive line is next idle
-        self._tx_free_at = 0.0  # monotonic time the transmit line is next idle
-        self._queue: collections.deque[tuple[bytes, float, asyncio.Future[None] | None]] = (
-            collections.deque()
-        )
-        self._writer: asyncio.Task[None] | None = None
-        self._silence: asyncio.TimerHandle | None = None
-        self._work: asyncio.Queue[tuple[Any, float]] | None = None
-        self._worker: asyncio.Task[None] | None = None
-
-    #: Whether this channel is a serial line (a pty) rather than a TCP connection.
-    serial_line: ClassVar[bool] = False
-
-    # -- implemented per transport ----------------------------------------------------
-
-    def _write_now(self, data: bytes) -> int:
-        """Write without blocking; return how many bytes went out."""
-        raise NotImplementedError
-
-    async def _wait_writable(self) -> None:
-        await asyncio.sleep(0)
-
-    def close(self) -> None:
-        self.alive = False
-        for task in (self._writer, self._worker):
-            if task is not None:
-                task.cancel()
-        if self._silence is not None:
-            self._silence.cancel()
-            self._silence = None
-        for _, _, done in self._queue:
-            if done is not None and not done.done():
-                done.cancel()
-        self._queue.clear()
-
-    # -- input --------------------------------------------------------------------------
-
-    def received(self, n_bytes: int) -> float:
-        """Account for ``n_bytes`` just received; return when the last of them would have
-        arrived on the wire (monotonic seconds)."""
-        pacing = self.server.pacing
-        now = time.monotonic()
-        if pacing is None:
-            return now
-        start = max(now, self._rx_free_at)
-        if self.half_duplex:
-            start = max(start, self._tx_free_at)
-        self._rx_free_at = start + pacing.wire_time_s(n_bytes)
-        return self._rx_free_at
-
-    def line_quiet_after(self, end: float) -> None:
-        """A request got no reply: the half-duplex line is free again a gap after it."""
-        if self.half_duplex and self.server.pacing is not None:
-            self._tx_free_at = max(self._tx_free_at, end + self.gap_s)
-
-    def arm_silence(self) -> None:
-        """Restart the timer that ends a frame when the line falls silent."""
-        if self.framer.silence_chars is None:
-            return
-        if self._silence is not None:
-            self._silence.cancel()
-            self._silence = None
-        if self.framer.pending:
-            quiet = max(UNPACED_SILENCE_S, self.gap_s)
-            loop = asyncio.get_running_loop()
-            self._silence = loop.call_later(quiet, self._on_silence)
-
-    def _on_silence(self) -> None:
-        self._silence = None
-        if self.alive:
-            now = time.monotonic()
-            frames = self.framer.on_silence()
-            if frames:
-                self.server._on_frames(self, frames, now)
-                self.server._send_unsolicited(now)
-
-    def submit(self, frame: Any, arrived: float) -> None:
-        """Queue a frame for the in-order worker (asynchronous handlers)."""
-        if self._work is None:
-            self._work = asyncio.Queue()
-            self._worker = self.server._spawn(self._serve(), name=f"{self.name}-worker")
-        self._work.put_nowait((frame, arrived))
-
-    async def _serve(self) -> None:
-        assert self._work is not None
-        while self.alive:
-            frame, arrived = await self._work.get()
-            try:
-                await self.server._answer(self, frame, arrived)
-            finally:
-                self.busy = False
-
-    # -- output -------------------------------------------------------------------------
-
-    def send(self, data: bytes, not_before: float) -> None:
-        if not self.alive or not data:
-            return
-        if self.server.pacing is None and not self._queue and self._writer is None:
-            written = self._write_some(data)
-            if written is None or written >= len(data):
-                return
-            data = data[written:]
-        self._enqueue(data, not_before, None)
-
-    async def send_and_wait(self, data: bytes, not_before: float) -> None:
-        """Send and return once the last byte has left (on a paced line: on the wire)."""
-        if not self.alive or not data:
-            return
-        if self.server.pacing is None and not self._queue and self._writer is None:
-            written = self._write_some(data)
-            if written is None or written >= len(data):
-                return
-            data = data[written:]
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue(data, not_before, done)
-        await done
-
-    def _enqueue(self, data: bytes, not_before: float, done: asyncio.Future[None] | None) -> None:
-        self._queue.append((data, not_before, done))
-        if self._writer is None:
-            self._writer = self.server._spawn(self._drain(), name=f"{self.name}-writer")
-
-    async def _drain(self) -> None:
-        try:
-            while self._queue and self.alive:
-                data, not_before, done = self._queue.popleft()
-                pacing = self.server.pacing
-                if pacing is not None:
-                    start = max(time.monotonic(), not_before, self._tx_free_at)
-                    end = start + pacing.wire_time_s(len(data))
-                    self._tx_free_at = end + self.gap_s
-                    await sleep_until(end)
-                await self._write_all(data)
-                if done is not None and not done.done():
-                    done.set_result(None)
-        finally:
-            self._writer = None
-
-    def _write_some(self, data: bytes) -> int | None:
-        """Write what the client takes now and count it; None if the write failed (the
-        client went away: the rest of the reply is dropped, as on a cut line)."""
-        try:
-            written = self._write_now(data)
-        except OSError as exc:
-            log.debug("%s: write failed: %s", self.name, exc)
-            return None
-        self.server.bytes_sent += written
-        return written
-
-    async def _write_all(self, data: bytes) -> None:
-        deadline = time.monotonic() + WRITE_STALL_S
-        while data and self.alive:
-            written = self._write_some(data)
-            if written is None:
-                return
-            data = data[written:]
-            if data:
-                if time.monotonic() > deadline:
-                    log.warning("%s: client not reading; dropped %d bytes", self.name, len(data))
-                    return
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                        await self._wait_writable()
-
-
-class _PtyChannel(_Channel):
-    serial_line = True
-
-    def __init__(self, server: EmulatorServer) -> None:
-        super().__init__(server, f"{server.handler.device_name}-pty")
-        self.master, self.slave = os.openpty()
-        try:
-            # Raw mode: no echo, no CR/LF translation, no signals.
-            tty.setraw(self.slave)
-            os.set_blocking(self.master, False)
-            self.slave_path = os.ttyname(self.slave)
-        except BaseException:
-            os.close(self.master)
-            os.close(self.slave)
-            raise
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self.master, self._on_readable)
-
-    def _on_readable(self) -> None:
-        try:
-            data = os.read(self.master, 65536)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            # Cannot happen while we hold the slave open; stop watching rather than spin.
-            log.warning("%s: master read failed (%s); pty no longer served", self.name, exc)
-            self._loop.remove_reader(self.master)
-            return
-        if data:
-            self.server._on_data(self, data)
-
-    def _write_now(self, data: bytes) -> int:
-        try:
-            return os.write(self.master, data)
-        except BlockingIOError:
-            return 0
-
-    async def _wait_writable(self) -> None:
-        ready = self._loop.create_future()
-        self._loop.add_writer(self.master, _resolve, ready)
-        try:
-            await ready
-        finally:
-            self._loop.remove_writer(self.master)
-
-    def close(self) -> None:
-        if not self.alive:
-            return
-        super().close()
-        self._loop.remove_reader(self.master)
-        self._loop.remove_writer(self.master)
-        for fd in (self.master, self.slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-class _TcpChannel(_Channel, asyncio.Protocol):
-    def __init__(self, server: EmulatorServer) -> None:
-        _Channel.__init__(self, server, f"{server.handler.device_name}-tcp")
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        if not self.server._accepting():
-            # Inside a disconnect window the "port" is away: hang up at once.
-            self.alive = False
-            self.transport.close()
-            return
-        self.name = f"{self.name}:{transport.get_extra_info('peername')}"
-        self.server._tcp_channels.add(self)
-
-    def data_received(self, data: bytes) -> None:
-        if self.alive:
-            self.server._on_data(self, data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server._tcp_channels.discard(self)
-        _Channel.close(self)
-
-    def _write_now(self, data: bytes) -> int:
-        if self.transport is None or self.transport.is_closing():
-            raise ConnectionError("connection closed")
-        self.transport.write(data)
-        return len(data)
-
-    def close(self) -> None:
-        super().close()
-        if self.transport is not None:
-            self.transport.close()
-
-
-def _loopback(host: str) -> str:
-    """``host`` if it is a loopback address (``localhost`` → 127.0.0.1), else refuse."""
-    if host == "localhost":
-        # One address: "localhost" may resolve to both ::1 and 127.0.0.1, and port 0
-        # would then pick a different port on each.
-        return "127.0.0.1"
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ConfigurationError(
-            f"the emulator listens on loopback only; got host {host!r}, expected "
-            "127.0.0.1, ::1 or localhost",
-            field="tcp",
-        )
-    return host
-
-
 class EmulatorServer:
     """Serves one :class:`ProtocolHandler` on a pty or TCP port.
 
@@ -506,12 +199,12 @@ class EmulatorServer:
         self._kind: str | None = None
         self._port = ""
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pty: _PtyChannel | None = None
+        self._pty: PtyChannel | None = None
         self._link_dir: Path | None = None
         self._link: Path | None = None
         self._tcp_server: asyncio.Server | None = None
         self._tcp_address: tuple[str, int] | None = None
-        self._tcp_channels: set[_TcpChannel] = set()
+        self._tcp_channels: set[TcpChannel] = set()
         self._down = False
         self._stopped = False
         self._up = asyncio.Event()
@@ -551,11 +244,11 @@ class EmulatorServer:
         ConfigurationError
             If ``host`` is not a loopback address: an emulator never listens on a network.
         """
-        host = _loopback(host)
+        host = loopback_host(host)
         self._check_not_started()
         self._kind = "tcp"
         loop = asyncio.get_running_loop()
-        self._tcp_server = await loop.create_server(lambda: _TcpChannel(self), host, port)
+        self._tcp_server = await loop.create_server(lambda: TcpChannel(self), host, port)
         bound = self._tcp_server.sockets[0].getsockname()
         bound_host, bound_port = str(bound[0]), int(bound[1])
         self._tcp_address = (host, bound_port)
@@ -632,7 +325,7 @@ class EmulatorServer:
 
     def _open_pty(self) -> None:
         assert self._link is not None
-        self._pty = _PtyChannel(self)
+        self._pty = PtyChannel(self)
         tmp = self._link.with_name(self._link.name + ".new")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -666,7 +359,7 @@ class EmulatorServer:
                 exc_info=task.exception(),
             )
 
-    def _on_data(self, channel: _Channel, data: bytes) -> None:
+    def _on_data(self, channel: Channel, data: bytes) -> None:
         self.bytes_received += len(data)
         self.rx_log.append((self.clock.now(), data))
         arrived = channel.received(len(data))
@@ -688,7 +381,7 @@ class EmulatorServer:
         channel.arm_silence()
         self._send_unsolicited(arrived)
 
-    def _on_frames(self, channel: _Channel, frames: list[Any], arrived: float) -> None:
+    def _on_frames(self, channel: Channel, frames: list[Any], arrived: float) -> None:
         handler = self.handler
         for frame in frames:
             if not handler.addressed(frame):
@@ -710,7 +403,7 @@ class EmulatorServer:
             for reply in cast(Replies, replies):
                 self._dispatch(channel, reply, arrived)
 
-    def _dispatch(self, channel: _Channel, reply: bytes, not_before: float) -> None:
+    def _dispatch(self, channel: Channel, reply: bytes, not_before: float) -> None:
         outcome = self._faulted(channel, reply)
         if outcome is None:
             return
@@ -721,7 +414,7 @@ class EmulatorServer:
             self.replies += 1
             channel.send(data, not_before)
 
-    async def _answer(self, channel: _Channel, frame: Any, arrived: float) -> None:
+    async def _answer(self, channel: Channel, frame: Any, arrived: float) -> None:
         """Serve one frame of an asynchronous handler and deliver its replies in order."""
         try:
             replies = await cast(Awaitable[Replies], self.handler.handle(frame))
@@ -741,7 +434,7 @@ class EmulatorServer:
             self.replies += 1
             await channel.send_and_wait(data, arrived + channel.turnaround_s)
 
-    def _faulted(self, channel: _Channel, reply: bytes) -> tuple[bytes, float] | None:
+    def _faulted(self, channel: Channel, reply: bytes) -> tuple[bytes, float] | None:
         """The fault layer: what to send (and how late), or None for nothing."""
         if self.faults is None:
             return reply, 0.0
@@ -758,7 +451,7 @@ class EmulatorServer:
             return None
         return outcome.data, outcome.late_s
 
-    async def _send_late(self, channel: _Channel, reply: bytes, delay_s: float) -> None:
+    async def _send_late(self, channel: Channel, reply: bytes, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         self.replies += 1
         channel.send(reply, time.monotonic())
@@ -773,7 +466,7 @@ class EmulatorServer:
             for channel in self._channels():
                 channel.send(output, not_before)
 
-    def _channels(self) -> list[_Channel]:
+    def _channels(self) -> list[Channel]:
         if self._pty is not None:
             return [self._pty]
         return list(self._tcp_channels)
@@ -834,7 +527,7 @@ class EmulatorServer:
             elif self._tcp_server is None and self._tcp_address is not None:
                 loop = asyncio.get_running_loop()
                 self._tcp_server = await loop.create_server(
-                    lambda: _TcpChannel(self), *self._tcp_address
+                    lambda: TcpChannel(self), *self._tcp_address
                 )
         except OSError:
             # Nobody awaits this task: say why the port stays away.

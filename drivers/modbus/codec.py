@@ -193,6 +193,9 @@ class MbapFramer(Framer[MbapFrame]):
     in the same chunk are returned first; the error comes with the next call.
     """
 
+    #: Modbus TCP has no serial line behind it: its replies are never paced.
+    paced = False
+
     def __init__(self) -> None:
         self._buffer = bytearray()
 
