@@ -3,10 +3,35 @@
 Two layers, as pymodbus separates framers from clients: :mod:`.codec` is the framing
 (RTU CRC and t3.5, MBAP; pure, shared with the emulators and the tests) and :mod:`.driver`
 the drivers over pymodbus's clients. The drivers are re-exported here, so
-``medtwin.drivers.modbus:ModbusInfusionPump`` names the driver.
+``medtwin.drivers.modbus:ModbusInfusionPump`` names the driver; they are imported on first
+use, so that importing the codec (as an emulator does) never loads the clients.
 """
 
-from medtwin.drivers.modbus.driver import *  # noqa: F403 - the driver's __all__ is this package's
-from medtwin.drivers.modbus.driver import __all__ as _driver_all
+from typing import TYPE_CHECKING
 
-__all__ = list(_driver_all)
+if TYPE_CHECKING:
+    from medtwin.drivers.modbus.driver import (
+        EXCEPTION_CODES,
+        ModbusBenchIO,
+        ModbusExceptionReply,
+        ModbusInfusionPump,
+        ModbusLink,
+        ModbusRegisterDevice,
+    )
+
+__all__ = [
+    "EXCEPTION_CODES",
+    "ModbusBenchIO",
+    "ModbusExceptionReply",
+    "ModbusInfusionPump",
+    "ModbusLink",
+    "ModbusRegisterDevice",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name in __all__:
+        from medtwin.drivers.modbus import driver
+
+        return getattr(driver, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,8 +6,24 @@ Two layers, as pymodbus separates framers from clients: :mod:`.codec` is the pro
 re-exported here, so ``medtwin.drivers.mtsics:MTSICSBalance`` names the driver.
 """
 
+from typing import TYPE_CHECKING
+
 from medtwin.drivers.mtsics.codec import *  # noqa: F403 - the codec's __all__ is this package's
 from medtwin.drivers.mtsics.codec import __all__ as _codec_all
-from medtwin.drivers.mtsics.driver import BalanceStream, MTSICSBalance
+
+if TYPE_CHECKING:
+    from medtwin.drivers.mtsics.driver import BalanceStream, MTSICSBalance
+
+#: Names of the driver module, imported on first use so that importing the codec (as an
+#: emulator does) never loads the driver and its transport.
+_DRIVER_NAMES = frozenset({"BalanceStream", "MTSICSBalance"})
 
 __all__ = [*_codec_all, "BalanceStream", "MTSICSBalance"]
+
+
+def __getattr__(name: str) -> object:
+    if name in _DRIVER_NAMES:
+        from medtwin.drivers.mtsics import driver
+
+        return getattr(driver, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

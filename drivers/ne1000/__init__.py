@@ -6,8 +6,24 @@ Two layers, as pymodbus separates framers from clients: :mod:`.codec` is the pro
 ``medtwin.drivers.ne1000:NE1000Pump`` names the driver.
 """
 
+from typing import TYPE_CHECKING
+
 from medtwin.drivers.ne1000.codec import *  # noqa: F403 - the codec's __all__ is this package's
 from medtwin.drivers.ne1000.codec import __all__ as _codec_all
-from medtwin.drivers.ne1000.driver import DEFAULT_LIMITS, NE1000Pump
+
+if TYPE_CHECKING:
+    from medtwin.drivers.ne1000.driver import DEFAULT_LIMITS, NE1000Pump
+
+#: Names of the driver module, imported on first use so that importing the codec (as an
+#: emulator does) never loads the driver and its transport.
+_DRIVER_NAMES = frozenset({"DEFAULT_LIMITS", "NE1000Pump"})
 
 __all__ = [*_codec_all, "DEFAULT_LIMITS", "NE1000Pump"]
+
+
+def __getattr__(name: str) -> object:
+    if name in _DRIVER_NAMES:
+        from medtwin.drivers.ne1000 import driver
+
+        return getattr(driver, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,8 @@ point, and a broken checksum is rejected by the codec.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -268,3 +270,23 @@ def test_a_clean_stream_frames_the_same_in_any_chunking(
         last = cut
     frames += framer.feed(stream[last:])
     assert [case.raw_of(frame) for frame in frames] == [case.good] * copies
+
+
+def test_emulators_import_their_codecs_not_the_drivers() -> None:
+    # A fresh interpreter: this test process has long imported every driver.
+    code = (
+        "import sys\n"
+        "import medtwin.drivers.emulators.ne1000, medtwin.drivers.emulators.mtsics\n"
+        "import medtwin.drivers.emulators.modbus\n"
+        "loaded = [m for m in sys.modules if m.startswith('medtwin.drivers.')]\n"
+        "print(','.join(sorted(loaded)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    loaded = set(out.split(","))
+    assert {"medtwin.drivers.ne1000.codec", "medtwin.drivers.mtsics.codec"} <= loaded
+    assert "medtwin.drivers.modbus.codec" in loaded
+    for driver in ("ne1000", "mtsics", "modbus"):
+        assert f"medtwin.drivers.{driver}.driver" not in loaded
+    assert "medtwin.drivers.transport" not in loaded
