@@ -489,7 +489,7 @@ class _ModbusEmulator(SerialDeviceEmulator, abc.ABC, Generic[_Mechanism]):
     @property
     def port(self) -> str:
         """What a client opens: the pty path, ``tcp://127.0.0.1:N`` or ``socket://...``."""
-        if not self.server.up and not self.server._port:
+        if not self.server.started:
             raise RuntimeError(f"the {self.kind} emulator is not started; await start() first")
         return self.server.port
 
@@ -499,7 +499,7 @@ class _ModbusEmulator(SerialDeviceEmulator, abc.ABC, Generic[_Mechanism]):
         ``host`` must be a loopback address (the emulator never listens on a network);
         port 0 picks a free one. Returns the port string a client opens.
         """
-        if self.server._port:
+        if self.server.started:
             raise RuntimeError(f"the {self.kind} emulator already serves {self.server.port}")
         self.started_s = self.clock.now()
         self.handler.framing = "rtu" if tcp is None else self.tcp_framing

@@ -270,6 +270,11 @@ class EmulatorServer:
         return self._port
 
     @property
+    def started(self) -> bool:
+        """Whether :meth:`start_pty` or :meth:`start_tcp` has run (even if stopped since)."""
+        return bool(self._port)
+
+    @property
     def slave_path(self) -> str | None:
         """The ``/dev/pts/N`` currently behind the link (None while disconnected)."""
         return self._pty.slave_path if self._pty is not None else None
