@@ -31,7 +31,7 @@ from medtwin.drivers.registry import driver_class
 DEVICE_KIND = "*"  # every device class
 
 #: Attempts long enough for a pty under load, short enough to keep the fault cases quick.
-QUICK = RetryPolicy(timeout_s=0.25, retries=2, reconnects=20, backoff_s=0.02, backoff_max_s=0.1)
+QUICK = RetryPolicy(timeout_s=0.15, retries=2, reconnects=20, backoff_s=0.02, backoff_max_s=0.1)
 
 
 async def round_trip(pair: Any, step: int) -> None:
@@ -86,7 +86,7 @@ async def test_a_port_that_does_not_exist_is_a_port_error(pair_spec: Any, tmp_pa
 
 @pytest.mark.parametrize(
     "fault",
-    ["drop:count=1", "garbage:count=1", "bad-checksum:count=1", "late:delay=0.4s,count=1"],
+    ["drop:count=1", "garbage:count=1", "bad-checksum:count=1", "late:delay=0.25s,count=1"],
 )
 async def test_one_faulty_reply_is_retried(pair: Any, fault: str) -> None:
     await pair.reopen(retry=QUICK)
@@ -94,7 +94,7 @@ async def test_one_faulty_reply_is_retried(pair: Any, fault: str) -> None:
     async with asyncio.timeout(20):
         await round_trip(pair, 0)
         if fault.startswith("late"):
-            await asyncio.sleep(0.45)  # the late reply lands between two exchanges
+            await asyncio.sleep(0.3)  # the late reply lands between two exchanges
         for step in (1, 2):
             await round_trip(pair, step)  # in step: a stale reply is never taken for new
     assert pair.device.status is DeviceStatus.OPEN
@@ -119,11 +119,11 @@ async def test_corrupt_replies_never_pass_as_data(pair: Any) -> None:
     the framing discards a corrupt frame as line noise (Modbus RTU checks the CRC first).
     Never wrong data, another exception or a hang; and once the line is clean the driver is
     back in step."""
-    await pair.reopen(retry=RetryPolicy(timeout_s=0.2, retries=1))
+    await pair.reopen(retry=RetryPolicy(timeout_s=0.15, retries=1))
     pair.inject("garbage:p=0.5", "bad-checksum:p=0.5")
     async with asyncio.timeout(60):
         failed: list[ProtocolError | DeviceTimeout] = []
-        for step in range(4):
+        for step in range(3):
             try:
                 await round_trip(pair, step)
             except (ProtocolError, DeviceTimeout) as error:
@@ -139,14 +139,14 @@ async def test_corrupt_replies_never_pass_as_data(pair: Any) -> None:
 async def test_a_port_that_comes_back_is_reopened(pair: Any) -> None:
     async with asyncio.timeout(20):
         await round_trip(pair, 0)
-        pair.inject("disconnect:for=0.2s")
+        pair.inject("disconnect:for=0.1s")
         await round_trip(pair, 1)  # the port vanishes on a reply; the driver reopens it
         assert pair.device.status is DeviceStatus.OPEN
         await round_trip(pair, 2)
 
 
 async def test_a_port_gone_for_good_marks_the_device_lost(pair: Any) -> None:
-    await pair.reopen(retry=RetryPolicy(timeout_s=0.3, retries=1, reconnects=1, backoff_s=0.01))
+    await pair.reopen(retry=RetryPolicy(timeout_s=0.15, retries=1, reconnects=1, backoff_s=0.01))
     pair.inject("disconnect:for=30s")
     async with asyncio.timeout(20):
         with pytest.raises(PortError):

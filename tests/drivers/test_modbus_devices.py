@@ -334,6 +334,7 @@ async def test_identity_without_function_43_comes_from_the_map(
 # --------------------------------------------------------------------------- faults
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("fault", ["drop", "bad-checksum", "garbage", "late:delay=0.5s"])
 async def test_a_faulty_reply_is_retried(
@@ -350,6 +351,7 @@ async def test_a_faulty_reply_is_retried(
         assert emulator.requests + emulator.ignored >= 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("fault", ["drop", "bad-checksum", "late:delay=1s"])
 async def test_a_fault_on_every_reply_is_a_timeout(

@@ -303,6 +303,7 @@ async def test_sir_stream_starts_once(bench: Bench) -> None:
 # --------------------------------------------------------------------------- fault plans
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tcp", [False, True], ids=["pty", "tcp"])
 @pytest.mark.parametrize(
     "fault",

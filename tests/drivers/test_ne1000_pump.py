@@ -261,6 +261,7 @@ async def test_virtual_clock_jump_beyond_saf_times_out_the_pump(rig: RigFactory)
     assert status.alarms == frozenset({PumpAlarm.COMMUNICATION_TIMEOUT})
 
 
+@pytest.mark.slow
 async def test_safe_mode_heartbeat_keeps_the_pump_out_of_timeout(rig: RigFactory) -> None:
     # Wall clock: the pump's 1 s communication time-out and the driver's heartbeat both
     # run in real time here.

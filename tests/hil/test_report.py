@@ -33,6 +33,10 @@ from medtwin.hil.report import (
 from medtwin.hil.runner import RunResult
 from medtwin.hil.store import CalibrationRecord, ChannelData, RunData, RunStatus, RunStore
 
+# Every test but one reports on the module's ``runs``: five end-to-end runs on the virtual
+# clock (about 5 s before the first test), so the module is left out of ``-m "not slow"``.
+pytestmark = pytest.mark.slow
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 FLOW_20MIN = """

@@ -23,6 +23,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 from medtwin.hil.store import RunStatus, RunStore, Source
 from sqlalchemy.pool import NullPool
@@ -79,6 +80,7 @@ def committed_blocks(engine: sa.Engine, run_id: int) -> int:
     return int(count or 0)
 
 
+@pytest.mark.slow
 async def test_sigkill_mid_run_keeps_everything_flushed(db_url: str) -> None:
     RunStore(db_url).close()  # schema first, so the child and the observer agree on it
     observer = sa.create_engine(db_url, poolclass=NullPool)
