@@ -17,8 +17,9 @@ bus and, when a flag names it, against real hardware:
   a JSON object. Tests that need the emulator (fault injection, an alarm raised on the
   bench) are skipped there, with the reason. See docs/real-hardware.md.
 
-The protocols come from the registry (:func:`protocols_of`), so a protocol added by a
-descriptor, built in or from a plug-in, is in the suite without an edit here.
+The protocols come from the registry's descriptors (:func:`protocols_of`: every descriptor
+of that ``kind``; its ``emulator`` and ``mechanism`` say how to serve it), so a protocol
+added by a descriptor, built in or from a plug-in, is in the suite without an edit here.
 """
 
 from __future__ import annotations
@@ -42,18 +43,15 @@ from medtwin.drivers.base import (
 from medtwin.drivers.clock import Clock, VirtualClock, WallClock
 from medtwin.drivers.emulators.faults import FaultPlan
 from medtwin.drivers.emulators.physical_bench import PhysicalBench
-from medtwin.drivers.errors import ConfigurationError
-from medtwin.drivers.registry import driver_class, emulator_class, protocols
+from medtwin.drivers.registry import descriptor, descriptors, driver_class, emulator_class
 
-#: Device class (the kind a bench file and a descriptor name) → its interface in base.py.
+#: Device class (a descriptor's ``kind``) → its interface in base.py. A new device class
+#: adds its row here and its suite beside this file.
 INTERFACES: dict[str, type[Device]] = {
     "pump": InfusionPump,
     "balance": Balance,
     "bench-io": BenchIO,
 }
-
-#: Device class → the mechanism of the physical bench its emulator serves.
-MECHANISMS = {"pump": "pump", "balance": "balance", "bench-io": "bench_io"}
 
 #: Short attempts keep the fault cases quick; reconnects outlast a 0.3 s disconnect.
 FAST = RetryPolicy(timeout_s=0.5, retries=2, reconnects=20, backoff_s=0.02, backoff_max_s=0.1)
@@ -62,28 +60,9 @@ PORT_VARIABLE = "MEDTWIN_CONFORMANCE_PORT_{}"
 OPTIONS_VARIABLE = "MEDTWIN_CONFORMANCE_OPTIONS_{}"
 
 
-def _kind_of(protocol: str) -> str | None:
-    """The device class ``protocol`` drives, from its driver's interface.
-
-    With the protocol descriptors of :mod:`medtwin.drivers.registry` this is
-    ``descriptor(protocol).kind``; reading it off the driver class works with either
-    registry and checks what the suite relies on (the driver implements the interface).
-    """
-    driver = driver_class(protocol)
-    return next((kind for kind, cls in INTERFACES.items() if issubclass(driver, cls)), None)
-
-
-def _has_emulator(protocol: str) -> bool:
-    try:
-        emulator_class(protocol)
-    except ConfigurationError:
-        return False
-    return True
-
-
 def protocols_of(kind: str) -> list[str]:
-    """Every registered protocol of device class ``kind``."""
-    return [name for name in protocols() if _kind_of(name) == kind]
+    """Every registered protocol of device class ``kind``, built in or from a plug-in."""
+    return sorted(name for name, found in descriptors().items() if found.kind == kind)
 
 
 def _variable(template: str, protocol: str) -> str:
@@ -119,7 +98,7 @@ def pair_specs(kind: str, *, every_transport: bool) -> list[PairSpec]:
                     f"{_variable(OPTIONS_VARIABLE, protocol)} must be a JSON object, got {raw}"
                 )
             specs.append(PairSpec(kind, protocol, "hardware", port, options))
-        elif _has_emulator(protocol):
+        elif descriptor(protocol).emulator is not None:
             for transport in ("pty", "tcp") if every_transport else ("pty",):
                 specs.append(PairSpec(kind, protocol, transport))
     return specs
@@ -167,7 +146,7 @@ class Pair:
     def mechanism(self) -> Any:
         """The physical bench's device behind the emulator (the truth)."""
         assert self.bench is not None
-        return getattr(self.bench, MECHANISMS[self.spec.kind])
+        return getattr(self.bench, str(descriptor(self.spec.protocol).mechanism))
 
     def build(self, *, retry: RetryPolicy = FAST, limits: PumpLimits | None = None) -> Any:
         """A new, unopened driver on the pair's port (closed at teardown)."""
@@ -234,9 +213,8 @@ async def pair(pair_spec: PairSpec) -> AsyncIterator[Pair]:
         clock = VirtualClock()
         # Seed 11: fixed balance and transducer noise, so a failing case replays exactly.
         bench = PhysicalBench.default(clock=clock, seed=11)
-        emulator = emulator_class(pair_spec.protocol)(
-            getattr(bench, MECHANISMS[pair_spec.kind]), clock=clock
-        )
+        mechanism = getattr(bench, str(descriptor(pair_spec.protocol).mechanism))
+        emulator = emulator_class(pair_spec.protocol)(mechanism, clock=clock)
         port = await emulator.start(tcp=("127.0.0.1", 0) if pair_spec.transport == "tcp" else None)
     made = Pair(pair_spec, clock, bench, emulator, port)
     try:

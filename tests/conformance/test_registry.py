@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import pytest
 from medtwin.drivers.base import Balance, BenchIO, InfusionPump
-from medtwin.drivers.errors import ConfigurationError
-from medtwin.drivers.registry import driver_class, emulator_class, protocols
+from medtwin.drivers.registry import descriptors, driver_class, emulator_class
 
 
 def test_every_device_class_has_pairs(suite_protocols: dict[str, list[str]]) -> None:
@@ -24,12 +23,13 @@ def test_every_protocol_with_an_emulator_is_in_a_suite(
     suite_protocols: dict[str, list[str]],
 ) -> None:
     in_suites = {name for names in suite_protocols.values() for name in names}
-    for name in protocols():
-        try:
-            emulator_class(name)
-        except ConfigurationError:
+    for name, found in descriptors().items():
+        if found.emulator is None:
             continue  # a generic device without an emulator (the plain Modbus map)
-        assert name in in_suites, f"protocol {name!r} has an emulator but no conformance suite"
+        assert name in in_suites, (
+            f"protocol {name!r} ({found.kind}) has an emulator but no conformance suite"
+        )
+        assert isinstance(emulator_class(name), type)
 
 
 @pytest.mark.parametrize(
