@@ -33,9 +33,9 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from _common import BenchResult, best_time_s  # noqa: E402
-from medtwin.fixtures.packaged import bench_path, scenario_path  # noqa: E402
 from medtwin.hil.calibration import Calibration, calibrate  # noqa: E402
 from medtwin.hil.config import load_bench, load_scenario  # noqa: E402
+from medtwin.hil.packaged import bench_path, scenario_path  # noqa: E402
 from medtwin.hil.session import run_scenario  # noqa: E402
 from medtwin.hil.store import RunData, RunStore  # noqa: E402
 

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from _common import BenchResult
-from medtwin.fixtures.packaged import bench_path, scenario_path
 from medtwin.hil.config import load_bench, load_scenario
+from medtwin.hil.packaged import bench_path, scenario_path
 from medtwin.hil.session import run_scenario
 
 

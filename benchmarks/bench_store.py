@@ -1,6 +1,6 @@
 """Run store: sample ingest and read-back, numpy blocks against the SQLModel ORM.
 
-Baseline (python-stack.md, measurement 6): the SQLModel ORM storing one row per sample
+Baseline: the SQLModel ORM storing one row per sample
 ``(run_id, channel, t_s, value)``, ``session.add`` per row and one commit at the end. It is
 measured on ``BASELINE_ROWS`` rows and its per-sample rate extrapolated (10 M rows would
 take the better part of ten minutes); the extrapolation is stated in each result's note.
@@ -12,11 +12,11 @@ Ours, same process, same disk:
   batch of ticks, or a simulation per segment) with the flusher thread running, timed
   from the first append until ``finish()`` has committed the last block. Goal ≥ 100×.
 * **read-back**: ``load_run`` of those 10 M samples into numpy arrays, against the ORM
-  reading its rows back and building arrays from them. Goal ≥ 20× (python-stack.md
-  measured 53× for a bare BLOB read).
+  reading its rows back and building arrays from them. Goal ≥ 20× (a bare SQLite
+  BLOB read measured 53× the ORM's row read when the store was designed).
 * **live path**: one scalar sample per ``append`` call (10 channels × 20 k ticks), the
   way a runner logs each reading as it arrives, including ``finish()``. Goal ≥ 10× the ORM
-  (python-stack.md suggests ≥ 10 k samples/s for live logging).
+  (≥ 10 k samples/s is what live logging of a bench needs).
 * **PostgreSQL**: the ingest and read-back again on the server named by
   ``MEDTWIN_TEST_POSTGRES_URL`` (default the local test server, own schema, dropped
   afterwards), against the ORM on the same server; skipped with a note if unreachable.

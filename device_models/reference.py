@@ -1,6 +1,6 @@
 """The reference solution: the syringe system written as an ODE for ``solve_ivp``.
 
-This is the *test* reference of DESIGN.md, not the model: the same equations as
+This is the *test* reference (docs/models.md, "How the model is checked"), not the model: the same equations as
 :mod:`medtwin.device_models.system` with continuous plunger motion (a staircase of microsteps is
 no input for an ODE solver), integrated by ``scipy.integrate.solve_ivp`` (RK45, tight
 tolerances) and restarted at every discontinuity (rate changes, the end of the backlash

@@ -51,9 +51,9 @@ FOLDERS = {
 PACKAGE_DATA = [
     "medtwin/device_models/data/syringes.toml",
     "medtwin/drivers/register_maps/*.toml",
-    "medtwin/fixtures/benches/*.toml",
-    "medtwin/fixtures/scenarios/*.toml",
-    "medtwin/fixtures/traces/*.csv",
+    "medtwin/hil/data/benches/*.toml",
+    "medtwin/hil/data/scenarios/*.toml",
+    "medtwin/hil/data/traces/*.csv",
 ]
 
 #: What the build leaves behind and what the wheel is not built from.

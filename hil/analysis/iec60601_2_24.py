@@ -8,10 +8,10 @@ What is implemented, and how sure we are of it
 -----------------------------------------------
 The method is the one of IEC 60601-2-24:1998 clause 50.102 (flow accuracy, start-up and
 trumpet curves), kept by the 2012 edition in clause 201.12.1. The clause numbers of the
-2012 edition and the exact formulas below are marked **[std?]** in
-``shared/domain/pumps.md``: they agree with manufacturers' IFUs (B. Braun, Alaris, Smiths)
-and with the GB 9706.27 adoption quoted there, but have not been checked against a
-licensed copy of the standard. Every figure that could differ is therefore a keyword
+2012 edition and the exact formulas below are marked **[std?]**: they agree with
+manufacturers' IFUs (B. Braun Perfusor, BD Alaris 8000, Smiths CADD) and with the Chinese
+adoption GB 9706.27 as quoted publicly (sources in docs/analysis.md), but have not been
+checked against a licensed copy of the standard. Every figure that could differ is therefore a keyword
 argument (S, d, the windows, the analysis periods).
 
 * Flow per sample, ``Q_i = 60·(W_i − W_{i−1}) / (S·d)`` mL/h, with W in g, the sample

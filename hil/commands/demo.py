@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import click
-from medtwin.fixtures.packaged import bench_path, scenario_path
 from medtwin.hil.calibration import calibration_in_force
 from medtwin.hil.cli import handle_errors
 from medtwin.hil.config import load_bench, load_scenario
+from medtwin.hil.packaged import bench_path, scenario_path
 from medtwin.hil.report import write_report
 from medtwin.hil.session import print_result, run_scenario
 from medtwin.hil.store import DEFAULT_URL, RunStore

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from medtwin.drivers.errors import StorageError
-from medtwin.fixtures.packaged import bench_path, scenario_path
 from medtwin.hil.config import load_bench, load_scenario
+from medtwin.hil.packaged import bench_path, scenario_path
 from medtwin.hil.runner import RunResult
 from medtwin.hil.session import run_scenario
 from medtwin.hil.store import RunStore

@@ -26,9 +26,9 @@ from medtwin.drivers.errors import ConfigurationError
 from medtwin.fixtures.bench import HilBench
 from medtwin.fixtures.devices import DeviceCall
 from medtwin.fixtures.options import HilOptions
-from medtwin.fixtures.packaged import bench_path
 from medtwin.hil.actions import ACTIONS, Action, PlanContext, PlannedStep
 from medtwin.hil.config import load_bench, load_scenario, scenario_from_text
+from medtwin.hil.packaged import bench_path
 from medtwin.hil.runner import Runner, plan_steps
 from medtwin.hil.store import RunStore
 from medtwin.hil.twin import schedule_from_events

@@ -2,7 +2,7 @@
 
 The runs are real HIL runs of the emulated drift bench (NE-1000, MT-SICS and Modbus on
 ptys, virtual clock) through the 2-hour IEC 60601-2-24 flow scenario. The emulated pump's
-truth differs from the nominal twin by a known amount (fixtures/benches/emulated-drift.toml):
+truth differs from the nominal twin by a known amount (hil/data/benches/emulated-drift.toml):
 inner diameter 26.3241 mm instead of 26.59 mm, lead-screw wear 1 %/h from 1800 s on. The
 fit must find those numbers within its own standard errors.
 """
@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 from medtwin.drivers.errors import AnalysisError, ConfigurationError
-from medtwin.fixtures.packaged import bench_path
 from medtwin.hil.calibration import (
     DEFAULT_PARAMETERS,
     calibrate,
@@ -30,8 +29,13 @@ from medtwin.hil.calibration import (
     validate,
 )
 from medtwin.hil.cli import main
+from medtwin.hil.packaged import bench_path
 from medtwin.hil.runner import RunResult
 from medtwin.hil.store import RunData, RunStore
+
+# The fits read the module's ``runs`` (end-to-end runs on the virtual clock, drifting and
+# nominal), and two tests run again with the calibration: left out of ``-m "not slow"``.
+pytestmark = pytest.mark.slow
 
 TRUE_DIAMETER_MM = 26.3241
 TRUE_WEAR_PERCENT_PER_H = 1.0

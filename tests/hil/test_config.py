@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from medtwin.drivers.errors import ConfigurationError
-from medtwin.fixtures.packaged import bench_path, scenario_path
 from medtwin.hil.config import bench_from_text, load_bench, load_scenario
+from medtwin.hil.packaged import bench_path, scenario_path
 from medtwin.hil.rig import check_bench
 from medtwin.hil.runner import plan_steps
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from medtwin.drivers.errors import ConfigurationError
-from medtwin.fixtures.packaged import bench_path
 from medtwin.hil.config import load_bench, load_scenario
+from medtwin.hil.packaged import bench_path
 from medtwin.hil.procedures import parse_procedures
 from medtwin.hil.runner import RunResult, plan_steps
 from medtwin.hil.store import RunStore
@@ -21,6 +21,7 @@ def _verdicts(result) -> dict[tuple[str, str], object]:  # type: ignore[no-untyp
     return {(v.source, v.name): v for v in result.verdicts}
 
 
+@pytest.mark.slow
 def test_flow_procedure_fails_the_drifting_pump_and_passes_the_twin(
     tmp_path: Path, make_run: Callable[..., RunResult]
 ) -> None:
@@ -40,6 +41,7 @@ def test_flow_procedure_fails_the_drifting_pump_and_passes_the_twin(
     assert run.summary["procedures"][0]["kind"] == "iec60601-2-24.flow"
 
 
+@pytest.mark.slow
 def test_occlusion_procedure_measures_alarm_and_bolus(
     tmp_path: Path, make_run: Callable[..., RunResult]
 ) -> None:
@@ -57,6 +59,7 @@ def test_occlusion_procedure_measures_alarm_and_bolus(
     assert {v.outcome.value for v in result.verdicts} == {"PASS"}
 
 
+@pytest.mark.slow
 def test_bolus_procedure_weighs_each_bolus(
     tmp_path: Path, make_run: Callable[..., RunResult]
 ) -> None:
@@ -82,6 +85,7 @@ def test_procedure_errors_name_the_field(tmp_path: Path) -> None:
         plan_steps(load_bench(bench_path("emulated-nominal")), load_scenario(scenario))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_leaves_an_interrupted_run_with_its_data(
     tmp_path: Path,
     wait_for_channel: Callable[[str, str, int], int],

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from medtwin.drivers.clock import VirtualClock
-from medtwin.fixtures.packaged import bench_path, scenario_path
 from medtwin.hil.cli import main
 from medtwin.hil.config import BenchConfig, ScenarioConfig, load_bench, load_scenario
+from medtwin.hil.packaged import bench_path, scenario_path
 from medtwin.hil.runner import Runner
 from medtwin.hil.store import RunStore
 from medtwin.hil.twin import schedule_from_events, twin_params, twin_series
@@ -87,6 +87,7 @@ async def test_nominal_bench_has_no_false_drift_over_24_hours(
     assert run.info.status == "completed"
 
 
+@pytest.mark.slow
 async def test_drift_bench_is_flagged_soon_after_onset(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     result = await _run(
@@ -111,6 +112,7 @@ async def test_drift_bench_is_flagged_soon_after_onset(tmp_path: Path) -> None:
     assert len(stored) == len(result.drift_events)
 
 
+@pytest.mark.slow
 async def test_nominal_iec_run_stores_both_sides_and_replays(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     bench = load_bench(bench_path("emulated-nominal"))
@@ -133,6 +135,7 @@ async def test_nominal_iec_run_stores_both_sides_and_replays(tmp_path: Path) -> 
     np.testing.assert_allclose(series["balance.mass_g"][0], twin.values, rtol=0, atol=1e-9)
 
 
+@pytest.mark.slow
 async def test_occlusion_scenario_raises_the_alarm_and_releases_a_bolus(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     result = await _run(
@@ -152,6 +155,7 @@ async def test_occlusion_scenario_raises_the_alarm_and_releases_a_bolus(tmp_path
     assert np.nanmax(pressure.values) == pytest.approx(501.0, abs=3.0)
 
 
+@pytest.mark.slow
 async def test_device_faults_end_degraded_never_hang(
     tmp_path: Path,
     write_toml: Callable[[Path, str, str], Path],
@@ -336,6 +340,7 @@ def test_cli_unreachable_port_names_device_and_port(
     assert "/dev/ttyMEDTWIN404" in result.output
 
 
+@pytest.mark.slow
 def test_sigint_stops_the_pump_and_closes_the_run_aborted(
     tmp_path: Path,
     wait_for_channel: Callable[[str, str, int], int],
