@@ -6,25 +6,40 @@ its own command). The table below is the one place that lists them.
 
 Conventions every command follows:
 
-* human tables and progress on stdout by default, one JSON document with ``--json``;
-* invalid user input (a file, a field, an option) → one line on stderr naming it, exit
-  status 2, nothing written;
-* any other medtwin error → one line on stderr, exit status 1.
+* human tables on stdout by default, one JSON document with ``--json``;
+* an error → one line on stderr naming the file, option or device, and the exit status of
+  :class:`ExitCode` that :func:`exit_code_for` gives the error: the one table a CI pipeline
+  gates on, the same for every command (documented in docs/cli.md).
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import importlib
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
-from medtwin.drivers.errors import ConfigurationError, MedtwinError
+from medtwin.drivers.errors import (
+    AnalysisError,
+    ConfigurationError,
+    MedtwinError,
+    RunNotFound,
+)
 
-__all__ = ["COMMANDS", "handle_errors", "main", "parse_assignments", "parse_duration_option"]
+__all__ = [
+    "COMMANDS",
+    "ExitCode",
+    "exit_code_for",
+    "exit_with",
+    "handle_errors",
+    "main",
+    "parse_assignments",
+    "parse_duration_option",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,19 +58,65 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class ExitCode(enum.IntEnum):
+    """The exit status of every ``medtwin`` command: what a CI pipeline gates on.
+
+    ``OK`` and ``FAILED`` are the answer to the question the command was asked (did the
+    device pass?); ``BAD_INPUT`` means the question was malformed (fix the command line or
+    the files), ``RUNTIME`` that the bench or the store let the command down (a retry, or a
+    look at the hardware, may help). ``BAD_INPUT`` is also what click gives its own usage
+    errors, and ``INTERRUPTED`` is 128 + SIGINT, the shell's convention for a command
+    stopped by Ctrl-C (POSIX.1-2017, Shell Command Language §2.8.2).
+    """
+
+    #: the command did what was asked; ``medtwin run``: no verdict failed.
+    OK = 0
+    #: ``medtwin run``: a verdict failed (or, with ``--fail-on drift``, drift was flagged).
+    FAILED = 1
+    #: bad input: an argument, option, bench, scenario, sweep or trace file, an unknown
+    #: run, a store that is not one, or data that cannot support the requested analysis.
+    BAD_INPUT = 2
+    #: a runtime failure: a port that cannot be opened, a device lost or misbehaving, a
+    #: store that fails while in use, a plug-in that cannot be loaded.
+    RUNTIME = 3
+    #: stopped by Ctrl-C or SIGTERM (whatever was recorded is stored as ``aborted``).
+    INTERRUPTED = 130
+
+
+def exit_code_for(error: BaseException) -> ExitCode:
+    """The exit status of an error: the one mapping of the exception tree to :class:`ExitCode`.
+
+    Bad input is what the user can fix in what they typed or wrote: a configuration error,
+    an unknown run, data that cannot support an analysis (:class:`AnalysisError`: too short
+    a trace, a fit that cannot converge on this run). Everything else medtwin raises on
+    purpose (device, protocol, port, storage errors) is a runtime failure.
+    """
+    if isinstance(error, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    if isinstance(error, ConfigurationError | RunNotFound | AnalysisError):
+        return ExitCode.BAD_INPUT
+    return ExitCode.RUNTIME
+
+
+def exit_with(code: ExitCode) -> NoReturn:
+    """Leave the command with ``code`` (``sys.exit`` with the table's value)."""
+    sys.exit(int(code))
+
+
 def handle_errors(func: F) -> F:
-    """Map medtwin errors to the CLI's exit statuses (2: bad input, 1: anything else)."""
+    """Turn a medtwin error into one line on stderr and its :func:`exit_code_for` status;
+    Ctrl-C outside a run into ``interrupted`` and status 130 (not a traceback)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except ConfigurationError as exc:
-            click.echo(f"medtwin: error: {exc}", err=True)
-            sys.exit(2)
         except MedtwinError as exc:
             click.echo(f"medtwin: error: {exc}", err=True)
-            sys.exit(1)
+            exit_with(exit_code_for(exc))
+        except KeyboardInterrupt:
+            click.echo("medtwin: interrupted", err=True)
+            exit_with(ExitCode.INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
 

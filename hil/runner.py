@@ -98,6 +98,10 @@ class RunResult:
     db: str
     lost: list[str] = field(default_factory=list)
     procedures: list[ProcedureResult] = field(default_factory=list)
+    #: scenario time of the last tick run (``duration_s`` when the run went to its end).
+    scenario_time_s: float = 0.0
+    #: ``{"device_key", "version", "id"}`` of the calibration the twin used, or None.
+    calibration: dict[str, Any] | None = None
 
     @property
     def verdicts(self) -> list[Verdict]:
@@ -122,6 +126,8 @@ class RunResult:
             "procedures": [p.as_json() for p in self.procedures],
             "verdicts": [v.as_dict() for v in self.verdicts],
             "db": self.db,
+            "scenario_time_s": self.scenario_time_s,
+            "calibration": self.calibration,
         }
 
 
@@ -211,6 +217,7 @@ class Runner:
         self._last_alarms: dict[str, frozenset[str]] = {}
         self._specs = plan.specs
         self.procedures = plan.procedures
+        self._reached_s = 0.0  # scenario time of the last tick run
         self.procedure_results: list[ProcedureResult] = []
 
     # -- set-up -----------------------------------------------------------------------------
@@ -319,6 +326,7 @@ class Runner:
                 or time.monotonic() - self._pending_since >= FLUSH_WALL_S
             ):
                 self._flush_readings()
+            self._reached_s = t
             if self.progress is not None:
                 self.progress(
                     t, dict(self._samples), len(self.comparator.events if self.comparator else ())
@@ -612,6 +620,8 @@ class Runner:
             "lost_devices": sorted(self._ever_lost),
             "procedures": [p.as_json() for p in self.procedure_results],
             "calibration": self.calibration_used,
+            "scenario_time_s": self._reached_s,
+            "duration_s": self.scenario.duration,
         }
 
     def _result(self, status: str, wall_s: float) -> RunResult:
@@ -635,6 +645,8 @@ class Runner:
             db=self.store.url,
             lost=sorted(self._ever_lost),
             procedures=list(self.procedure_results),
+            scenario_time_s=self._reached_s,
+            calibration=self.calibration_used,
         )
 
 

@@ -1,9 +1,13 @@
 """Running a scenario from the command line: clock choice, signals, progress, output.
 
 Shared by ``medtwin run`` and ``medtwin demo`` (and usable from Python): pick the clock,
-install SIGINT/SIGTERM handlers that stop the run cleanly (pumps first, run closed as
-``aborted``), show a rich progress bar on a terminal, and print either the human summary
-or one JSON document.
+check the plan, open the ports, and only then open (or create) the run store, so a bench
+that cannot stand up leaves no empty store behind; install SIGINT/SIGTERM handlers that stop
+the run cleanly (pumps first, run closed as ``aborted``); show progress (a rich bar naming
+the run on a terminal, a plain line every :data:`PROGRESS_INTERVAL_S` of wall time in a CI
+log); print either the human summary, which says how far an interrupted run got and which
+calibration the twin used, or one JSON document; and give the exit status a CI pipeline
+gates on (:func:`outcome_exit_code`, :class:`medtwin.hil.cli.ExitCode`).
 """
 
 from __future__ import annotations
@@ -13,18 +17,40 @@ import contextlib
 import json
 import signal
 import sys
+import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, TextIO
 
 import click
 from medtwin.drivers.clock import Clock, VirtualClock, WallClock
-from medtwin.drivers.errors import ConfigurationError
+from medtwin.drivers.errors import ConfigurationError, StorageError
 from medtwin.drivers.units import format_duration
 from medtwin.hil.config import BenchConfig, ScenarioConfig
+from medtwin.hil.outcomes import Outcome
+from medtwin.hil.rig import BenchRig
 from medtwin.hil.runner import Runner, RunPlan, RunResult
 from medtwin.hil.store import RunStore
 
-__all__ = ["choose_clock", "print_result", "run_scenario"]
+__all__ = [
+    "FAIL_ON",
+    "PROGRESS_INTERVAL_S",
+    "choose_clock",
+    "failed_verdicts",
+    "outcome_exit_code",
+    "print_result",
+    "run_scenario",
+]
+
+#: Wall-clock seconds between two plain progress lines when no terminal shows a bar (a CI
+#: log): often enough that a job watchdog sees the run alive, rare enough to stay readable.
+PROGRESS_INTERVAL_S = 10.0
+
+#: ``--fail-on`` choices of ``medtwin run``: what makes it exit with status 1.
+FAIL_ON = ("verdict", "drift", "never")
+
+#: Outcomes of the real device that fail a run: a limit broken, or a claim nothing measured.
+#: MARGINAL and INFO (a value disclosed without limits) do not.
+_FAILING = frozenset({Outcome.FAIL.value, Outcome.UNSET.value})
 
 
 def choose_clock(bench: BenchConfig, requested: str | None) -> Clock:
@@ -41,10 +67,48 @@ def choose_clock(bench: BenchConfig, requested: str | None) -> Clock:
     return VirtualClock() if requested == "virtual" else WallClock()
 
 
+class _RunName:
+    """The run id for the progress display: known once the runner recorded the run."""
+
+    def __init__(self) -> None:
+        self.runner: Runner | None = None
+
+    def __str__(self) -> str:
+        writer = None if self.runner is None else self.runner.writer
+        return "run" if writer is None else f"run {writer.run_id}"
+
+
+def _plain_lines(run: _RunName, total_s: float, stream: TextIO, interval_s: float) -> Any:
+    """A progress hook printing one plain line every ``interval_s`` of wall time."""
+    start = time.monotonic()
+    last = start
+
+    def update(t: float, samples: dict[str, int], drift_events: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < interval_s:
+            return
+        last = now
+        speed = t / (now - start) if now > start else 0.0
+        drift = f"{drift_events} drift event(s)" if drift_events else "no drift"
+        print(
+            f"medtwin: {run}: {format_duration(round(t))} / {format_duration(total_s)} "
+            f"of scenario time, {speed:,.0f}× real time, {sum(samples.values())} samples, "
+            f"{drift}",
+            file=stream,
+            flush=True,
+        )
+
+    return update
+
+
 @contextlib.contextmanager
-def _progress(enabled: bool, total_s: float) -> Iterator[Any]:
-    if not enabled:
+def _progress(mode: Literal["bar", "lines"] | None, total_s: float, run: _RunName) -> Iterator[Any]:
+    if mode is None:
         yield None
+        return
+    if mode == "lines":
+        yield _plain_lines(run, total_s, sys.stderr, PROGRESS_INTERVAL_S)
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -59,12 +123,13 @@ def _progress(enabled: bool, total_s: float) -> Iterator[Any]:
     )
     with progress:
         task = progress.add_task(
-            "running", total=total_s, scenario_time="0s", samples=0, drift="no drift"
+            "starting", total=total_s, scenario_time="0s", samples=0, drift="no drift"
         )
 
         def update(t: float, samples: dict[str, int], drift_events: int) -> None:
             progress.update(
                 task,
+                description=str(run),
                 completed=t,
                 scenario_time=f"{format_duration(round(t))} / {format_duration(total_s)}",
                 samples=sum(samples.values()),
@@ -74,7 +139,25 @@ def _progress(enabled: bool, total_s: float) -> Iterator[Any]:
         yield update
 
 
-async def _run(runner: Runner) -> RunResult:
+def _open_store(db_url: str) -> RunStore:
+    """The run store named by ``--db``; one that cannot be opened or created is a bad
+    ``--db`` (status 2), as in every command that reads a store."""
+    try:
+        return RunStore(db_url)
+    except StorageError as error:
+        raise ConfigurationError(str(error), source="--db") from error
+
+
+async def _run(
+    bench: BenchConfig,
+    scenario: ScenarioConfig,
+    *,
+    plan: RunPlan,
+    clock: Clock,
+    db_url: str,
+    hook: Any,
+    run: _RunName,
+) -> RunResult:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
@@ -93,11 +176,23 @@ async def _run(runner: Runner) -> RunResult:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal)
             installed.append(sig)
+    rig = BenchRig(bench, clock=clock)
     try:
-        return await runner.run(stop)
+        # The ports first: a bench that cannot stand up (a missing port, a device that
+        # does not answer) fails here, before a store is created or a run recorded.
+        await rig.start()
+        with _open_store(db_url) as store:
+            runner = Runner(
+                bench, scenario, store=store, clock=clock, progress=hook, rig=rig, plan=plan
+            )
+            run.runner = runner
+            return await runner.run(stop)
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+        try:
+            await rig.stop()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
 
 
 def run_scenario(
@@ -108,13 +203,58 @@ def run_scenario(
     clock: str | None,
     progress: bool | None = None,
 ) -> RunResult:
-    """Run ``scenario`` on ``bench`` and store it in ``db_url``."""
+    """Run ``scenario`` on ``bench`` and store it in ``db_url``.
+
+    The plan is checked and the ports opened before the store is opened (or created).
+    ``progress``: None shows a bar on a terminal and a plain line every
+    :data:`PROGRESS_INTERVAL_S` seconds on stderr otherwise; True always the bar; False
+    nothing.
+    """
     plan = RunPlan.of(bench, scenario)  # refuse a scenario this bench cannot run before any I/O
     chosen = choose_clock(bench, clock)
-    show = sys.stdout.isatty() if progress is None else progress
-    with RunStore(db_url) as store, _progress(show, scenario.duration) as hook:
-        runner = Runner(bench, scenario, store=store, clock=chosen, progress=hook, plan=plan)
-        return asyncio.run(_run(runner))
+    mode: Literal["bar", "lines"] | None
+    if progress is None:
+        mode = "bar" if sys.stdout.isatty() else "lines"
+    else:
+        mode = "bar" if progress else None
+    run = _RunName()
+    with _progress(mode, scenario.duration, run) as hook:
+        return asyncio.run(
+            _run(bench, scenario, plan=plan, clock=chosen, db_url=db_url, hook=hook, run=run)
+        )
+
+
+def failed_verdicts(result: RunResult) -> list[Any]:
+    """The real device's verdicts that fail the run (FAIL, or UNSET: nothing measured).
+
+    The twin's verdicts say what a nominal device would score; they judge the model, not
+    the device under test, so they never fail a run.
+    """
+    return [v for v in result.verdicts if v.source == "real" and str(v.outcome) in _FAILING]
+
+
+def outcome_exit_code(result: RunResult, fail_on: str = "verdict") -> int:
+    """The exit status of a run (:class:`medtwin.hil.cli.ExitCode`).
+
+    130 for a run stopped by Ctrl-C/SIGTERM, 3 for one that lost a device on the way
+    (its verdicts rest on a gap), else 1 when ``fail_on`` is ``"verdict"`` or ``"drift"``
+    and a verdict of the real device failed, or ``"drift"`` and drift was flagged, else 0.
+    """
+    from medtwin.hil.cli import ExitCode
+
+    if fail_on not in FAIL_ON:
+        raise ConfigurationError(
+            f"{fail_on!r}: expected one of {', '.join(FAIL_ON)}", source="--fail-on"
+        )
+    if result.status == "aborted":
+        return ExitCode.INTERRUPTED
+    if result.lost:
+        return ExitCode.RUNTIME
+    if fail_on == "never":
+        return ExitCode.OK
+    if failed_verdicts(result) or (fail_on == "drift" and result.drift_events):
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 def _fmt_t(t: float) -> str:
@@ -155,6 +295,12 @@ def _verdict_pairs(result: RunResult) -> Any:
     return table
 
 
+def _calibration_words(used: dict[str, Any] | None) -> str:
+    if not used:
+        return "nominal parameters of the bench file (no calibration)"
+    return f"calibration version {used['version']} of {used['device_key']}"
+
+
 def print_result(result: RunResult, *, as_json: bool, report_path: str | None = None) -> None:
     """The human summary (tables) or one JSON document."""
     if as_json:
@@ -167,12 +313,20 @@ def print_result(result: RunResult, *, as_json: bool, report_path: str | None = 
     from rich.table import Table
 
     console = Console()
-    speed = result.duration_s / result.wall_s if result.wall_s > 0 else float("inf")
+    reached = result.duration_s if result.status != "aborted" else result.scenario_time_s
+    speed = reached / result.wall_s if result.wall_s > 0 else float("inf")
     colour = {"completed": "green", "degraded": "yellow"}.get(result.status, "red")
+    if result.status == "aborted":
+        console.print(
+            f"[bold red]interrupted[/] at {_fmt_t(reached)} of {_fmt_t(result.duration_s)} "
+            f"(scenario time): run [bold]{result.run_id}[/] "
+            f"is stored as aborted in {result.db}; no report was written.",
+            highlight=False,
+        )
     console.print(
         f"run [bold]{result.run_id}[/] [{colour}]{result.status}[/]: scenario "
         f"[bold]{result.scenario}[/] on bench [bold]{result.bench}[/], "
-        f"{format_duration(result.duration_s)} of scenario time in {result.wall_s:.1f} s "
+        f"{format_duration(round(reached))} of scenario time in {result.wall_s:.1f} s "
         f"({speed:,.0f}× real time, {result.clock} clock)"
     )
     devices = ", ".join(
@@ -180,6 +334,7 @@ def print_result(result: RunResult, *, as_json: bool, report_path: str | None = 
         for name, i in result.identities.items()
     )
     console.print(f"devices: {devices}")
+    console.print(f"twin: {_calibration_words(result.calibration)}", highlight=False)
     if result.lost:
         console.print(f"[yellow]lost during the run: {', '.join(result.lost)}[/]")
 
@@ -220,6 +375,10 @@ def print_result(result: RunResult, *, as_json: bool, report_path: str | None = 
         console.print("[bold red]DRIFT[/]: the device does not behave like its twin.")
     else:
         console.print("[bold green]no drift[/]: the device behaved like its twin.")
+    failed = failed_verdicts(result)
+    if failed:
+        names = ", ".join(sorted({v.name for v in failed}))
+        console.print(f"[bold red]FAIL[/]: the device failed {names}.", highlight=False)
     if report_path:
         console.print(f"report: {report_path}")
     console.print(

@@ -4,20 +4,24 @@ The drift bench (a 1 % under-sized syringe and a wearing lead screw, all devices
 on real ptys) runs the 2-hour IEC 60601-2-24 flow scenario on the virtual clock, beside the
 nominal twin; the drift events, verdicts and a summary are printed, the run is stored in
 ``./medtwin.db`` and its HTML report written to ``./report-<run>.html``.
+
+Its job is to show a pump failing, so it exits 0 when it ran as intended, whatever the
+verdicts; 130 when interrupted, and the usual statuses for bad input (2) or a runtime
+failure (3) (:class:`medtwin.hil.cli.ExitCode`).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 from medtwin.hil.calibration import calibration_in_force
-from medtwin.hil.cli import handle_errors
+from medtwin.hil.cli import ExitCode, exit_with, handle_errors
+from medtwin.hil.commands.run import print_interruptible
 from medtwin.hil.config import load_bench, load_scenario
 from medtwin.hil.packaged import bench_path, scenario_path
 from medtwin.hil.report import write_report
-from medtwin.hil.session import print_result, run_scenario
+from medtwin.hil.session import run_scenario
 from medtwin.hil.store import DEFAULT_URL, RunStore
 
 
@@ -42,12 +46,22 @@ def demo(db_url: str, as_json: bool) -> None:
     )
     report_path: str | None = None
     if result.status != "aborted":
-        with RunStore(db_url, create=False) as store:
-            run = store.load_run(result.run_id)
-            calibration = calibration_in_force(store, run)
-        written = write_report(run, Path(f"report-{result.run_id}.html"), calibration=calibration)
+        try:
+            with RunStore(db_url, create=False) as store:
+                run = store.load_run(result.run_id)
+                calibration = calibration_in_force(store, run)
+            written = write_report(
+                run, Path(f"report-{result.run_id}.html"), calibration=calibration
+            )
+        except KeyboardInterrupt:
+            click.echo(
+                f"medtwin: interrupted after the run finished: run {result.run_id} is stored "
+                f"({result.status}) in {result.db}; no report was written",
+                err=True,
+            )
+            exit_with(ExitCode.INTERRUPTED)
         report_path = str(written.resolve())
-    print_result(result, as_json=as_json, report_path=report_path)
+    print_interruptible(result, as_json=as_json, report_path=report_path)
     if result.status == "aborted":
         # Stopped by Ctrl-C / SIGTERM: the conventional status of an interrupted command.
-        sys.exit(130)
+        exit_with(ExitCode.INTERRUPTED)

@@ -6,8 +6,10 @@ One row per protocol registered in the ``medtwin.protocols`` entry-point group
 (:mod:`medtwin.drivers.registry`): its device kind, driver, emulator (or none), line kind
 and source, ``built in`` or the distribution (name and version) that registered it. A
 plug-in that cannot be loaded is reported on stderr with its distribution, the others are
-still listed, and the exit status is 1. ``--json`` prints one JSON list, one object per
-protocol, with the option names of both ends and the line settings a bench may give.
+still listed, and the exit status is 3 (a runtime failure: the installation, not the
+command line, is at fault; see :class:`medtwin.hil.cli.ExitCode`). ``--json`` prints one
+JSON list, one object per protocol, with the option names of both ends and the line
+settings a bench may give.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import click
 from medtwin.drivers.errors import ConfigurationError
 from medtwin.drivers.protocol import ProtocolDescriptor
 from medtwin.drivers.registry import descriptor, distribution, protocols
-from medtwin.hil.cli import handle_errors
+from medtwin.hil.cli import ExitCode, exit_with, handle_errors
 
 __all__ = ["protocols_command"]
 
@@ -86,4 +88,4 @@ def protocols_command(as_json: bool) -> None:
     for message in broken:
         click.echo(f"medtwin: error: {message}", err=True)
     if broken:
-        raise SystemExit(1)
+        exit_with(ExitCode.RUNTIME)

@@ -86,6 +86,6 @@ def broken_plug_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.mark.usefixtures("broken_plug_in")
 def test_a_broken_plug_in_is_named_and_the_others_still_listed() -> None:
     result = CliRunner().invoke(main, ["protocols", "--json"])
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # a runtime failure: the installation (ExitCode.RUNTIME)
     assert "ne1000" in {entry["name"] for entry in json.loads(result.stdout)}
     assert "registered by acme-medtwin 0.3 (acme_medtwin:PUMP) cannot be loaded" in result.stderr

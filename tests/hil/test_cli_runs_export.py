@@ -284,6 +284,6 @@ def test_failed_export_leaves_no_partial_file(
 
     monkeypatch.setattr(export_module, "write_csv", failing_write_csv)
     result = invoke("export", str(run_id), "--db", db_url, "--format", "csv", "--out", "r.csv")
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # the store failed while in use: ExitCode.RUNTIME
     assert "disk full (simulated)" in result.stderr
     assert list(workdir.iterdir()) == []

@@ -335,7 +335,7 @@ def test_cli_unreachable_port_names_device_and_port(
             f"sqlite:///{tmp_path / 'r.db'}",
         ],
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # a runtime failure (ExitCode.RUNTIME), not a failed verdict
     assert "balance" in result.output
     assert "/dev/ttyMEDTWIN404" in result.output
 
