@@ -24,6 +24,7 @@ def compare(
     twin: ArrayLike,
     *,
     traces: bool = True,
+    twin_sd: ArrayLike | None = None,
 ) -> ChannelComparison:
     """Compare one channel of a whole run: residual, detectors, events, statistics, traces.
 
@@ -37,6 +38,11 @@ def compare(
         The device's readings, channel units; NaN where no reading was obtained (a gap).
     twin : array_like, shape (n,)
         The twin evaluated at ``t_s``, channel units; finite.
+    twin_sd : array_like, shape (n,), optional
+        The twin's prediction standard deviation at each sample, channel units (a
+        calibrated twin, :meth:`medtwin.hil.twin.Twin.spread`): the tolerance band's
+        half-width becomes ``max(abs_tol + rel_tol·|twin|, band_k·twin_sd)``. None: the
+        declared band.
     traces : bool
         Also return the per-sample traces for plotting. They cost seven arrays of 8 bytes
         per sample (560 MB for 10 M samples); ``False`` leaves them ``None`` and keeps the
@@ -57,6 +63,11 @@ def compare(
     t = as_float_array(name, "t_s", t_s)
     re = as_float_array(name, "real", real)
     tw = as_float_array(name, "twin", twin)
+    sd = None if twin_sd is None else as_float_array(name, "twin_sd", twin_sd)
+    if sd is not None and sd.shape != t.shape:
+        raise AnalysisError(
+            f"channel {name!r}: twin_sd must have the shape of t_s, got {sd.shape} and {t.shape}"
+        )
     if not (t.shape == re.shape == tw.shape) or t.ndim != 1:
         raise AnalysisError(
             f"channel {name!r}: t_s, real and twin must be 1-D arrays of one length, got "
@@ -68,7 +79,8 @@ def compare(
     events: list[DriftEvent] = []
     for start in range(0, n, BATCH_BLOCK):
         stop = start + BATCH_BLOCK
-        events.extend(engine.feed(t[start:stop], re[start:stop], tw[start:stop]))
+        block_sd = None if sd is None else sd[start:stop]
+        events.extend(engine.feed(t[start:stop], re[start:stop], tw[start:stop], block_sd))
     events.extend(engine.finish())
     events.sort(key=event_key)
     return ChannelComparison(

@@ -67,6 +67,7 @@ class Block:
     tau: FloatArray | None  # (m,) s, clock that pauses across gaps (tolerance band only)
     offset: int  # valid-sample index of the first sample
     raw: slice | IntArray  # where the samples sit in the traces
+    sd: FloatArray | None = None  # (m,) the twin's prediction SD (None: not given)
 
     def mark(self, j: int) -> Mark:
         return (float(self.t[j]), self.offset + j, float(self.P[j]), float(self.twin[j]))
@@ -78,6 +79,7 @@ class Block:
     def keep(self) -> Block:
         tau = None if self.tau is None else self.tau.copy()
         raw = self.raw if isinstance(self.raw, slice) else self.raw.copy()
+        sd = None if self.sd is None else self.sd.copy()
         return Block(
             self.t.copy(),
             self.r.copy(),
@@ -87,6 +89,7 @@ class Block:
             tau,
             self.offset,
             raw,
+            sd,
         )
 
 

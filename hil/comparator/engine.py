@@ -82,8 +82,14 @@ class ChannelEngine:
         self.work = Work()
 
     # ---------------------------------------------------------------- input
-    def feed(self, t: FloatArray, real: FloatArray, twin: FloatArray) -> list[DriftEvent]:
-        """Validate, then process one block of raw samples; return its events in time order."""
+    def feed(
+        self, t: FloatArray, real: FloatArray, twin: FloatArray, sd: FloatArray | None = None
+    ) -> list[DriftEvent]:
+        """Validate, then process one block of raw samples; return its events in time order.
+
+        ``sd`` (optional, shape of ``t``): the twin's prediction standard deviation at each
+        sample, which widens the tolerance band (:mod:`.tolerance`).
+        """
         if not (t.shape == real.shape == twin.shape) or t.ndim != 1:
             raise AnalysisError(
                 f"channel {self.spec.name!r}: t_s, real and twin must be 1-D arrays of one "
@@ -92,6 +98,7 @@ class ChannelEngine:
         n = t.shape[0]
         if n == 0:
             return []
+        self._validate_sd(t, sd)
         w = self.work
         w.ensure(n)
         r = np.subtract(real, twin, out=w.r[:n])
@@ -105,6 +112,8 @@ class ChannelEngine:
         if self.trace is not None:
             self.trace.residual[raw_offset : raw_offset + n] = r
         blk = self._prepare(t, r, twin, valid, raw_offset)
+        if blk is not None and sd is not None:
+            blk.sd = sd if valid is None else sd[valid]
         events: list[DriftEvent] = []
         if blk is not None:
             rmax, rmin = self._update_stats(blk.r)
@@ -124,6 +133,22 @@ class ChannelEngine:
         if len(events) > 1:
             events.sort(key=event_key)
         return events
+
+    def _validate_sd(self, t: FloatArray, sd: FloatArray | None) -> None:
+        if sd is None:
+            return
+        if sd.shape != t.shape:
+            raise AnalysisError(
+                f"channel {self.spec.name!r}: twin_sd must have the shape of t_s, got "
+                f"{sd.shape} and {t.shape}"
+            )
+        bad = ~(np.isfinite(sd) & (sd >= 0.0))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise AnalysisError(
+                f"channel {self.spec.name!r}: twin_sd[{self.n_raw + i}] = {float(sd[i])!r} at "
+                f"t = {float(t[i])!r} s; a prediction standard deviation is a finite number ≥ 0"
+            )
 
     def _validate(self, t: FloatArray, real: FloatArray, twin: FloatArray, all_valid: bool) -> None:
         name = self.spec.name
@@ -344,7 +369,9 @@ class ChannelEngine:
         """Whether the per-sample path may be used (live use, σ settled)."""
         return self.trace is None and not self.window_open
 
-    def feed_samples(self, t: FloatArray, real: FloatArray, twin: FloatArray) -> list[DriftEvent]:
+    def feed_samples(
+        self, t: FloatArray, real: FloatArray, twin: FloatArray, sd: FloatArray | None = None
+    ) -> list[DriftEvent]:
         """:meth:`feed` for a few samples, processed one at a time in plain Python floats.
 
         Python floats are IEEE doubles like numpy's, and each operation below is the one the
@@ -359,17 +386,31 @@ class ChannelEngine:
             )
         n = t.shape[0]
         self.work.ensure(n)
+        self._validate_sd(t, sd)
         r = real - twin
         self._validate(t, real, twin, bool(np.isfinite(r).all()))
         events: list[DriftEvent] = []
-        for t_i, r_i, twin_i in zip(t.tolist(), r.tolist(), twin.tolist(), strict=True):
-            events.extend(self._one(t_i, r_i, twin_i))
+        if sd is None:
+            for t_i, r_i, twin_i in zip(t.tolist(), r.tolist(), twin.tolist(), strict=True):
+                events.extend(self._one(t_i, r_i, twin_i))
+        else:
+            for t_i, r_i, twin_i, sd_i in zip(
+                t.tolist(), r.tolist(), twin.tolist(), sd.tolist(), strict=True
+            ):
+                events.extend(self._one(t_i, r_i, twin_i, sd_i))
         return events
 
-    def feed_scalar(self, t: float, real: float, twin: float) -> list[DriftEvent]:
+    def feed_scalar(
+        self, t: float, real: float, twin: float, sd: float | None = None
+    ) -> list[DriftEvent]:
         """One sample given as Python floats (validated here)."""
         name = self.spec.name
         i = self.n_raw
+        if sd is not None and not (math.isfinite(sd) and sd >= 0.0):
+            raise AnalysisError(
+                f"channel {name!r}: twin_sd[{i}] = {sd!r} at t = {t!r} s; a prediction "
+                "standard deviation is a finite number ≥ 0"
+            )
         if not math.isfinite(t):
             raise AnalysisError(
                 f"channel {name!r}: t_s[{i}] = {t!r} is not a finite time; every sample "
@@ -390,9 +431,9 @@ class ChannelEngine:
                 f"channel {name!r}: real[{i}] = {real!r} at t = {t!r} s is infinite; a lost "
                 "reading is NaN, anything else must be a finite number"
             )
-        return self._one(t, real - twin, twin)
+        return self._one(t, real - twin, twin, sd)
 
-    def _one(self, t: float, r: float, twin: float) -> list[DriftEvent]:
+    def _one(self, t: float, r: float, twin: float, sd: float | None = None) -> list[DriftEvent]:
         """One validated sample; mirrors feed() → _prepare, the detectors' block updates."""
         self.n_raw += 1
         if math.isnan(r):
@@ -428,7 +469,7 @@ class ChannelEngine:
         ready = g >= self.min_index
         if self.band is not None:
             # positional arguments: this runs once per sample, keywords cost measurably more
-            self.band.sample(t, r, twin, gap, self.last_valid_t, mark, here, ready, events)
+            self.band.sample(t, r, twin, gap, self.last_valid_t, mark, here, ready, events, sd)
         self.last_valid_t = t
         sigma = self.sigma
         if sigma is None or not spec.needs_sigma:

@@ -65,9 +65,17 @@ class LiveComparator:
         return list(self._events)
 
     def update(
-        self, channel: str, t_s: ArrayLike, real: ArrayLike, twin: ArrayLike
+        self,
+        channel: str,
+        t_s: ArrayLike,
+        real: ArrayLike,
+        twin: ArrayLike,
+        twin_sd: ArrayLike | None = None,
     ) -> list[DriftEvent]:
         """Feed one sample (scalars) or a block (1-D arrays) of one channel.
+
+        ``twin_sd`` (optional, like ``twin``): the twin's prediction standard deviation,
+        which widens the tolerance band as in :func:`~medtwin.hil.comparator.compare`.
 
         Returns the events this call produced, sorted by detection time. On bad input an
         :class:`AnalysisError` is raised and the channel's state is left untouched.
@@ -79,16 +87,28 @@ class LiveComparator:
                 field=f"tolerances.{channel}",
             )
         t_f, real_f, twin_f = _scalar(t_s), _scalar(real), _scalar(twin)
-        if engine.scalar_ok and t_f is not None and real_f is not None and twin_f is not None:
-            new = engine.feed_scalar(t_f, real_f, twin_f)
+        sd_f = None if twin_sd is None else _scalar(twin_sd)
+        if (
+            engine.scalar_ok
+            and t_f is not None
+            and real_f is not None
+            and twin_f is not None
+            and (twin_sd is None or sd_f is not None)
+        ):
+            new = engine.feed_scalar(t_f, real_f, twin_f, sd_f)
         else:
             t = np.atleast_1d(as_float_array(channel, "t_s", t_s))
             re = np.atleast_1d(as_float_array(channel, "real", real))
             tw = np.atleast_1d(as_float_array(channel, "twin", twin))
+            sd = (
+                None
+                if twin_sd is None
+                else np.atleast_1d(as_float_array(channel, "twin_sd", twin_sd))
+            )
             if engine.scalar_ok and t.shape[0] <= _SCALAR_BLOCK:
-                new = engine.feed_samples(t, re, tw)
+                new = engine.feed_samples(t, re, tw, sd)
             else:
-                new = engine.feed(t, re, tw)
+                new = engine.feed(t, re, tw, sd)
         self._events.extend(new)
         return new
 

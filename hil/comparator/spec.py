@@ -59,6 +59,12 @@ class ChannelSpec:
     min_samples : int
         No detector may fire before the channel has delivered this many valid samples
         (statistics still accumulate during the warm-up).
+    band_k : float
+        Coverage factor of the twin's prediction band: where the twin gives the standard
+        deviation ``sd`` of its prediction (a calibrated twin), the tolerance band's
+        half-width is ``max(abs_tol + rel_tol·|twin|, band_k·sd)``. 3 (default) is the
+        coverage factor k of GUM (JCGM 100:2008) 6.3 for about 99.7 % of a normal
+        prediction error.
     """
 
     name: str
@@ -76,6 +82,7 @@ class ChannelSpec:
     ewma_l: float = 6.3
     detectors: tuple[Detector, ...] = DETECTORS
     min_samples: int = 30
+    band_k: float = 3.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -91,6 +98,7 @@ class ChannelSpec:
             self._number("noise_sd", minimum=0.0, strict=True)
         self._number("noise_window_s", minimum=0.0, strict=True)
         self._number("cusum_k", minimum=0.0, strict=False)
+        self._number("band_k", minimum=0.0, strict=False)
         self._number("cusum_h", minimum=0.0, strict=True)
         self._number("ewma_lambda", minimum=0.0, strict=True)
         if self.ewma_lambda > 1.0:
@@ -114,7 +122,7 @@ class ChannelSpec:
         object.__setattr__(self, "detectors", names)
         for name in ("abs_tol", "rel_tol", "persistence_s", "noise_window_s", "cusum_k"):
             object.__setattr__(self, name, float(getattr(self, name)))
-        for name in ("cusum_h", "ewma_lambda", "ewma_l"):
+        for name in ("cusum_h", "ewma_lambda", "ewma_l", "band_k"):
             object.__setattr__(self, name, float(getattr(self, name)))
         if self.noise_sd is not None:
             object.__setattr__(self, "noise_sd", float(self.noise_sd))

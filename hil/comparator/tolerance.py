@@ -1,6 +1,12 @@
 """Tolerance band detector: ``|r| > abs_tol + rel_tol·|twin|`` held for ``persistence_s``.
 
 The band is the spec limit in channel units (IEC 60601-2-24 states pump accuracy that way).
+When the twin carries its prediction uncertainty (a calibrated twin: the standard deviation
+``sd`` of its prediction at each sample, from the calibration's covariance and the model's
+noise, :meth:`medtwin.hil.twin.Twin.spread`), the half-width at that sample is
+``max(abs_tol + rel_tol·|twin|, band_k·sd)``: a drift is then a reading outside what the
+twin predicts, not merely one that differs from a point. Without ``sd`` the band is the
+declared one.
 It must be exceeded continuously for ``persistence_s`` before it fires and, once fired, be
 respected again for ``persistence_s`` before it can fire again; high and low excursions are
 latched separately. Time inside data gaps does not count: the persistence clock
@@ -101,6 +107,8 @@ class ToleranceBand:
             band = spec.abs_tol
         else:
             band = spec.abs_tol + spec.rel_tol * np.abs(blk.twin)
+        if blk.sd is not None:
+            band = np.maximum(band, spec.band_k * blk.sd)
         if trace is not None:
             trace.band[blk.raw] = band
         events: list[DriftEvent] = []
@@ -224,6 +232,7 @@ class ToleranceBand:
         here: Mark,
         ready: bool,
         events: list[DriftEvent],
+        sd: float | None = None,
     ) -> None:
         """One valid sample; mirrors :meth:`clock` and :meth:`block` operation for operation."""
         spec = self.spec
@@ -234,6 +243,8 @@ class ToleranceBand:
             tau = self.last_tau
         self.last_tau = tau
         band = spec.abs_tol if spec.rel_tol == 0.0 else spec.abs_tol + spec.rel_tol * abs(twin)
+        if sd is not None:
+            band = max(band, spec.band_k * sd)
         persistence = spec.persistence_s
         for side in self.sides:
             out = r > band if side.high else r < -band

@@ -147,6 +147,7 @@ def test_spec_defaults_are_the_documented_ones() -> None:
     assert math.isinf(spec.abs_tol)
     assert spec.rel_tol == 0.0
     assert spec.cusum_rearm == "latch"
+    assert spec.band_k == 3.0
 
 
 @pytest.mark.parametrize(
@@ -580,7 +581,12 @@ def test_sigma_unavailable_disables_cusum_and_ewma(caplog: pytest.LogCaptureFixt
 
 
 def feed_live(
-    spec: ChannelSpec, t: FloatArray, real: FloatArray, twin: FloatArray, sizes: list[int]
+    spec: ChannelSpec,
+    t: FloatArray,
+    real: FloatArray,
+    twin: FloatArray,
+    sizes: list[int],
+    sd: FloatArray | None = None,
 ) -> LiveComparator:
     live = LiveComparator([spec])
     i, j = 0, 0
@@ -588,10 +594,12 @@ def feed_live(
         size = sizes[j % len(sizes)]
         j += 1
         if size == 0:  # a plain Python scalar sample
-            live.update(spec.name, float(t[i]), float(real[i]), float(twin[i]))
+            sd_i = None if sd is None else float(sd[i])
+            live.update(spec.name, float(t[i]), float(real[i]), float(twin[i]), sd_i)
             i += 1
         else:
-            live.update(spec.name, t[i : i + size], real[i : i + size], twin[i : i + size])
+            sd_b = None if sd is None else sd[i : i + size]
+            live.update(spec.name, t[i : i + size], real[i : i + size], twin[i : i + size], sd_b)
             i += size
     live.finish()
     return live
@@ -611,6 +619,7 @@ def sort_key(e: DriftEvent) -> tuple[float, int, str]:
     rearm=st.sampled_from(["latch", "restart"]),
     min_samples=st.integers(0, 60),
     rel_tol=st.sampled_from([0.0, 0.01]),
+    with_sd=st.booleans(),
 )
 def test_live_equals_batch(
     seed: int,
@@ -621,6 +630,7 @@ def test_live_equals_batch(
     rearm: str,
     min_samples: int,
     rel_tol: float,
+    with_sd: bool,
 ) -> None:
     rng = np.random.default_rng(seed)
     t = np.cumsum(rng.uniform(0.5, 1.5, n))
@@ -644,8 +654,11 @@ def test_live_equals_batch(
         cusum_rearm=rearm,  # type: ignore[arg-type]
         min_samples=min_samples,
     )
-    batch = compare(spec, t, real, twin)
-    live = feed_live(spec, t, real, twin, [s if s != 1 else 0 for s in sizes])
+    # a per-sample prediction band that is sometimes wider, sometimes narrower than the
+    # declared one, so both branches of max(declared, k·sd) are taken
+    sd = np.abs(rng.normal(0.8, 0.4, n)) if with_sd else None
+    batch = compare(spec, t, real, twin, twin_sd=sd)
+    live = feed_live(spec, t, real, twin, [s if s != 1 else 0 for s in sizes], sd)
     assert sorted(live.events, key=sort_key) == list(batch.events)
     stats = live.stats()["ch"]
     assert stats.sigma == batch.stats.sigma
@@ -674,6 +687,65 @@ def test_live_equals_batch_across_batch_blocks() -> None:
         assert sorted(feed_live(spec, t, real, twin, sizes).events, key=sort_key) == list(
             batch.events
         )
+
+
+def test_live_equals_batch_with_a_per_sample_band_across_batch_blocks() -> None:
+    rng = np.random.default_rng(2)  # any seed
+    n = 140_000
+    t = np.arange(n, dtype=float)
+    twin = np.zeros(n)
+    real = rng.standard_normal(n)
+    sd = 0.8 + 0.5 * np.sin(t / 5000.0) ** 2  # the band breathes around the declared 3.0
+    for start in (65_500, 131_050, 100_000):
+        real[start : start + 400] += 4.0
+    real[65_530:65_545] = np.nan
+    spec = ChannelSpec("ch", abs_tol=3.0, persistence_s=3.0, noise_window_s=300.0)
+    batch = compare(spec, t, real, twin, twin_sd=sd)
+    assert batch.tolerance_band is not None
+    np.testing.assert_array_equal(
+        batch.tolerance_band[np.isfinite(real)], np.maximum(3.0, 3.0 * sd)[np.isfinite(real)]
+    )
+    for sizes in ([1000, 3, 0, 7000], [0]):
+        assert sorted(feed_live(spec, t, real, twin, sizes, sd).events, key=sort_key) == list(
+            batch.events
+        )
+
+
+def test_the_twins_prediction_band_widens_the_declared_tolerance() -> None:
+    # A residual of 0.5 held for 100 s against a declared band of 0.2: a drift from a
+    # point. When the twin predicts with an SD of 0.3 (band 3·0.3 = 0.9) the same
+    # residual lies inside what the twin predicts and is not flagged; at an SD of 0.1 the
+    # declared band governs (max), so it is flagged as before.
+    t = np.arange(300.0)
+    twin = np.full(300, 10.0)
+    real = twin.copy()
+    real[100:200] += 0.5
+    spec = ChannelSpec(
+        "ch", abs_tol=0.2, persistence_s=10.0, detectors=("tolerance",), min_samples=0
+    )
+    assert spec.band_k == 3.0
+    assert len(compare(spec, t, real, twin).events) == 1
+    assert len(compare(spec, t, real, twin, twin_sd=np.full(300, 0.1)).events) == 1
+    wide = compare(spec, t, real, twin, twin_sd=np.full(300, 0.3))
+    assert wide.events == ()
+    assert wide.tolerance_band is not None
+    np.testing.assert_allclose(wide.tolerance_band, 0.9)
+    # the coverage factor is the scenario's to set
+    narrow = ChannelSpec.from_mapping(
+        "ch",
+        {"abs_tol": 0.2, "persistence_s": 10.0, "detectors": ["tolerance"], "band_k": 1.0},
+    )
+    assert len(compare(narrow, t, real, twin, twin_sd=np.full(300, 0.3)).events) == 1
+    # a prediction SD must be finite and ≥ 0, live as in batch
+    bad = np.full(300, 0.3)
+    bad[7] = np.nan
+    with pytest.raises(AnalysisError, match=r"twin_sd\[7\]"):
+        compare(spec, t, real, twin, twin_sd=bad)
+    live = LiveComparator([spec])
+    with pytest.raises(AnalysisError, match=r"twin_sd\[0\]"):
+        live.update("ch", 0.0, 10.0, 10.0, -1.0)
+    with pytest.raises(AnalysisError, match="shape"):
+        compare(spec, t, real, twin, twin_sd=np.ones(5))
 
 
 def test_live_buffers_until_sigma_then_catches_up() -> None:
