@@ -24,7 +24,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-__all__ = ["INFO_LABEL", "SEVERITY", "Outcome", "outcome_label", "overall_outcome"]
+__all__ = [
+    "INFO_LABEL",
+    "NO_LIMITS",
+    "SEVERITY",
+    "Outcome",
+    "format_limit_value",
+    "format_limits",
+    "outcome_label",
+    "overall_outcome",
+]
 
 
 class Outcome(StrEnum):
@@ -78,3 +87,30 @@ def outcome_label(outcome: Outcome | str, lower: float | None, upper: float | No
     ):
         return INFO_LABEL
     return word
+
+
+#: How every table, the report and the pytest summary write a measurement without limits.
+NO_LIMITS = "no limits"
+
+
+def format_limit_value(value: float) -> str:
+    """One limit as text: ``%g`` digits with a true minus sign (U+2212), so that ``−2`` does
+    not read as a dash next to ``…`` and negative limits line up in every table alike."""
+    return f"{value:g}".replace("-", "\u2212")
+
+
+def format_limits(lower: float | None, upper: float | None, units: str = "") -> str:
+    """Limits as every table, the report and the pytest summary write them.
+
+    ``−2 … 2 %`` for a range, ``≤ 1500 s`` for an upper limit only, ``≥ 0.5 mL`` for a lower
+    limit only, :data:`NO_LIMITS` when neither is declared (a disclosed value). Marginal
+    limits use the same function.
+    """
+    suffix = f" {units}" if units else ""
+    if lower is not None and upper is not None:
+        return f"{format_limit_value(lower)} … {format_limit_value(upper)}{suffix}"
+    if upper is not None:
+        return f"≤ {format_limit_value(upper)}{suffix}"
+    if lower is not None:
+        return f"≥ {format_limit_value(lower)}{suffix}"
+    return NO_LIMITS

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shlex
 import signal
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import click
@@ -26,10 +28,10 @@ from medtwin.drivers.clock import Clock, VirtualClock, WallClock
 from medtwin.drivers.errors import ConfigurationError, StorageError
 from medtwin.drivers.units import format_duration
 from medtwin.hil.config import BenchConfig, ScenarioConfig
-from medtwin.hil.outcomes import Outcome
+from medtwin.hil.outcomes import Outcome, format_limits
 from medtwin.hil.rig import BenchRig
 from medtwin.hil.runner import Runner, RunPlan, RunResult
-from medtwin.hil.store import RunStore
+from medtwin.hil.store import DEFAULT_URL, RunStore
 
 __all__ = [
     "FAIL_ON",
@@ -273,7 +275,12 @@ def _verdict_pairs(result: RunResult) -> Any:
         rows.setdefault(v.name, {})[v.source] = v
     table = Table(title="verdicts: real device vs twin")
     for column in ("measurement", "limits", "real", "twin"):
-        table.add_column(column, justify="left" if column == "measurement" else "right")
+        # A measurement name is never wrapped or cut (it is what a scenario's tolerances name).
+        table.add_column(
+            column,
+            justify="left" if column == "measurement" else "right",
+            no_wrap=column == "measurement",
+        )
 
     def cell(v: Any) -> str:
         if v is None:
@@ -285,12 +292,7 @@ def _verdict_pairs(result: RunResult) -> Any:
 
     for name, pair in rows.items():
         any_v = next(iter(pair.values()))
-        if any_v.informational:
-            limits = "none declared"
-        else:
-            lo = "" if any_v.lower is None else f"{any_v.lower:g}"
-            hi = "" if any_v.upper is None else f"{any_v.upper:g}"
-            limits = f"[{lo}, {hi}] {any_v.units}"
+        limits = format_limits(any_v.lower, any_v.upper, any_v.units)
         table.add_row(name, limits, cell(pair.get("real")), cell(pair.get("twin")))
     return table
 
@@ -299,6 +301,22 @@ def _calibration_words(used: dict[str, Any] | None) -> str:
     if not used:
         return "nominal parameters of the bench file (no calibration)"
     return f"calibration version {used['version']} of {used['device_key']}"
+
+
+def see_more_hint(run_id: int, db: str) -> str:
+    """The "see more" line after a run: commands to copy, one line.
+
+    The ``--db`` URL is shell-quoted (a path with a space, a PostgreSQL URL with
+    ``?options=...``) and left out for the default store in the working directory; the
+    caller prints it with ``soft_wrap`` so that rich does not break it at the terminal's
+    width.
+    """
+    default = (DEFAULT_URL, f"sqlite:///{Path(DEFAULT_URL.partition(':///')[2]).resolve()}")
+    flag = "" if db in default else f" --db {shlex.quote(db)}"
+    return (
+        f"see more: medtwin report {run_id}{flag} · "
+        f"medtwin export {run_id}{flag} --format csv · medtwin runs{flag}"
+    )
 
 
 def print_result(result: RunResult, *, as_json: bool, report_path: str | None = None) -> None:
@@ -340,7 +358,11 @@ def print_result(result: RunResult, *, as_json: bool, report_path: str | None = 
 
     table = Table(title="real − twin residuals")
     for column in ("channel", "unit", "samples", "mean", "sd", "max |r|", "σ used"):
-        table.add_column(column, justify="right" if column not in ("channel", "unit") else "left")
+        table.add_column(
+            column,
+            justify="right" if column not in ("channel", "unit") else "left",
+            no_wrap=column == "channel",  # a channel name is never cut
+        )
     for name, stats in result.channels.items():
         cells = [
             "-" if stats.get(key) is None else f"{stats[key]:.4g}"
@@ -360,7 +382,7 @@ def print_result(result: RunResult, *, as_json: bool, report_path: str | None = 
     if result.drift_events:
         events = Table(title=f"drift events ({len(result.drift_events)})")
         for column in ("channel", "real vs twin", "detector", "onset", "detected", "magnitude"):
-            events.add_column(column)
+            events.add_column(column, no_wrap=column == "channel")
         for e in result.drift_events:
             rel = f" ({100 * e.magnitude_rel:+.2f} %)" if e.magnitude_rel is not None else ""
             events.add_row(
@@ -382,7 +404,5 @@ def print_result(result: RunResult, *, as_json: bool, report_path: str | None = 
     if report_path:
         console.print(f"report: {report_path}")
     console.print(
-        f"see more: medtwin report {result.run_id} · medtwin export {result.run_id} --format csv · "
-        "medtwin runs"
-        + ("" if result.db.startswith("sqlite:///medtwin.db") else f"   (add --db {result.db})")
+        see_more_hint(result.run_id, result.db), markup=False, highlight=False, soft_wrap=True
     )

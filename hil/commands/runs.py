@@ -14,11 +14,17 @@ unreachable server) is bad input: exit status 2, and nothing is created or chang
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 from medtwin.drivers.errors import ConfigurationError, RunNotFound, StorageError
 from medtwin.hil.cli import handle_errors
+from medtwin.hil.commands._render import Column, fitted_table
 from medtwin.hil.store import DEFAULT_URL, RunInfo, RunStore
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["db_option", "format_duration", "open_store", "run_not_found", "runs"]
 
@@ -55,42 +61,54 @@ def format_duration(duration_s: float) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}"
 
 
-def _print_table(infos: list[RunInfo], url: str) -> None:
+#: Columns of the run list. At a narrow width the counts go first, then the start time and
+#: the bench; the id (what ``medtwin report RUN`` takes), the status and the scenario's name
+#: stay, and names are never cut (:func:`medtwin.hil.commands._render.fitted_table`).
+RUN_COLUMNS: tuple[Column, ...] = (
+    Column("id", justify="right", name=True),
+    Column("status", name=True),
+    Column("start (UTC)", drop=3),
+    Column("duration", justify="right"),
+    Column("bench", name=True, drop=5),
+    Column("scenario", name=True),
+    Column("channels", justify="right", drop=1),
+    Column("samples", justify="right", drop=2),
+)
+
+
+def _run_row(info: RunInfo) -> tuple[str, ...]:
+    return (
+        str(info.id),
+        str(info.status),
+        info.started_utc.strftime("%Y-%m-%d %H:%M:%S"),
+        format_duration(info.duration_s),
+        info.bench_name,
+        info.scenario_name,
+        str(info.channel_count),
+        f"{info.sample_count:,}",
+    )
+
+
+def _print_table(infos: list[RunInfo], url: str, console: Console | None = None) -> None:
     from rich import box
     from rich.console import Console
-    from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal:
-        # Piped or captured: rich would assume 80 columns and fold the timestamps.
-        console = Console(width=160)
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            # Piped or captured: rich would assume 80 columns and fold the timestamps.
+            console = Console(width=160)
     if not infos:
         console.print(f"no runs in {url}", markup=False, highlight=False)
         return
-    table = Table(title=f"runs in {url}", title_justify="left", box=box.SIMPLE_HEAD)
-    for column, right in (
-        ("id", True),
-        ("status", False),
-        ("start (UTC)", False),
-        ("duration", True),
-        ("bench", False),
-        ("scenario", False),
-        ("channels", True),
-        ("samples", True),
-    ):
-        wraps = column in ("bench", "scenario")
-        table.add_column(column, justify="right" if right else "left", no_wrap=not wraps)
-    for info in infos:
-        table.add_row(
-            str(info.id),
-            str(info.status),
-            info.started_utc.strftime("%Y-%m-%d %H:%M:%S"),
-            format_duration(info.duration_s),
-            info.bench_name,
-            info.scenario_name,
-            str(info.channel_count),
-            f"{info.sample_count:,}",
-        )
+    table = fitted_table(
+        RUN_COLUMNS,
+        (_run_row(info) for info in infos),
+        width=console.width,
+        title=f"runs in {escape(url)}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
     console.print(table)
 
 

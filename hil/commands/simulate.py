@@ -2,6 +2,10 @@
 
 Runs the device model (pump + line + balance) on a constant-rate schedule, optionally with
 an occlusion, and writes one CSV row per output interval. Nothing touches hardware.
+
+``--list-params`` lists every parameter name ``--set`` accepts (the same names calibration's
+``--params``/``--fix`` take): a table on a terminal, whose name column is never cut, and
+plain tab-separated lines (``name, unit, default, description``) when piped.
 """
 
 from __future__ import annotations
@@ -216,12 +220,27 @@ def _list(params: SystemParams, as_json: bool) -> None:
             )
         )
         return
+    from medtwin.hil.commands._render import Column, fitted_table
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"parameters ({params.pump_kind} pump); set with --set NAME=VALUE")
-    for column in ("name", "unit", "default", "description"):
-        table.add_column(column)
-    for i in infos:
-        table.add_row(i.name, i.unit, str(i.value), i.doc)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        # Piped (`| grep`, a CI log): one plain tab-separated line per parameter, so that
+        # no name is cut to the 80 columns rich assumes; these are the names --set,
+        # --params and --fix expect.
+        click.echo("\t".join(("name", "unit", "default", "description")))
+        for i in infos:
+            click.echo("\t".join((i.name, i.unit, str(i.value), " ".join(i.doc.split()))))
+        return
+    table = fitted_table(
+        (
+            Column("name", name=True),
+            Column("unit"),
+            Column("default", justify="right", drop=2),
+            Column("description", drop=1, wrap=True),
+        ),
+        ((i.name, i.unit, str(i.value), i.doc) for i in infos),
+        width=console.width,
+        title=f"parameters ({params.pump_kind} pump); set with --set NAME=VALUE",
+    )
+    console.print(table)

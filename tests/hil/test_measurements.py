@@ -213,8 +213,8 @@ def test_verdict_table_shows_values_limits_and_outcomes() -> None:
     assert len(lines) == 2
     assert "4.5" in lines[0]
     assert "MARGINAL" in lines[0]
-    assert "-5 … 5" in lines[0]
-    assert "-4 … 4" in lines[0]
+    assert "−5 … 5 %" in lines[0]
+    assert "−4 … 4 %" in lines[0]
     assert "1.25" in lines[1]
     assert "twin" in lines[1]
     assert "PASS" in lines[1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from medtwin.hil.outcomes import outcome_label
+from medtwin.hil.outcomes import NO_LIMITS, format_limits, outcome_label
 from medtwin.hil.report.markup import _badge, _esc, _na, _outcome_cell, _overall, _table
 from medtwin.hil.report.model import _Context
 from medtwin.hil.report.values import _SOURCES
@@ -81,14 +81,13 @@ def _notes_text(pair: Mapping[str, VerdictRecord]) -> str:
 
 
 def _limits_text(verdict: VerdictRecord) -> str:
-    def fmt(value: float | None) -> str:
-        return "—" if value is None else f"{value:g}"
-
+    # Written as every table and the pytest summary write limits (format_limits).
     if verdict.lower is None and verdict.upper is None:
-        return "informational (no limit declared)"
-    text = f"[{fmt(verdict.lower)}, {fmt(verdict.upper)}] {verdict.units}".rstrip()
+        return f"{NO_LIMITS} (informational)"
+    text = format_limits(verdict.lower, verdict.upper, verdict.units)
     if verdict.marginal_lower is not None or verdict.marginal_upper is not None:
-        text += f"; marginal outside [{fmt(verdict.marginal_lower)}, {fmt(verdict.marginal_upper)}]"
+        marginal = format_limits(verdict.marginal_lower, verdict.marginal_upper, verdict.units)
+        text += f"; marginal outside {marginal}"
     return text
 
 
