@@ -3,8 +3,8 @@
 The data model follows OpenHTF's measurements (the model only, none of its code or
 threads): a :class:`Measurement` has a name, units, a description, limits and marginal
 limits, all declared up front; measuring a value against it gives a :class:`Verdict`
-whose outcome is PASS, FAIL, MARGINAL or UNSET (:class:`medtwin.hil.outcomes.Outcome`, the
-one outcome vocabulary). Verdicts go to plain consumers: JSON-able dicts
+whose outcome is PASS, FAIL, MARGINAL, INFO or UNSET (:class:`medtwin.hil.outcomes.Outcome`,
+the one outcome vocabulary). Verdicts go to plain consumers: JSON-able dicts
 (:meth:`Verdict.as_dict`, the shape the run store saves), :func:`overall_outcome`, and the
 terminal table of the command line (``medtwin.hil.commands._render.verdict_table``): this
 module is the data model only and draws nothing.
@@ -17,8 +17,17 @@ How an outcome is decided
 * inside the limits but outside the marginal limits ``(marginal_lower, marginal_upper)``
   → MARGINAL, i.e. close enough to a limit that the next unit or run might fail. A value
   exactly on a marginal limit is MARGINAL;
-* otherwise PASS. A measurement without limits passes whenever it has a value (it is
-  informational, like a trumpet window for which the manufacturer declares nothing).
+* otherwise PASS. A measurement without limits is INFO whenever it has a value: it is
+  disclosed, not judged, like a trumpet window for which the manufacturer declares
+  nothing (IEC 60601-2-24 asks for Ep(max)/Ep(min) to be disclosed). INFO never makes a
+  set of verdicts pass or fail (:func:`overall_outcome` ignores it).
+
+Where the limits came from
+--------------------------
+A measurement (and its verdict) carries ``limits_source``: ``"scenario"`` when the limits
+were declared, ``"default"`` when a default claim was used (±2 % for a syringe pump, ±5 %
+for a volumetric one; :data:`medtwin.hil.procedures.DEFAULT_ACCURACY_PERCENT`), None when
+it has no limits.
 
 Marginal limits are either given (:meth:`Measurement.with_marginal`) or derived as a
 fraction of the tolerance (:meth:`Measurement.with_marginal_fraction`): with
@@ -58,6 +67,7 @@ from medtwin.hil.outcomes import overall_outcome as _most_severe
 
 __all__ = [
     "DEFAULT_MARGINAL_FRACTION",
+    "LimitsSource",
     "Measurement",
     "Outcome",
     "Source",
@@ -76,6 +86,8 @@ __all__ = [
 ]
 
 Source = Literal["real", "twin"]
+#: Whether a measurement's limits were declared ("scenario") or a default claim ("default").
+LimitsSource = Literal["default", "scenario"]
 _SOURCES: tuple[str, ...] = ("real", "twin")
 
 #: Default width of the marginal band, as a fraction of the tolerance (see module docs).
@@ -133,6 +145,7 @@ class Measurement:
     upper: float | None = None
     marginal_lower: float | None = None
     marginal_upper: float | None = None
+    limits_source: LimitsSource | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -207,12 +220,14 @@ class Measurement:
         return self.with_marginal(self.lower + f * abs(self.lower), None)
 
     def outcome(self, value: float | None) -> Outcome:
-        """PASS / FAIL / MARGINAL / UNSET for ``value`` (see the module docstring)."""
+        """PASS / FAIL / MARGINAL / INFO / UNSET for ``value`` (see the module docstring)."""
         if value is None:
             return Outcome.UNSET
         number = float(value)
         if math.isnan(number):
             return Outcome.FAIL
+        if self.lower is None and self.upper is None:
+            return Outcome.INFO
         if (self.lower is not None and number < self.lower) or (
             self.upper is not None and number > self.upper
         ):
@@ -264,6 +279,9 @@ class Measurement:
             marginal_upper=self.marginal_upper,
             description=self.description,
             note=note,
+            limits_source=self.limits_source
+            if self.lower is not None or self.upper is not None
+            else None,
         )
 
 
@@ -278,13 +296,15 @@ class Verdict:
     value : float or None
         The measured value in ``units`` (None: not measured / not produced).
     outcome : Outcome
-        PASS, FAIL, MARGINAL or UNSET.
+        PASS, FAIL, MARGINAL, INFO (a value without limits) or UNSET.
     source : {"real", "twin"}
         The real device or the twin.
     lower, upper, marginal_lower, marginal_upper : float or None
         The limits it was checked against.
     note : str
-        Free text (e.g. why there is no value).
+        Free text (e.g. why there is no value, the density d a volume rests on).
+    limits_source : {"default", "scenario"} or None
+        Whether the limits were declared or a default claim was used; None without limits.
     """
 
     name: str
@@ -298,12 +318,13 @@ class Verdict:
     marginal_upper: float | None = None
     description: str = ""
     note: str = ""
+    limits_source: LimitsSource | None = None
 
     @property
     def informational(self) -> bool:
-        """No limit was declared: the value is disclosed, not judged (its outcome is PASS
-        whenever it has one). Tables show it as ``info`` so that it does not read as a pass
-        against a claim."""
+        """No limit was declared: the value is disclosed, not judged (its outcome is INFO
+        whenever it has one; verdicts stored before INFO existed say PASS, and
+        :func:`outcome_label` shows both as ``info``)."""
         return self.lower is None and self.upper is None
 
     def outcome_label(self) -> str:
@@ -328,6 +349,7 @@ class Verdict:
             "marginal_upper": self.marginal_upper,
             "description": self.description,
             "note": self.note,
+            "limits_source": self.limits_source,
         }
 
 
@@ -348,9 +370,11 @@ def verdicts_as_dicts(verdicts: Iterable[Verdict]) -> list[dict[str, Any]]:
 
 def overall_outcome(verdicts: Iterable[Verdict]) -> Outcome:
     """FAIL if any verdict failed, else UNSET if any is unset, else MARGINAL if any is
-    marginal, else PASS (the order of :data:`medtwin.hil.outcomes.SEVERITY`). No verdicts at
-    all is UNSET (nothing was shown to pass)."""
-    return _most_severe(verdict.outcome for verdict in verdicts) or Outcome.UNSET
+    marginal, else PASS (the order of :data:`medtwin.hil.outcomes.SEVERITY`). INFO verdicts
+    are ignored: a disclosed value judges nothing. No judged verdict at all is UNSET
+    (nothing was shown to pass)."""
+    judged = (v.outcome for v in verdicts if v.outcome is not Outcome.INFO)
+    return _most_severe(judged) or Outcome.UNSET
 
 
 # --------------------------------------------------------------------------- IEC 60601-2-24
@@ -378,6 +402,7 @@ def flow_accuracy_measurements(
     window_limits_percent: Mapping[float, float | tuple[float, float]] | None = None,
     marginal_fraction: float = DEFAULT_MARGINAL_FRACTION,
     include_b: bool = False,
+    limits_source: LimitsSource = "scenario",
 ) -> list[Measurement]:
     """Declare the flow-accuracy measurements of IEC 60601-2-24 for a declared claim.
 
@@ -399,6 +424,9 @@ def flow_accuracy_measurements(
         Width of the marginal band (see :meth:`Measurement.with_marginal_fraction`).
     include_b : bool
         Also declare B, the mean error over the last hour of a long test.
+    limits_source : {"scenario", "default"}
+        Whether ``accuracy_percent`` was declared or is the default claim for the pump's
+        kind (window limits are always declared).
 
     Raises
     ------
@@ -412,6 +440,7 @@ def flow_accuracy_measurements(
             "mean_flow_error_a",
             "%",
             "mean flow error A over the analysis period (IEC 60601-2-24 50.102)",
+            limits_source=limits_source,
         )
         .in_range(lower, upper)
         .with_marginal_fraction(marginal_fraction)
@@ -422,6 +451,7 @@ def flow_accuracy_measurements(
                 "mean_flow_error_b",
                 "%",
                 "mean flow error B over the last hour of the test (IEC 60601-2-24 50.102)",
+                limits_source=limits_source,
             )
             .in_range(lower, upper)
             .with_marginal_fraction(marginal_fraction)
@@ -440,7 +470,10 @@ def flow_accuracy_measurements(
         declared = by_window.get(float(window))
         for name, which in ((max_name, "largest"), (min_name, "smallest")):
             measurement = Measurement(
-                name, "%", f"{which} mean flow error over any {window:g}-min window"
+                name,
+                "%",
+                f"{which} mean flow error over any {window:g}-min window",
+                limits_source="scenario",
             )
             if declared is not None:
                 w_lower, w_upper = _symmetric(declared, f"window limit for P = {window:g} min")
@@ -470,18 +503,31 @@ def occlusion_measurements(
             field="occlusion_time_to_alarm",
         )
     measurements = [
-        Measurement("occlusion_time_to_alarm", "s", "time from occlusion to the occlusion alarm")
+        Measurement(
+            "occlusion_time_to_alarm",
+            "s",
+            "time from occlusion to the occlusion alarm",
+            limits_source="scenario",
+        )
         # One-sided: a quick alarm is never marginal, only one close to the maximum.
         .in_range(None, time_limit)
         .with_marginal_fraction(marginal_fraction)
     ]
-    pressure = Measurement("occlusion_pressure_at_alarm", "mmHg", "line pressure at the alarm")
+    pressure = Measurement(
+        "occlusion_pressure_at_alarm",
+        "mmHg",
+        "line pressure at the alarm",
+        limits_source="scenario",
+    )
     if max_pressure_at_alarm_mmhg is not None:
         pressure = pressure.in_range(None, max_pressure_at_alarm_mmhg).with_marginal_fraction(
             marginal_fraction
         )
     bolus = Measurement(
-        "occlusion_bolus_volume", "mL", "unintended bolus released after the occlusion"
+        "occlusion_bolus_volume",
+        "mL",
+        "unintended bolus released after the occlusion",
+        limits_source="scenario",
     )
     if max_bolus_ml is not None:
         bolus = bolus.in_range(None, max_bolus_ml).with_marginal_fraction(marginal_fraction)
@@ -490,15 +536,28 @@ def occlusion_measurements(
 
 
 def bolus_measurements(
-    *, accuracy_percent: float, marginal_fraction: float = DEFAULT_MARGINAL_FRACTION
+    *,
+    accuracy_percent: float,
+    marginal_fraction: float = DEFAULT_MARGINAL_FRACTION,
+    limits_source: LimitsSource = "scenario",
 ) -> list[Measurement]:
     """Declare bolus accuracy: the mean and the worst single deviation within ±claim."""
     lower, upper = _symmetric(accuracy_percent, "accuracy_percent")
     return [
-        Measurement("bolus_mean_deviation", "%", "mean deviation of the boluses from their set")
+        Measurement(
+            "bolus_mean_deviation",
+            "%",
+            "mean deviation of the boluses from their set",
+            limits_source=limits_source,
+        )
         .in_range(lower, upper)
         .with_marginal_fraction(marginal_fraction),
-        Measurement("bolus_worst_deviation", "%", "largest single bolus deviation, signed")
+        Measurement(
+            "bolus_worst_deviation",
+            "%",
+            "largest single bolus deviation, signed",
+            limits_source=limits_source,
+        )
         .in_range(lower, upper)
         .with_marginal_fraction(marginal_fraction),
     ]
@@ -523,11 +582,13 @@ def evaluate_trumpet(
     *,
     source: Source = "real",
     mean_error_name: str = "mean_flow_error_a",
+    note: str = "",
 ) -> list[Verdict]:
     """Verdicts for A (as ``mean_error_name``) and every window of a trumpet curve.
 
     Every declared ``ep_*`` measurement must have a window in the curve and vice versa, so
-    a window silently left out of the report cannot happen.
+    a window silently left out of the report cannot happen. ``note`` (e.g. the density d
+    the volumes rest on) goes on every verdict, before the curve's resampling note.
 
     Raises
     ------
@@ -535,18 +596,17 @@ def evaluate_trumpet(
         If the declarations and the curve's windows do not match.
     """
     table = _by_name(measurements)
-    note = curve.note
     verdicts = [
         _declared(table, mean_error_name).measure(
-            curve.mean_error_percent, source=source, note=note
+            curve.mean_error_percent, source=source, note=_join(note, curve.note)
         )
     ]
     computed: set[str] = set()
     for window in curve.windows:
         max_name, min_name = window_measurement_names(window.window_min)
         computed.update((max_name, min_name))
-        verdicts.append(_declared(table, max_name).measure(window.ep_max_percent, source=source))
-        verdicts.append(_declared(table, min_name).measure(window.ep_min_percent, source=source))
+        for name, value in ((max_name, window.ep_max_percent), (min_name, window.ep_min_percent)):
+            verdicts.append(_declared(table, name).measure(value, source=source, note=note))
     missing = [
         name for name in table if name.startswith(("ep_max_", "ep_min_")) and name not in computed
     ]
@@ -572,9 +632,11 @@ def evaluate_occlusion(
     measurements: Iterable[Measurement],
     *,
     source: Source = "real",
+    bolus_note: str = "",
 ) -> list[Verdict]:
     """Verdicts for an occlusion test. No alarm before the release is a FAIL of the time to
-    alarm and leaves the pressure at alarm UNSET."""
+    alarm and leaves the pressure at alarm UNSET. ``bolus_note`` (the density d the bolus
+    volume rests on) goes on the bolus verdict."""
     table = _by_name(measurements)
     time_m = _declared(table, "occlusion_time_to_alarm")
     pressure_m = _declared(table, "occlusion_pressure_at_alarm")
@@ -589,7 +651,7 @@ def evaluate_occlusion(
         time_v = time_m.measure(result.time_to_alarm_s, source=source)
         pressure_v = pressure_m.measure(result.pressure_at_alarm_mmhg, source=source)
     bolus_v = _declared(table, "occlusion_bolus_volume").measure(
-        result.bolus_volume_ml, source=source
+        result.bolus_volume_ml, source=source, note=bolus_note
     )
     return [time_v, pressure_v, bolus_v]
 
@@ -599,8 +661,10 @@ def evaluate_bolus(
     measurements: Iterable[Measurement],
     *,
     source: Source = "real",
+    note: str = "",
 ) -> list[Verdict]:
-    """Verdicts for bolus accuracy: mean and worst deviation."""
+    """Verdicts for bolus accuracy: mean and worst deviation (``note``, e.g. the density d,
+    on both)."""
     table = _by_name(measurements)
     worst_note = (
         f"bolus {result.worst_index + 1} of {result.deviation_percent.size}"
@@ -609,9 +673,13 @@ def evaluate_bolus(
     )
     return [
         _declared(table, "bolus_mean_deviation").measure(
-            result.mean_deviation_percent, source=source
+            result.mean_deviation_percent, source=source, note=note
         ),
         _declared(table, "bolus_worst_deviation").measure(
-            result.worst_deviation_percent, source=source, note=worst_note
+            result.worst_deviation_percent, source=source, note=_join(note, worst_note)
         ),
     ]
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(note for note in notes if note)

@@ -13,38 +13,57 @@ alike (:mod:`medtwin.hil.analysis.iec60601_2_24`), turning the results into PASS
 verdicts against the declared claims (:mod:`medtwin.hil.measurements`). The verdicts are stored
 with the run and shown in its report.
 
-Fields per kind (durations accept ``90s``, ``30min``, ``2h``):
+Fields per kind (durations accept ``90s``, ``30min``, ``2h``); every kind also takes
+``marginal_fraction`` (0.1: the MARGINAL band as a fraction of each tolerance, see
+:mod:`medtwin.hil.measurements`):
 
 ``iec60601-2-24.flow``
     ``at`` (0), ``rate_ml_h``, ``duration`` (2h), ``interval`` (S, 30s),
     ``analysis_period`` ("60min-120min", relative to ``at``), ``accuracy_percent``
-    (2 for syringe pumps, 5 for volumetric, pumps.md §1.3), ``windows_min``
-    ([1, 2, 5, 11, 19, 31]), ``syringe`` or ``diameter_mm`` (optional).
+    (default by pump kind, :data:`DEFAULT_ACCURACY_PERCENT`: ±2 % for a syringe pump, ±5 %
+    for a volumetric one, the claims of the B. Braun Perfusor and Infusomat IFUs),
+    ``windows_min`` ([2, 5, 11, 19, 31]; add 1 for GB 9706.27's window),
+    ``evaporation_g_h`` (0: loss measured with the pump stopped, added back),
+    ``syringe`` or ``diameter_mm`` (optional).
 ``iec60601-2-24.occlusion``
     ``at``, ``rate_ml_h``, ``settle`` (10min: until the flow is constant),
-    ``max_time_to_alarm`` (the declared maximum), ``collect`` (5min after release),
+    ``max_time_to_alarm`` (the declared maximum), ``release_after_factor`` (1.1: the line
+    is reopened after this many times the declared maximum), ``collect`` (5min after
+    release), ``bolus_end_margin_mmhg`` (5: the bolus ends when the pressure is back within
+    this of the pre-occlusion baseline, our reading of "until the pressure is reduced"),
     ``max_pressure_at_alarm_mmhg``, ``max_bolus_ml`` (optional claims).
 ``iec60601-2-24.bolus``
     ``at``, ``count`` (3), ``volume_ml``, ``rate_ml_h`` (bolus rate), ``spacing`` (5min),
     ``basal_rate_ml_h`` (0), ``accuracy_percent`` (5), ``prime_ml`` (0.3: a first,
     unweighed bolus that takes up the drive's free play, as the set is primed before the
-    test), ``settle`` (5min after priming, before the first bolus).
+    test), ``settle`` (5min after priming, before the first bolus), ``weigh_before`` (1s:
+    the tare reading is taken this long before each bolus starts), ``weigh_after_fraction``
+    (0.75: each bolus is weighed this fraction of the pause after it, so the balance has
+    settled and the next bolus has not begun).
+
+Mass becomes volume through the run's gravimetric policy
+(:class:`medtwin.hil.analysis.gravimetry.GravimetricPolicy`, carried by :class:`RunSeries`);
+each analysis stores it (``"gravimetry"``) with d, and every parameter with whether the
+scenario set it or its default was used (``"parameters"``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from medtwin.device_models.schedule import Alarm
 from medtwin.drivers.errors import AnalysisError, ConfigurationError
 from medtwin.drivers.units import parse_duration_s
 from medtwin.hil.analysis import iec60601_2_24 as iec
+from medtwin.hil.analysis.gravimetry import GravimetricPolicy
 from medtwin.hil.config import Step
 from medtwin.hil.measurements import (
+    DEFAULT_MARGINAL_FRACTION,
+    LimitsSource,
     Verdict,
     bolus_measurements,
     evaluate_bolus,
@@ -57,6 +76,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 __all__ = [
+    "DEFAULT_ACCURACY_PERCENT",
     "PROCEDURES",
     "Procedure",
     "ProcedureResult",
@@ -65,6 +85,11 @@ __all__ = [
 ]
 
 FloatArray = NDArray[np.float64]
+
+#: Flow accuracy claimed when the scenario declares none, by pump kind: "normally ±2 %" for
+#: a syringe pump (B. Braun Perfusor Compact Plus IFU) and "±5 % typical" for a volumetric
+#: one (B. Braun Infusomat Space IFU). The standard sets no limit; these are typical claims.
+DEFAULT_ACCURACY_PERCENT: dict[str, float] = {"syringe": 2.0, "volumetric": 5.0}
 
 
 def _duration(value: Any) -> float:
@@ -91,7 +116,9 @@ def _period(value: Any) -> tuple[float, float]:
 
 @dataclass
 class RunSeries:
-    """What a procedure analyses: the recorded channels of one side (real or twin)."""
+    """What a procedure analyses: the recorded channels of one side (real or twin), the
+    gravimetric policy that turns its mass into volume, and the kind of pump (for the
+    default accuracy claim). A bare number for ``gravimetry`` is taken as an explicit d."""
 
     source: Literal["real", "twin"]
     mass_t_s: FloatArray
@@ -100,7 +127,23 @@ class RunSeries:
     pressure_mmhg: FloatArray
     alarm_t_s: FloatArray
     alarm: NDArray[np.bool_]
-    density_g_ml: float
+    gravimetry: GravimetricPolicy | float
+    pump_kind: str = "syringe"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.gravimetry, GravimetricPolicy):
+            self.gravimetry = GravimetricPolicy(density_override_g_ml=float(self.gravimetry))
+
+    @property
+    def policy(self) -> GravimetricPolicy:
+        """The gravimetric policy (a bare d was turned into one on construction)."""
+        assert isinstance(self.gravimetry, GravimetricPolicy)  # __post_init__
+        return self.gravimetry
+
+    @property
+    def density_g_ml(self) -> float:
+        """d of the policy, g/mL."""
+        return self.policy.density_g_ml
 
 
 @dataclass
@@ -132,6 +175,22 @@ class Procedure(BaseModel):
     kind: str
     at: Duration = 0.0
     label: str = ""
+    marginal_fraction: float = Field(DEFAULT_MARGINAL_FRACTION, ge=0.0, le=1.0)
+
+    #: Fields that are bookkeeping, not analysis choices (left out of :meth:`parameters`).
+    _NOT_PARAMETERS: ClassVar[frozenset[str]] = frozenset({"kind", "label"})
+
+    def parameters(self) -> dict[str, dict[str, Any]]:
+        """Every analysis choice with its value and ``"source"``: ``"scenario"`` when the
+        scenario set it, ``"default"`` when the default was used (the report shows which)."""
+        return {
+            name: {
+                "value": _json(getattr(self, name)),
+                "source": "scenario" if name in self.model_fields_set else "default",
+            }
+            for name in type(self).model_fields
+            if name not in self._NOT_PARAMETERS
+        }
 
     def steps(self) -> list[Step]:
         raise NotImplementedError  # pragma: no cover - every kind overrides it
@@ -156,10 +215,22 @@ class FlowProcedure(Procedure):
     duration: Duration = 7200.0
     interval: Duration = 30.0
     analysis_period: Annotated[tuple[float, float], BeforeValidator(_period)] = (3600.0, 7200.0)
-    accuracy_percent: float = Field(2.0, gt=0)
-    windows_min: tuple[float, ...] = iec.DEFAULT_WINDOWS_MIN
+    #: None: the default claim for the pump's kind (:data:`DEFAULT_ACCURACY_PERCENT`).
+    accuracy_percent: float | None = Field(None, gt=0)
+    windows_min: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+        iec.DEFAULT_WINDOWS_MIN, min_length=1
+    )
+    evaporation_g_h: float = Field(0.0, ge=0)
     syringe: str | None = None
     diameter_mm: float | None = Field(None, gt=0)
+
+    def accuracy(self, pump_kind: str) -> tuple[float, LimitsSource]:
+        """The accuracy claim in ± % and where it comes from ("scenario" or "default")."""
+        if self.accuracy_percent is not None:
+            return self.accuracy_percent, "scenario"
+        return DEFAULT_ACCURACY_PERCENT.get(pump_kind, DEFAULT_ACCURACY_PERCENT["syringe"]), (
+            "default"
+        )
 
     def steps(self) -> list[Step]:
         out = []
@@ -179,14 +250,24 @@ class FlowProcedure(Procedure):
     def end_s(self) -> float:
         return self.at + self.duration
 
+    def _policy(self, side: RunSeries) -> GravimetricPolicy:
+        return replace(side.policy, evaporation_g_h=self.evaporation_g_h)
+
     def analyse(self, side: RunSeries) -> tuple[dict[str, Any], list[Verdict]]:
         curve = self._trumpet(side)
         startup = self._startup(side, min(120.0, self.duration / 60.0))
+        accuracy, limits_source = self.accuracy(side.pump_kind)
         measurements = flow_accuracy_measurements(
-            accuracy_percent=self.accuracy_percent, windows_min=self.windows_min
+            accuracy_percent=accuracy,
+            windows_min=self.windows_min,
+            marginal_fraction=self.marginal_fraction,
+            limits_source=limits_source,
         )
-        verdicts = evaluate_trumpet(curve, measurements, source=side.source)
+        verdicts = evaluate_trumpet(
+            curve, measurements, source=side.source, note=_density_note(self._policy(side))
+        )
         analysis = {**self._settings(side), "trumpet": curve.as_dict(), "startup": startup}
+        analysis["parameters"]["accuracy_percent"] = {"value": accuracy, "source": limits_source}
         return analysis, verdicts
 
     def analyse_curves(self, side: RunSeries) -> tuple[dict[str, Any], str]:
@@ -221,31 +302,38 @@ class FlowProcedure(Procedure):
         return analysis, ""
 
     def _settings(self, side: RunSeries) -> dict[str, Any]:
+        policy = self._policy(side)
         return {
             "rate_ml_h": self.rate_ml_h,
             "interval_min": self.interval / 60.0,
             "analysis_period_min": [p / 60.0 for p in self.analysis_period],
-            "density_g_ml": side.density_g_ml,
+            "density_g_ml": policy.density_g_ml,
+            "gravimetry": policy.as_dict(),
+            "parameters": self.parameters(),
         }
 
     def _trumpet(self, side: RunSeries) -> iec.TrumpetCurve:
+        policy = self._policy(side)
         return iec.trumpet_curve(
             side.mass_t_s,
             side.mass_g,
             rate_ml_h=self.rate_ml_h,
             sample_interval_min=self.interval / 60.0,
-            density_g_ml=side.density_g_ml,
+            density_g_ml=policy.density_g_ml,
+            evaporation_loss_g_h=policy.evaporation_g_h,
             analysis_period_min=[p / 60.0 for p in self.analysis_period],
             windows_min=self.windows_min,
             start_s=self.at,
         )
 
     def _startup(self, side: RunSeries, period_min: float) -> dict[str, Any]:
+        policy = self._policy(side)
         startup = iec.startup_curve(
             side.mass_t_s,
             side.mass_g,
             sample_interval_min=self.interval / 60.0,
-            density_g_ml=side.density_g_ml,
+            density_g_ml=policy.density_g_ml,
+            evaporation_loss_g_h=policy.evaporation_g_h,
             period_min=period_min,
             start_s=self.at,
         )
@@ -262,7 +350,9 @@ class OcclusionProcedure(Procedure):
     rate_ml_h: float = Field(gt=0)
     settle: Duration = 600.0
     max_time_to_alarm: Duration
+    release_after_factor: float = Field(1.1, ge=1.0)
     collect: Duration = 300.0
+    bolus_end_margin_mmhg: float = Field(5.0, gt=0)
     max_pressure_at_alarm_mmhg: float | None = Field(None, gt=0)
     max_bolus_ml: float | None = Field(None, gt=0)
 
@@ -272,8 +362,9 @@ class OcclusionProcedure(Procedure):
 
     @property
     def release_s(self) -> float:
-        # Wait the declared maximum (plus 10 %) before reopening the line.
-        return self.occlude_s + 1.1 * self.max_time_to_alarm
+        # Wait the declared maximum (plus 10 % by default) before reopening the line, so a
+        # pump that alarms just inside its claim is still seen to alarm.
+        return self.occlude_s + self.release_after_factor * self.max_time_to_alarm
 
     @property
     def end_s(self) -> float:
@@ -306,18 +397,25 @@ class OcclusionProcedure(Procedure):
             occlusion_s=self.occlude_s,
             release_s=self.release_s,
             density_g_ml=side.density_g_ml,
+            settled_margin_mmhg=self.bolus_end_margin_mmhg,
         )
         measurements = occlusion_measurements(
             max_time_to_alarm_s=self.max_time_to_alarm,
             max_pressure_at_alarm_mmhg=self.max_pressure_at_alarm_mmhg,
             max_bolus_ml=self.max_bolus_ml,
+            marginal_fraction=self.marginal_fraction,
         )
-        verdicts = evaluate_occlusion(result, measurements, source=side.source)
+        verdicts = evaluate_occlusion(
+            result, measurements, source=side.source, bolus_note=_density_note(side.policy)
+        )
         analysis = {
             key: _json(value)
             for key, value in vars(result).items()
             if not isinstance(value, np.ndarray)
         }
+        analysis["density_g_ml"] = side.density_g_ml
+        analysis["gravimetry"] = side.policy.as_dict()
+        analysis["parameters"] = self.parameters()
         return analysis, verdicts
 
 
@@ -333,6 +431,8 @@ class BolusProcedure(Procedure):
     accuracy_percent: float = Field(5.0, gt=0)
     prime_ml: float = Field(0.3, ge=0)
     settle: Duration = 300.0
+    weigh_before: Duration = 1.0
+    weigh_after_fraction: float = Field(0.75, gt=0.0, le=1.0)
 
     @property
     def bolus_s(self) -> float:
@@ -372,7 +472,8 @@ class BolusProcedure(Procedure):
             raise AnalysisError("spacing must leave at least 60 s after each bolus to weigh it")
         measured = []
         for start in self.starts():
-            before, after = start - 1.0, start + self.bolus_s + 0.75 * (self.spacing - self.bolus_s)
+            before = start - self.weigh_before
+            after = start + self.bolus_s + self.weigh_after_fraction * (self.spacing - self.bolus_s)
             m0, m1 = np.interp([before, after], side.mass_t_s, side.mass_g)
             # the basal rate runs in the window except while the bolus replaces it
             basal_s = after - before - self.bolus_s
@@ -381,8 +482,16 @@ class BolusProcedure(Procedure):
         result = iec.bolus_accuracy(
             self.volume_ml, np.array(measured), density_g_ml=side.density_g_ml
         )
+        limits_source: LimitsSource = (
+            "scenario" if "accuracy_percent" in self.model_fields_set else "default"
+        )
+        measurements = bolus_measurements(
+            accuracy_percent=self.accuracy_percent,
+            marginal_fraction=self.marginal_fraction,
+            limits_source=limits_source,
+        )
         verdicts = evaluate_bolus(
-            result, bolus_measurements(accuracy_percent=self.accuracy_percent), source=side.source
+            result, measurements, source=side.source, note=_density_note(side.policy)
         )
         analysis = {
             "expected_ml": self.volume_ml,
@@ -390,6 +499,9 @@ class BolusProcedure(Procedure):
             "deviation_percent": np.asarray(result.deviation_percent).tolist(),
             "mean_deviation_percent": result.mean_deviation_percent,
             "worst_deviation_percent": result.worst_deviation_percent,
+            "density_g_ml": side.density_g_ml,
+            "gravimetry": side.policy.as_dict(),
+            "parameters": self.parameters(),
         }
         return analysis, verdicts
 
@@ -466,7 +578,14 @@ def _step_values(
     return np.where(index >= 0, values[np.maximum(index, 0)], False)
 
 
+def _density_note(policy: GravimetricPolicy) -> str:
+    """The d a mass-derived verdict rests on, in its note (stored and shown beside it)."""
+    return policy.label()
+
+
 def _json(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_json(v) for v in value]
     if isinstance(value, float | np.floating):
         return None if not math.isfinite(float(value)) else float(value)
     if isinstance(value, np.integer | np.bool_):

@@ -39,6 +39,7 @@ from medtwin.drivers.base import Device, PumpStatus
 from medtwin.drivers.clock import Clock, VirtualClock
 from medtwin.drivers.errors import DeviceError, MedtwinError, ProtocolError
 from medtwin.hil.actions import ACTIONS, PlannedStep
+from medtwin.hil.analysis.gravimetry import policy_from_balance_params
 from medtwin.hil.comparator import DriftEvent, LiveComparator
 from medtwin.hil.config import BenchConfig, ScenarioConfig
 from medtwin.hil.measurements import Verdict
@@ -563,7 +564,10 @@ class Runner:
             return []
         io = self.bench.device_of_kind("bench-io")
         pump = self.bench.device_of_kind("pump")
-        density = self.twin.params.balance.grams_per_ml
+        # The one gravimetric policy (hil/analysis/gravimetry.py): the bench's water
+        # temperature and buoyancy switch, as the twin's balance declares them.
+        gravimetry = policy_from_balance_params(self.twin.params.balance)
+        pump_kind = self.twin.params.pump_kind
         sides = []
         for source in ("real", "twin"):
             mass = run.channel(f"{balance.name}.mass_g", source=source)
@@ -596,7 +600,9 @@ class Runner:
                 replay = twin_series(self.twin.params, schedule_from_events(run.events), t_mass)
                 t_alarm = t_mass
                 alarm = (replay["pump.alarms"][0].astype(np.int64) & pressure_alarm_bits()) != 0
-            sides.append(RunSeries(source, t_mass, v_mass, t_p, v_p, t_alarm, alarm, density))
+            sides.append(
+                RunSeries(source, t_mass, v_mass, t_p, v_p, t_alarm, alarm, gravimetry, pump_kind)
+            )
         return sides
 
     def _now(self) -> float:

@@ -3,7 +3,11 @@
 ``medtwin analyze trumpet --csv FILE --rate R`` reads a gravimetric balance log (time in s,
 mass in g) and prints the mean flow error A and the trumpet curve (Ep(max)/Ep(min) per
 observation window) of IEC 60601-2-24:1998 clause 50.102 (2012: 201.12.1), computed by
-:mod:`medtwin.hil.analysis.iec60601_2_24`.
+:mod:`medtwin.hil.analysis.iec60601_2_24`. Mass becomes volume through the one
+gravimetric policy of :mod:`medtwin.hil.analysis.gravimetry` (water temperature, Tanaka
+density, air buoyancy, evaporation), the same one a run's procedures use, so the CLI on a
+run's exported balance channel (``medtwin export RUN --format csv``, then ``--channel
+balance.mass_g``) gives the run's own A and Ep.
 
 The CSV reader is hand-written on :mod:`csv` because balance software writes many
 dialects: it strips a UTF-8 byte-order mark, picks the separator (``,``, ``;`` or tab) by
@@ -28,8 +32,8 @@ import numpy as np
 import numpy.typing as npt
 from medtwin.drivers.errors import AnalysisError, ConfigurationError
 from medtwin.drivers.units import parse_duration_s
+from medtwin.hil.analysis.gravimetry import DEFAULT_WATER_TEMPERATURE_C, GravimetricPolicy
 from medtwin.hil.analysis.iec60601_2_24 import (
-    DEFAULT_WATER_DENSITY_G_ML,
     DEFAULT_WINDOWS_MIN,
     TrumpetCurve,
     trumpet_curve,
@@ -107,7 +111,12 @@ def _cell(text: str, *, decimal_comma: bool) -> float:
 
 
 def read_balance_csv(
-    path: str | Path, *, time_column: str = "t_s", mass_column: str = "balance_g"
+    path: str | Path,
+    *,
+    time_column: str = "t_s",
+    mass_column: str = "balance_g",
+    channel: str | None = None,
+    source: str | None = None,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Time (s) and mass (g) columns of a balance log in CSV.
 
@@ -117,6 +126,10 @@ def read_balance_csv(
         The CSV file.
     time_column, mass_column : str
         Header names of the time (s) and mass (g) columns.
+    channel, source : str, optional
+        For a long-format file (``medtwin export``: one row per sample with ``channel`` and
+        ``source`` columns), keep only the rows of this channel (e.g. ``balance.mass_g``)
+        and, if given, this source (``real`` or ``twin``).
 
     Returns
     -------
@@ -129,16 +142,18 @@ def read_balance_csv(
         both columns, or a cell is not a finite number.
     """
     file = Path(path)
-    source = str(file)
+    where = str(file)
     lines = _read_text(file).splitlines()
     header_index = next(
         (i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")),
         None,
     )
     if header_index is None:
-        raise ConfigurationError("the file is empty; expected a header line", source=source)
+        raise ConfigurationError("the file is empty; expected a header line", source=where)
     header_line = lines[header_index]
-    wanted = (time_column, mass_column)
+    wanted: tuple[str, ...] = (time_column, mass_column)
+    if channel is not None:
+        wanted += ("channel",) + (("source",) if source is not None else ())
     best: list[str] = []
     chosen: tuple[str, list[str]] | None = None
     for delimiter in _DELIMITERS:
@@ -150,15 +165,21 @@ def read_balance_csv(
             best = fields
     if chosen is None:
         missing = next(name for name in wanted if name not in best)
-        option = "--time-column" if missing == time_column else "--mass-column"
+        option = {time_column: "--time-column", mass_column: "--mass-column"}.get(
+            missing, "--channel (a long-format export)"
+        )
         raise ConfigurationError(
             f"line {header_index + 1}: no column {missing!r} in the header; found "
             f"{', '.join(repr(name) for name in best)} (choose one with {option})",
-            source=source,
+            source=where,
         )
     delimiter, fields = chosen
     time_index = fields.index(time_column)
     mass_index = fields.index(mass_column)
+    # Long format: which rows belong to the wanted channel (and source).
+    selectors = [(fields.index("channel"), channel)] if channel is not None else []
+    if channel is not None and source is not None:
+        selectors.append((fields.index("source"), source))
     decimal_comma = delimiter != ","
     reader = csv.reader(io.StringIO("\n".join(lines[header_index + 1 :])), delimiter=delimiter)
     times: list[float] = []
@@ -172,9 +193,14 @@ def read_balance_csv(
             # e.g. an unbalanced quote that swallows the rest of the file into one cell
             raise ConfigurationError(
                 f"line {header_index + 1 + reader.line_num}: not a valid CSV row ({exc})",
-                source=source,
+                source=where,
             ) from None
         if not any(cell.strip() for cell in row):
+            continue
+        if selectors and any(
+            index >= len(row) or row[index].strip() != wanted_value
+            for index, wanted_value in selectors
+        ):
             continue
         line_no = header_index + 1 + reader.line_num
         values = []
@@ -186,7 +212,7 @@ def read_balance_csv(
                 raise ConfigurationError(
                     f"line {line_no}: has {len(row)} fields, so no value for column "
                     f"{column!r} (field {index + 1})",
-                    source=source,
+                    source=where,
                 )
             try:
                 value = _cell(row[index], decimal_comma=decimal_comma)
@@ -196,14 +222,19 @@ def read_balance_csv(
                 raise ConfigurationError(
                     f"line {line_no}: column {column!r} is {row[index]!r}, expected a finite "
                     f"number in {unit}",
-                    source=source,
+                    source=where,
                 )
             values.append(value)
         times.append(values[0])
         masses.append(values[1])
     if not times:
+        which = (
+            ""
+            if channel is None
+            else f" of channel {channel!r}" + ("" if source is None else f" (source {source!r})")
+        )
         raise ConfigurationError(
-            f"no data rows after the header on line {header_index + 1}", source=source
+            f"no data rows{which} after the header on line {header_index + 1}", source=where
         )
     return np.asarray(times, dtype=np.float64), np.asarray(masses, dtype=np.float64)
 
@@ -211,6 +242,40 @@ def read_balance_csv(
 @click.group()
 def analyze() -> None:
     """IEC 60601-2-24 analyses of balance logs."""
+
+
+def _windows(text: str) -> tuple[float, ...]:
+    """``--windows 2,5,11,19,31``: observation windows P in min, each > 0, no repeats."""
+    windows: list[float] = []
+    for part in text.split(","):
+        if not part.strip():
+            raise ConfigurationError(
+                f"malformed window list {text!r}: expected minutes separated by commas, "
+                "e.g. 2,5,11,19,31",
+                source="--windows",
+            )
+        value = _number_option(part.strip(), "--windows", "min")
+        if value in windows:
+            raise ConfigurationError(f"window {value:g} min is listed twice", source="--windows")
+        windows.append(value)
+    return tuple(windows)
+
+
+def _policy(
+    water_temperature: str, buoyancy: bool, density: str | None, evaporation: str
+) -> GravimetricPolicy:
+    temperature_c = _number_option(water_temperature, "--water-temperature", "°C", allow_zero=True)
+    override = None if density is None else _number_option(density, "--density", "g/mL")
+    evaporation_g_h = _number_option(evaporation, "--evaporation", "g/h", allow_zero=True)
+    try:
+        return GravimetricPolicy(
+            water_temperature_c=temperature_c,
+            air_buoyancy=buoyancy,
+            evaporation_g_h=evaporation_g_h,
+            density_override_g_ml=override,
+        )
+    except AnalysisError as exc:
+        raise ConfigurationError(str(exc), source="--water-temperature") from None
 
 
 @analyze.command()
@@ -230,16 +295,41 @@ def analyze() -> None:
     help="Sample interval S (the log is resampled onto it when needed).",
 )
 @click.option(
-    "--density",
-    default=str(DEFAULT_WATER_DENSITY_G_ML),
+    "--water-temperature",
+    default=f"{DEFAULT_WATER_TEMPERATURE_C:g}",
     show_default=True,
-    help="Density d of the test liquid, g/mL.",
+    help="Water temperature, °C: d from the Tanaka (2001) density table.",
+)
+@click.option(
+    "--buoyancy/--no-buoyancy",
+    default=True,
+    show_default=True,
+    help="Correct the balance reading for air buoyancy (ISO 4787 / ISO 8655-6; air "
+    "1.2 kg/m³, weights 8000 kg/m³).",
+)
+@click.option(
+    "--density",
+    default=None,
+    help="An explicit d of the test liquid, g/mL, replacing the temperature and buoyancy "
+    "terms (e.g. 0.998, the value many IFUs quote).",
 )
 @click.option(
     "--analysis-period",
     default="60min-120min",
     show_default=True,
-    help="START-END after the first sample (bare numbers are seconds).",
+    help="START-END after the test start (bare numbers are seconds).",
+)
+@click.option(
+    "--windows",
+    default=",".join(f"{w:g}" for w in DEFAULT_WINDOWS_MIN),
+    show_default=True,
+    help="Observation windows P in min, comma-separated (add 1 for the 1-min window of "
+    "GB 9706.27).",
+)
+@click.option(
+    "--start",
+    default=None,
+    help="Test start in the log's time base (e.g. 0s); default: the first row.",
 )
 @click.option(
     "--evaporation",
@@ -249,7 +339,24 @@ def analyze() -> None:
 )
 @click.option("--time-column", default="t_s", show_default=True, help="Header of the time column.")
 @click.option(
-    "--mass-column", default="balance_g", show_default=True, help="Header of the mass column."
+    "--mass-column",
+    default=None,
+    help="Header of the mass column [default: balance_g; value with --channel].",
+)
+@click.option(
+    "--channel",
+    default=None,
+    metavar="NAME",
+    help="Long-format file (medtwin export): analyse the rows of this channel, e.g. "
+    "balance.mass_g.",
+)
+@click.option(
+    "--source",
+    "source_name",
+    type=click.Choice(["real", "twin"]),
+    default="real",
+    show_default=True,
+    help="With --channel: the real device's rows or the twin's.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @handle_errors
@@ -257,49 +364,71 @@ def trumpet(
     csv_path: str,
     rate: str,
     interval: str,
-    density: str,
+    water_temperature: str,
+    buoyancy: bool,
+    density: str | None,
     analysis_period: str,
+    windows: str,
+    start: str | None,
     evaporation: str,
     time_column: str,
-    mass_column: str,
+    mass_column: str | None,
+    channel: str | None,
+    source_name: str,
     as_json: bool,
 ) -> None:
     """Mean flow error A and the trumpet curve (IEC 60601-2-24 50.102) of a balance log.
 
-    Time zero is the first row of the log. Windows P = 1, 2, 5, 11, 19, 31 min.
+    Time zero is the first row of the log unless --start says otherwise. Windows
+    P = 2, 5, 11, 19, 31 min unless --windows lists others. d comes from the gravimetric
+    policy (water temperature, air buoyancy) unless --density gives it.
     """
     rate_ml_h = _number_option(rate, "--rate", "mL/h")
-    density_g_ml = _number_option(density, "--density", "g/mL")
-    evaporation_g_h = _number_option(evaporation, "--evaporation", "g/h", allow_zero=True)
+    policy = _policy(water_temperature, buoyancy, density, evaporation)
+    windows_min = _windows(windows)
     interval_min = _duration_min(interval, "--interval")
     if interval_min <= 0:
         raise ConfigurationError(f"{interval!r} must be longer than 0 s", source="--interval")
     period_min = _analysis_period(analysis_period)
-    t_s, mass_g = read_balance_csv(csv_path, time_column=time_column, mass_column=mass_column)
+    start_s = None
+    if start is not None:
+        try:
+            start_s = parse_duration_s(start)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc), source="--start") from None
+    t_s, mass_g = read_balance_csv(
+        csv_path,
+        time_column=time_column,
+        mass_column=mass_column or ("value" if channel is not None else "balance_g"),
+        channel=channel,
+        source=source_name if channel is not None else None,
+    )
     try:
         curve = trumpet_curve(
             t_s,
             mass_g,
             rate_ml_h=rate_ml_h,
             sample_interval_min=interval_min,
-            density_g_ml=density_g_ml,
-            evaporation_loss_g_h=evaporation_g_h,
+            density_g_ml=policy.density_g_ml,
+            evaporation_loss_g_h=policy.evaporation_g_h,
             analysis_period_min=period_min,
-            windows_min=DEFAULT_WINDOWS_MIN,
+            windows_min=windows_min,
+            start_s=start_s,
         )
     except AnalysisError as exc:
         # The data cannot support the analysis the user asked for: bad input, status 2.
         raise ConfigurationError(str(exc), source=csv_path) from exc
     if as_json:
         document: dict[str, Any] = curve.as_dict()
+        document["gravimetry"] = policy.as_dict()
         document["source_file"] = csv_path
         document["samples"] = int(t_s.size)
         click.echo(json.dumps(document))
     else:
-        _print_table(curve, csv_path)
+        _print_table(curve, csv_path, policy)
 
 
-def _print_table(curve: TrumpetCurve, csv_path: str) -> None:
+def _print_table(curve: TrumpetCurve, csv_path: str, policy: GravimetricPolicy) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -309,16 +438,15 @@ def _print_table(curve: TrumpetCurve, csv_path: str) -> None:
     console.print(f"balance log: {csv_path}", markup=False)
     console.print(
         f"r = {curve.rate_ml_h:g} mL/h, S = {curve.sample_interval_min:g} min, "
-        f"d = {curve.density_g_ml:g} g/mL, analysis period {start_min:g}–{end_min:g} min",
+        f"d = {curve.density_g_ml:.6g} g/mL, analysis period {start_min:g}–{end_min:g} min",
         markup=False,
     )
-    if curve.evaporation_loss_g_h:
-        console.print(f"evaporation correction: {curve.evaporation_loss_g_h:g} g/h added back")
+    console.print(f"gravimetry: {policy.describe()}", markup=False)
     if curve.resampled:
         console.print(f"note: {curve.note}", markup=False)
     console.print(
         f"mean flow {curve.mean_flow_ml_h:.4f} mL/h, mean flow error A = "
-        f"{curve.mean_error_percent:+.3f} %",
+        f"{curve.mean_error_percent:+.3f} % (d = {curve.density_g_ml:.6f} g/mL)",
         markup=False,
     )
     table = Table(title="Trumpet curve (IEC 60601-2-24 50.102)")

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from medtwin.drivers.errors import AnalysisError, ConfigurationError
+from medtwin.hil.analysis.gravimetry import GravimetricPolicy, policy_from_balance_params
 from medtwin.hil.procedures import FlowProcedure, RunSeries, parse_procedures
 from medtwin.hil.report.figures import ReportFigure, _Figures, _TimeAxis
 from medtwin.hil.report.values import _SOURCES, _channel, _dict, _finite, _list, _toml
@@ -179,21 +180,22 @@ def _procedures(run: RunData) -> list[_Procedure]:
     return out
 
 
-def _density_g_ml(run: RunData) -> float:
-    """Displayed grams per mL, as the runner's analyses used it: the twin's balance (water
-    temperature and air buoyancy; the model's defaults where the run stored none)."""
-    from medtwin.device_models.balance import BalanceParams
-
+def _gravimetry(run: RunData) -> GravimetricPolicy:
+    """The gravimetric policy the runner's analyses used
+    (:func:`medtwin.hil.analysis.gravimetry.policy_from_balance_params` of the twin's balance:
+    water temperature and air buoyancy; the defaults where the run stored none)."""
     balance = _dict(_dict(run.twin_params).get("balance"))
-    defaults = BalanceParams()
     try:
-        params = BalanceParams(
-            temperature_c=float(balance.get("temperature_c", defaults.temperature_c)),
-            air_buoyancy=bool(balance.get("air_buoyancy", defaults.air_buoyancy)),
-        )
-    except (TypeError, ValueError):  # a stored temperature outside the model's range
-        return defaults.grams_per_ml
-    return params.grams_per_ml
+        return policy_from_balance_params(balance)
+    except AnalysisError:  # a stored temperature outside the density table's range
+        return GravimetricPolicy()
+
+
+def _pump_kind(run: RunData) -> str:
+    """ "syringe" or "volumetric", from the stored twin parameters (a syringe pump's carry
+    its syringe)."""
+    pump = _dict(_dict(run.twin_params).get("pump"))
+    return "volumetric" if pump and "syringe" not in pump else "syringe"
 
 
 def _flow_series(run: RunData, source: str) -> RunSeries:
@@ -219,7 +221,8 @@ def _flow_series(run: RunData, source: str) -> RunSeries:
         empty,
         empty,
         np.empty(0, dtype=bool),
-        _density_g_ml(run),
+        _gravimetry(run),
+        _pump_kind(run),
     )
 
 

@@ -31,6 +31,9 @@ _VERDICT_KEYS: Final = (
     "outcome",
     "description",
     "note",
+    # Verdict.as_dict() says whether the limits were declared or defaulted; the run's stored
+    # analysis keeps that ("parameters"), so the verdict row needs no column for it.
+    "limits_source",
 )
 
 

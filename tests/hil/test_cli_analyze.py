@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,12 @@ import pytest
 from click.testing import CliRunner, Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from medtwin.device_models.balance import BalanceParams
 from medtwin.drivers.errors import ConfigurationError
+from medtwin.hil.analysis.gravimetry import GravimetricPolicy
 from medtwin.hil.cli import main
 from medtwin.hil.commands.analyze import read_balance_csv
+from medtwin.hil.runner import RunResult
 
 RATE = 10.0
 EXPECTED_EP = {"1": 3.0, "2": 3.0, "5": 0.0, "11": 3 / 11, "19": 3 / 19, "31": 3 / 31}
@@ -49,12 +53,22 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(main, ["analyze", "trumpet", *args])
 
 
+#: The golden log is written at d = 0.998 g/mL and its hand values include P = 1 min, so
+#: the tests of its numbers name both (the defaults are the gravimetric policy's d and
+#: P = 2, 5, 11, 19, 31 min: see test_defaults_are_the_policy_and_the_standard_windows).
+GOLDEN_OPTIONS = ("--density", "0.998", "--windows", "1,2,5,11,19,31")
+
+
+def invoke_golden(*args: str) -> Result:
+    return invoke(*args, *GOLDEN_OPTIONS)
+
+
 def snapshot(directory: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def test_table_output(golden_csv: Path) -> None:
-    result = invoke("--csv", str(golden_csv), "--rate", "10")
+    result = invoke_golden("--csv", str(golden_csv), "--rate", "10")
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "mean flow error A = +0.000 %" in out
@@ -72,7 +86,7 @@ def test_table_output(golden_csv: Path) -> None:
 
 
 def test_json_document(golden_csv: Path) -> None:
-    result = invoke("--csv", str(golden_csv), "--rate", "10", "--json")
+    result = invoke_golden("--csv", str(golden_csv), "--rate", "10", "--json")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)  # exactly one JSON document, nothing else
     assert document["rate_ml_h"] == 10.0
@@ -96,7 +110,7 @@ def test_bom_semicolons_decimal_commas_and_extra_columns(tmp_path: Path) -> None
         for i, (t, m) in enumerate(zip(t_s, mass, strict=True))
     ]
     path = write_csv(tmp_path / "export.csv", rows, bom=True)
-    result = invoke(
+    result = invoke_golden(
         "--csv",
         str(path),
         "--rate",
@@ -119,7 +133,7 @@ def test_tab_separated_log(tmp_path: Path) -> None:
         f"{float(t)}\t{float(m)!r}" for t, m in zip(t_s, mass, strict=True)
     ]
     path = write_csv(tmp_path / "log.tsv", rows)
-    result = invoke("--csv", str(path), "--rate", "10", "--json")
+    result = invoke_golden("--csv", str(path), "--rate", "10", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["windows"]["5"]["ep_max"] == pytest.approx(0.0, abs=1e-9)
 
@@ -133,10 +147,10 @@ def test_a_fine_log_is_resampled_and_says_so(tmp_path: Path) -> None:
         f"{float(t)!r},{float(m)!r}" for t, m in zip(t_fine, mass_fine, strict=True)
     ]
     path = write_csv(tmp_path / "fine.csv", rows)
-    table = invoke("--csv", str(path), "--rate", "10")
+    table = invoke_golden("--csv", str(path), "--rate", "10")
     assert table.exit_code == 0, table.output
     assert "note: resampled 7201 balance samples" in " ".join(table.stdout.split())
-    result = invoke("--csv", str(path), "--rate", "10", "--json")
+    result = invoke_golden("--csv", str(path), "--rate", "10", "--json")
     document = json.loads(result.stdout)
     assert document["resampled"] is True
     assert "7201 balance samples" in document["resampling_note"]
@@ -156,6 +170,8 @@ def test_options_change_the_analysis(golden_csv: Path) -> None:
         "1.0",
         "--analysis-period",
         "0min-1h",
+        "--windows",
+        "1,2,5,11,19,31",
         "--json",
     )
     assert result.exit_code == 0, result.output
@@ -290,7 +306,7 @@ def test_mutated_logs_give_a_result_or_one_clean_error(
             lines[index] = text
     with tempfile.TemporaryDirectory() as directory:
         path = write_csv(Path(directory) / "mutated.csv", lines)
-        result = invoke("--csv", str(path), "--rate", "10", "--json")
+        result = invoke_golden("--csv", str(path), "--rate", "10", "--json")
     assert result.exception is None or isinstance(result.exception, SystemExit)
     if result.exit_code == 0:
         assert set(json.loads(result.stdout)["windows"]) == set(EXPECTED_EP)
@@ -326,3 +342,112 @@ def test_unbalanced_quote_is_a_clean_error(tmp_path: Path) -> None:
     # The quote swallows the rest of the file into one cell, beyond csv's field limit.
     assert "line " in result.stderr
     assert "not a valid CSV row (field larger than field limit" in result.stderr
+
+
+# --------------------------------------------------------------------------- gravimetry
+
+
+def test_defaults_are_the_policy_and_the_standard_windows(golden_csv: Path) -> None:
+    # The golden log is written at d = 0.998; read with the default policy (20 °C water,
+    # air buoyancy: d = 0.997156 g/mL) its volumes are 0.998/0.997156 larger.
+    result = invoke("--csv", str(golden_csv), "--rate", "10", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    policy = GravimetricPolicy()
+    assert document["density_g_ml"] == policy.density_g_ml
+    assert document["gravimetry"] == json.loads(json.dumps(policy.as_dict()))
+    assert document["mean_error_percent"] == pytest.approx(
+        100 * (0.998 / policy.density_g_ml - 1), abs=1e-9
+    )
+    assert list(document["windows"]) == ["2", "5", "11", "19", "31"]
+    table = invoke("--csv", str(golden_csv), "--rate", "10")
+    text = " ".join(table.stdout.split())  # rich wraps long lines at the terminal width
+    assert "d = 0.997156 g/mL" in text
+    assert "air buoyancy" in text
+
+
+def test_water_temperature_and_no_buoyancy(golden_csv: Path) -> None:
+    result = invoke(
+        "--csv",
+        str(golden_csv),
+        "--rate",
+        "10",
+        "--water-temperature",
+        "25",
+        "--no-buoyancy",
+        "--windows",
+        "2,31",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["density_g_ml"] == pytest.approx(0.9970470, abs=1e-7)  # Tanaka, 25 °C
+    assert document["gravimetry"]["air_buoyancy"] is False
+    assert list(document["windows"]) == ["2", "31"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--windows", "2,,5"), "--windows: malformed window list"),
+        (("--windows", "2,2"), "--windows: window 2 min is listed twice"),
+        (("--windows", "0"), "--windows: '0' must be a finite number > 0 min"),
+        (("--water-temperature", "60"), "0–40 °C"),
+    ],
+)
+def test_bad_gravimetry_and_window_options(
+    golden_csv: Path, tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    result = _bad(tmp_path, "--csv", str(golden_csv), "--rate", "10", *args)
+    assert message in result.stderr
+
+
+def test_the_shipped_trace_reads_as_the_run_reads_it() -> None:
+    # The shipped 5 mL/h trace: the CLI's default d is the one a run's analysis uses (the
+    # twin's balance: 20 °C, air buoyancy), so A is −1.051 %, not the −1.134 % that
+    # d = 0.998 without buoyancy gave.
+    trace = Path(__file__).parents[2] / "hil" / "data" / "traces" / "syringe-5mlh-2h.csv"
+    result = invoke("--csv", str(trace), "--rate", "5", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["density_g_ml"] == BalanceParams().grams_per_ml
+    assert document["mean_error_percent"] == pytest.approx(-1.0506, abs=1e-4)
+    legacy = invoke("--csv", str(trace), "--rate", "5", "--density", "0.998", "--json")
+    assert json.loads(legacy.stdout)["mean_error_percent"] == pytest.approx(-1.1343, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_analyze_of_a_runs_exported_balance_channel_gives_the_runs_a_and_ep(
+    tmp_path: Path, make_run: Callable[..., RunResult]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = make_run(db, "emulated-nominal", "iec-flow-5mlh")
+    export = tmp_path / "run.csv"
+    exported = CliRunner().invoke(
+        main, ["export", str(result.run_id), "--db", db, "--format", "csv", "--out", str(export)]
+    )
+    assert exported.exit_code == 0, exported.output
+    run_verdicts = {(v.source, v.name): v for v in result.verdicts}
+    for source in ("real", "twin"):
+        analysed = invoke(
+            "--csv",
+            str(export),
+            "--channel",
+            "balance.mass_g",
+            "--source",
+            source,
+            "--rate",
+            "5",
+            "--json",
+        )
+        assert analysed.exit_code == 0, analysed.output
+        document = json.loads(analysed.stdout)
+        run_a = run_verdicts[(source, "mean_flow_error_a")]
+        assert document["mean_error_percent"] == pytest.approx(run_a.value, rel=1e-12, abs=1e-12)
+        assert set(document["windows"]) == {"2", "5", "11", "19", "31"}
+        for key, window in document["windows"].items():
+            for which in ("max", "min"):
+                verdict = run_verdicts[(source, f"ep_{which}_{key}min")]
+                assert window[f"ep_{which}"] == pytest.approx(verdict.value, rel=1e-12, abs=1e-12)
+        # The d both used is printed and stored beside the verdicts.
+        assert f"d = {document['density_g_ml']:.6f} g/mL" in run_a.note

@@ -18,6 +18,7 @@ from hypothesis.extra.numpy import arrays
 from medtwin.drivers.errors import AnalysisError
 from medtwin.hil.analysis.iec60601_2_24 import (
     DEFAULT_WINDOWS_MIN,
+    WINDOWS_WITH_1MIN,
     bolus_accuracy,
     flow_from_mass,
     last_hour_period_min,
@@ -90,7 +91,7 @@ def test_flow_from_mass_is_the_standard_formula() -> None:
 def test_evaporation_is_added_back() -> None:
     # 0.002 g/h lost with the pump stopped: each 0.5-min sample lost 1/60000 g more than
     # the balance shows, i.e. +0.002/0.998 mL/h on every Q_i.
-    flow = flow_from_mass([0.0, 0.04], evaporation_loss_g_h=0.002)
+    flow = flow_from_mass([0.0, 0.04], evaporation_loss_g_h=0.002, density_g_ml=D_G_ML)
     assert flow[0] == pytest.approx(2.4 / 0.499 + 0.002 / 0.998, rel=1e-12)
 
 
@@ -99,8 +100,10 @@ def test_evaporation_corrects_the_mean_error() -> None:
     t_s, mass = log_from_flow(np.full(240, rate))
     evaporation_g_h = 0.01
     leaky = mass - evaporation_g_h * t_s / 3600.0
-    raw = mean_flow_error(t_s, leaky, rate_ml_h=rate)
-    corrected = mean_flow_error(t_s, leaky, rate_ml_h=rate, evaporation_loss_g_h=evaporation_g_h)
+    raw = mean_flow_error(t_s, leaky, rate_ml_h=rate, density_g_ml=D_G_ML)
+    corrected = mean_flow_error(
+        t_s, leaky, rate_ml_h=rate, evaporation_loss_g_h=evaporation_g_h, density_g_ml=D_G_ML
+    )
     # uncorrected: the pump seems 0.01/0.998 mL/h slow, i.e. −1.002 % at 1 mL/h.
     assert raw.error_percent == pytest.approx(-100 * 0.01 / 0.998, rel=1e-9)
     assert corrected.error_percent == pytest.approx(0.0, abs=1e-9)
@@ -108,7 +111,7 @@ def test_evaporation_corrects_the_mean_error() -> None:
 
 def test_negative_evaporation_says_how_to_give_it() -> None:
     with pytest.raises(AnalysisError, match="positive rate"):
-        flow_from_mass([0.0, 1.0], evaporation_loss_g_h=-0.002)
+        flow_from_mass([0.0, 1.0], evaporation_loss_g_h=-0.002, density_g_ml=D_G_ML)
 
 
 # --------------------------------------------------------------------------- golden trumpets
@@ -118,7 +121,7 @@ def test_constant_flow_every_ep_equals_a() -> None:
     # r = 5 mL/h delivered at 5.1 mL/h: E_i = +2 % for every i, so every window mean is
     # 2 % and A = 100·(5.1 − 5)/5 = 2 %. m = (60 − P)/0.5 + 1.
     t_s, mass = log_from_flow(np.full(240, 5.1))
-    curve = trumpet_curve(t_s, mass, rate_ml_h=5.0)
+    curve = trumpet_curve(t_s, mass, rate_ml_h=5.0, density_g_ml=D_G_ML)
     assert curve.mean_error_percent == pytest.approx(2.0, abs=1e-9)
     assert curve.mean_flow_ml_h == pytest.approx(5.1, rel=1e-12)
     assert not curve.resampled
@@ -146,7 +149,7 @@ def test_periodic_flow_error_gives_the_hand_computed_trumpet() -> None:
     wave = np.tile(np.r_[np.full(5, 3.0), np.full(5, -3.0)], 12)
     rate = 10.0
     t_s, mass = log_from_flow(two_hours(wave, rate=rate))
-    curve = trumpet_curve(t_s, mass, rate_ml_h=rate)
+    curve = trumpet_curve(t_s, mass, rate_ml_h=rate, density_g_ml=D_G_ML)
     expected = {1: 3.0, 2: 3.0, 5: 0.0, 11: 3 / 11, 19: 3 / 19, 31: 3 / 31}
     assert curve.mean_error_percent == pytest.approx(0.0, abs=1e-9)
     for window in curve.windows:
@@ -162,7 +165,9 @@ def test_step_change_gives_the_hand_computed_ep_max() -> None:
     # at +4 % → Ep(max) = 4·60/62; the first holds 2 → Ep(min) = 4·2/62. A = 2 %.
     errors = np.r_[np.zeros(60), np.full(60, 4.0)]
     t_s, mass = log_from_flow(two_hours(errors, rate=1.0))
-    curve = trumpet_curve(t_s, mass, rate_ml_h=1.0)
+    curve = trumpet_curve(
+        t_s, mass, rate_ml_h=1.0, density_g_ml=D_G_ML, windows_min=WINDOWS_WITH_1MIN
+    )
     assert curve.mean_error_percent == pytest.approx(2.0, abs=1e-9)
     for p_min in (1, 2, 5, 11, 19):
         assert curve.window(p_min).ep_max_percent == pytest.approx(4.0, abs=1e-9)
@@ -179,7 +184,7 @@ def test_a_is_from_the_mass_difference_of_the_period_only() -> None:
     # A wild first hour (start-up) must not leak into A over the second hour.
     flows = np.r_[np.linspace(0.0, 20.0, 120), np.full(120, 9.9)]
     t_s, mass = log_from_flow(flows)
-    result = mean_flow_error(t_s, mass, rate_ml_h=10.0)
+    result = mean_flow_error(t_s, mass, rate_ml_h=10.0, density_g_ml=D_G_ML)
     # Q̄ = 9.9 → A = −1 %; 9.9 mL/h for 60 min delivers 9.9 mL.
     assert result.error_percent == pytest.approx(-1.0, abs=1e-9)
     assert result.delivered_ml == pytest.approx(9.9, rel=1e-12)
@@ -192,11 +197,13 @@ def test_b_over_the_last_hour_of_a_long_test() -> None:
     t_s, mass = log_from_flow(flows)
     period = last_hour_period_min(t_s)
     assert period == (180.0, 240.0)
-    b = mean_flow_error(t_s, mass, rate_ml_h=25.0, analysis_period_min=period)
-    a = mean_flow_error(t_s, mass, rate_ml_h=25.0)
+    b = mean_flow_error(t_s, mass, rate_ml_h=25.0, analysis_period_min=period, density_g_ml=D_G_ML)
+    a = mean_flow_error(t_s, mass, rate_ml_h=25.0, density_g_ml=D_G_ML)
     assert b.error_percent == pytest.approx(-2.0, abs=1e-9)
     assert a.error_percent == pytest.approx(0.0, abs=1e-9)
-    curve = trumpet_curve(t_s, mass, rate_ml_h=25.0, analysis_period_min=period)
+    curve = trumpet_curve(
+        t_s, mass, rate_ml_h=25.0, analysis_period_min=period, density_g_ml=D_G_ML
+    )
     assert all(w.ep_max_percent == pytest.approx(-2.0, abs=1e-9) for w in curve.windows)
 
 
@@ -227,7 +234,9 @@ def test_custom_sample_interval_windows_and_period() -> None:
 
 def test_as_dict_has_the_cli_schema() -> None:
     t_s, mass = log_from_flow(np.full(240, 5.1))
-    document = trumpet_curve(t_s, mass, rate_ml_h=5.0).as_dict()
+    document = trumpet_curve(
+        t_s, mass, rate_ml_h=5.0, density_g_ml=D_G_ML, windows_min=WINDOWS_WITH_1MIN
+    ).as_dict()
     assert document["rate_ml_h"] == 5.0
     assert document["interval_min"] == 0.5
     assert document["analysis_period_min"] == [60.0, 120.0]
@@ -258,6 +267,7 @@ def test_ep_max_ge_a_ge_ep_min_when_p_divides_t(p: int, tiles: int, data: st.Dat
         rate_ml_h=rate,
         analysis_period_min=(2.0, 2.0 + n * S_MIN),
         windows_min=(p * S_MIN,),
+        density_g_ml=D_G_ML,
     )
     a = curve.mean_error_percent
     tolerance = 1e-7 * (1 + np.max(np.abs(errors)))
@@ -334,8 +344,8 @@ def test_fine_log_is_resampled_exactly_onto_the_grid() -> None:
     assert "median interval 0.5 s" in series.note
     assert "241 points" in series.note
     np.testing.assert_allclose(series.mass_g, mass_grid, rtol=0, atol=1e-12)
-    fine = trumpet_curve(t_fine, mass_fine, rate_ml_h=5.0)
-    exact = trumpet_curve(t_grid, mass_grid, rate_ml_h=5.0)
+    fine = trumpet_curve(t_fine, mass_fine, rate_ml_h=5.0, density_g_ml=D_G_ML)
+    exact = trumpet_curve(t_grid, mass_grid, rate_ml_h=5.0, density_g_ml=D_G_ML)
     assert fine.resampled
     assert fine.note == series.note
     assert fine.mean_error_percent == pytest.approx(exact.mean_error_percent, abs=1e-9)
@@ -362,7 +372,7 @@ def test_time_origin_is_the_first_sample_or_start_s() -> None:
     # A log stamped in Unix seconds analyses the same as one starting at 0.
     t_s, mass = log_from_flow(np.full(240, 5.1))
     epoch = 1.7e9
-    shifted = trumpet_curve(t_s + epoch, mass, rate_ml_h=5.0)
+    shifted = trumpet_curve(t_s + epoch, mass, rate_ml_h=5.0, density_g_ml=D_G_ML)
     assert shifted.mean_error_percent == pytest.approx(2.0, abs=1e-9)
     assert not shifted.resampled
     # start_s later than the first sample: the grid starts there and earlier samples drop.
@@ -380,13 +390,13 @@ def test_startup_curve_is_q_against_time_over_t0() -> None:
     # No delivery for 10 min (slack), then the set 1 mL/h.
     flows = np.r_[np.zeros(20), np.full(240, 1.0)]
     t_s, mass = log_from_flow(flows)
-    curve = startup_curve(t_s, mass)
+    curve = startup_curve(t_s, mass, density_g_ml=D_G_ML)
     assert curve.period_min == 120.0
     np.testing.assert_allclose(curve.t_min, np.arange(1, 241) * 0.5)
     np.testing.assert_allclose(curve.flow_ml_h, flows[:240], atol=1e-9)
     assert not curve.series.resampled
     with pytest.raises(AnalysisError, match=r"covers 60 min .* needs 120 min"):
-        startup_curve(t_s[:121], mass[:121])
+        startup_curve(t_s[:121], mass[:121], density_g_ml=D_G_ML)
 
 
 # --------------------------------------------------------------------------- errors
@@ -395,7 +405,7 @@ def test_startup_curve_is_q_against_time_over_t0() -> None:
 def test_log_shorter_than_the_period_names_both_lengths() -> None:
     t_s, mass = log_from_flow(np.full(90, 5.0))
     with pytest.raises(AnalysisError) as info:
-        trumpet_curve(t_s, mass, rate_ml_h=5.0)
+        trumpet_curve(t_s, mass, rate_ml_h=5.0, density_g_ml=D_G_ML)
     assert str(info.value) == (
         "the balance log covers 45 min but the analysis period 60–120 min needs 120 min of data"
     )
@@ -405,7 +415,7 @@ def test_non_monotonic_time_names_the_sample() -> None:
     t_s, mass = log_from_flow(np.full(240, 5.0))
     t_s[100] = t_s[99]
     with pytest.raises(AnalysisError, match=r"not strictly increasing: sample 100 is at 2970"):
-        trumpet_curve(t_s, mass, rate_ml_h=5.0)
+        trumpet_curve(t_s, mass, rate_ml_h=5.0, density_g_ml=D_G_ML)
 
 
 @pytest.mark.parametrize("column", ["t_s", "mass_g"])
@@ -413,7 +423,7 @@ def test_nan_names_the_array_and_index(column: str) -> None:
     t_s, mass = log_from_flow(np.full(240, 5.0))
     (t_s if column == "t_s" else mass)[17] = np.nan
     with pytest.raises(AnalysisError, match=rf"{column} has a non-finite value .* at index 17"):
-        trumpet_curve(t_s, mass, rate_ml_h=5.0)
+        trumpet_curve(t_s, mass, rate_ml_h=5.0, density_g_ml=D_G_ML)
 
 
 def test_window_longer_than_the_period() -> None:
@@ -421,19 +431,23 @@ def test_window_longer_than_the_period() -> None:
     with pytest.raises(
         AnalysisError, match=r"P = 31 min is longer than the analysis period T = 30"
     ):
-        trumpet_curve(t_s, mass, rate_ml_h=5.0, analysis_period_min=(60.0, 90.0))
+        trumpet_curve(
+            t_s, mass, rate_ml_h=5.0, analysis_period_min=(60.0, 90.0), density_g_ml=D_G_ML
+        )
 
 
 def test_window_that_is_not_a_multiple_of_s() -> None:
     t_s, mass = log_from_flow(np.full(240, 5.0))
     with pytest.raises(AnalysisError, match=r"P = 1.25 min .* not a whole number .* S = 0.5"):
-        trumpet_curve(t_s, mass, rate_ml_h=5.0, windows_min=(1.25,))
+        trumpet_curve(t_s, mass, rate_ml_h=5.0, windows_min=(1.25,), density_g_ml=D_G_ML)
 
 
 def test_period_that_is_not_on_the_grid() -> None:
     t_s, mass = log_from_flow(np.full(240, 5.0))
     with pytest.raises(AnalysisError, match=r"start of the analysis period \(60.2 min\)"):
-        mean_flow_error(t_s, mass, rate_ml_h=5.0, analysis_period_min=(60.2, 120.0))
+        mean_flow_error(
+            t_s, mass, rate_ml_h=5.0, analysis_period_min=(60.2, 120.0), density_g_ml=D_G_ML
+        )
 
 
 @pytest.mark.parametrize(
@@ -495,6 +509,7 @@ def test_occlusion_against_a_constructed_trace() -> None:
         trace["mass"],
         occlusion_s=600.0,
         release_s=1800.0,
+        density_g_ml=D_G_ML,
     )
     assert result.alarm_raised
     assert result.alarm_s == 1500.0
@@ -530,18 +545,26 @@ def test_occlusion_errors() -> None:
     trace = occlusion_trace()
     args = (trace["t"], trace["pressure"], trace["alarm"], trace["mass"])
     with pytest.raises(AnalysisError, match="already raised at the occlusion"):
-        occlusion_analysis(*args, occlusion_s=1600.0, release_s=1800.0)
+        occlusion_analysis(*args, occlusion_s=1600.0, release_s=1800.0, density_g_ml=D_G_ML)
     with pytest.raises(AnalysisError, match="must lie after the occlusion"):
-        occlusion_analysis(*args, occlusion_s=600.0, release_s=500.0)
+        occlusion_analysis(*args, occlusion_s=600.0, release_s=500.0, density_g_ml=D_G_ML)
     with pytest.raises(AnalysisError, match="occlusion time 5000"):
-        occlusion_analysis(*args, occlusion_s=5000.0, release_s=6000.0)
+        occlusion_analysis(*args, occlusion_s=5000.0, release_s=6000.0, density_g_ml=D_G_ML)
     stuck = np.where(trace["t"] >= 1800, np.maximum(trace["pressure"], 120.0), trace["pressure"])
     with pytest.raises(AnalysisError, match=r"within 5 mmHg of the pre-occlusion baseline 50"):
         occlusion_analysis(
-            trace["t"], stuck, trace["alarm"], trace["mass"], occlusion_s=600.0, release_s=1800.0
+            trace["t"],
+            stuck,
+            trace["alarm"],
+            trace["mass"],
+            occlusion_s=600.0,
+            release_s=1800.0,
+            density_g_ml=D_G_ML,
         )
     with pytest.raises(AnalysisError, match="bolus_end_s 1700"):
-        occlusion_analysis(*args, occlusion_s=600.0, release_s=1800.0, bolus_end_s=1700.0)
+        occlusion_analysis(
+            *args, occlusion_s=600.0, release_s=1800.0, bolus_end_s=1700.0, density_g_ml=D_G_ML
+        )
     bad_alarm = trace["alarm"].astype(float)
     bad_alarm[3] = 2.0
     with pytest.raises(AnalysisError, match=r"index 3 is 2\.0"):
@@ -552,6 +575,7 @@ def test_occlusion_errors() -> None:
             trace["mass"],
             occlusion_s=600.0,
             release_s=1800.0,
+            density_g_ml=D_G_ML,
         )
     with pytest.raises(AnalysisError, match="t_s has 2001 samples but alarm has 2000"):
         occlusion_analysis(
@@ -561,6 +585,7 @@ def test_occlusion_errors() -> None:
             trace["mass"],
             occlusion_s=600.0,
             release_s=1800.0,
+            density_g_ml=D_G_ML,
         )
 
 
@@ -570,7 +595,7 @@ def test_occlusion_errors() -> None:
 def test_bolus_accuracy_against_hand_values() -> None:
     # Set 0.5 mL each; at d = 0.998 that is 0.499 g. Deviations 100·(W − 0.499)/0.499:
     # 0, +0.005/0.499, −0.006/0.499, +0.002/0.499 → 0, +1.002004, −1.202405, +0.400802 %.
-    result = bolus_accuracy(0.5, [0.499, 0.504, 0.493, 0.501])
+    result = bolus_accuracy(0.5, [0.499, 0.504, 0.493, 0.501], density_g_ml=D_G_ML)
     expected = np.array([0.0, 0.5, -0.6, 0.2]) / 0.499
     np.testing.assert_allclose(result.deviation_percent, expected, atol=1e-10)
     assert result.mean_deviation_percent == pytest.approx(0.1 / 0.499 / 4, abs=1e-10)
@@ -587,10 +612,10 @@ def test_bolus_with_a_volume_per_bolus_and_errors() -> None:
     result = bolus_accuracy([1.0, 2.0], [1.0, 1.9], density_g_ml=1.0)
     np.testing.assert_allclose(result.deviation_percent, [0.0, -5.0])
     with pytest.raises(AnalysisError, match="2 boluses but measured_mass_g has 3"):
-        bolus_accuracy([1.0, 2.0], [1.0, 1.9, 2.0])
+        bolus_accuracy([1.0, 2.0], [1.0, 1.9, 2.0], density_g_ml=D_G_ML)
     with pytest.raises(AnalysisError, match=r"bolus 1 is 0\.0 mL"):
-        bolus_accuracy([1.0, 0.0], [1.0, 1.0])
+        bolus_accuracy([1.0, 0.0], [1.0, 1.0], density_g_ml=D_G_ML)
     with pytest.raises(AnalysisError, match="no boluses"):
-        bolus_accuracy(1.0, [])
+        bolus_accuracy(1.0, [], density_g_ml=D_G_ML)
     with pytest.raises(AnalysisError, match="measured_mass_g has a non-finite value"):
-        bolus_accuracy(1.0, [1.0, math.nan])
+        bolus_accuracy(1.0, [1.0, math.nan], density_g_ml=D_G_ML)

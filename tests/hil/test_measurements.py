@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from medtwin.drivers.errors import ConfigurationError
 from medtwin.hil.analysis.iec60601_2_24 import (
+    WINDOWS_WITH_1MIN,
     OcclusionResult,
     bolus_accuracy,
     last_hour_period_min,
@@ -79,7 +80,7 @@ def test_one_sided_limits_and_no_limits() -> None:
     assert at_most.outcome(540) is Outcome.MARGINAL
     assert at_most.outcome(600.1) is Outcome.FAIL
     informational = Measurement("ep_max_1min", "%")
-    assert informational.outcome(123.4) is Outcome.PASS
+    assert informational.outcome(123.4) is Outcome.INFO  # disclosed, not judged
     assert informational.outcome(None) is Outcome.UNSET
 
 
@@ -177,6 +178,7 @@ def test_verdict_records_everything_and_is_json_able() -> None:
         "marginal_upper",
         "description",
         "note",
+        "limits_source",
     }
 
 
@@ -225,7 +227,7 @@ def test_verdict_table_shows_values_limits_and_outcomes() -> None:
 def test_a_value_without_limits_is_shown_as_info_not_as_a_pass() -> None:
     disclosed = Measurement("ep_min_1min", "%").measure(-3.7, source="real")
     judged = Measurement("mean_flow_error_a", "%").in_range(-2, 2).measure(1.0, source="real")
-    assert disclosed.outcome is Outcome.PASS  # stored outcome: it cannot fail
+    assert disclosed.outcome is Outcome.INFO  # stored outcome: disclosed, not judged
     assert disclosed.informational
     assert disclosed.outcome_label() == "info"
     assert not judged.informational
@@ -280,7 +282,9 @@ def test_the_data_model_does_not_import_a_console_library() -> None:
 
 
 def test_flow_accuracy_measurements_for_a_syringe_claim() -> None:
-    declared = flow_accuracy_measurements(accuracy_percent=2, window_limits_percent={2: 5})
+    declared = flow_accuracy_measurements(
+        accuracy_percent=2, window_limits_percent={2: 5}, windows_min=WINDOWS_WITH_1MIN
+    )
     names = [m.name for m in declared]
     assert names == [
         "mean_flow_error_a",
@@ -325,9 +329,10 @@ def test_trumpet_verdicts_from_a_real_analysis() -> None:
     # Constant 5.19 mL/h at r = 5: A = every Ep = +3.8 %. Against ±5 % that passes (the
     # default marginal band is the outer tenth, |e| ≥ 4.5 %); against ±2 % A fails.
     t_s, mass = constant_flow_log(5.19)
-    curve = trumpet_curve(t_s, mass, rate_ml_h=5.0)
+    curve = trumpet_curve(t_s, mass, rate_ml_h=5.0, density_g_ml=0.998)
     volumetric = evaluate_trumpet(curve, flow_accuracy_measurements(accuracy_percent=5))
-    assert [v.outcome for v in volumetric] == [Outcome.PASS] * 13
+    # A is judged; the Ep of the five default windows have no limits: INFO.
+    assert [v.outcome for v in volumetric] == [Outcome.PASS] + [Outcome.INFO] * 10
     assert volumetric[0].value == pytest.approx(3.8)
     syringe = evaluate_trumpet(
         curve,
@@ -339,14 +344,16 @@ def test_trumpet_verdicts_from_a_real_analysis() -> None:
     by_name = {v.name: v for v in syringe}
     # ±4 % for 31 min: 3.8 is inside but in the outer tenth (≥ 3.6) → MARGINAL.
     assert by_name["ep_max_31min"].outcome is Outcome.MARGINAL
-    assert by_name["ep_max_11min"].outcome is Outcome.PASS  # informational
+    assert by_name["ep_max_11min"].outcome is Outcome.INFO  # informational
 
 
 def test_trumpet_declarations_must_match_the_curve() -> None:
     t_s, mass = constant_flow_log(5.0)
-    curve = trumpet_curve(t_s, mass, rate_ml_h=5.0, windows_min=(2.0, 5.0))
+    curve = trumpet_curve(t_s, mass, rate_ml_h=5.0, windows_min=(2.0, 5.0), density_g_ml=0.998)
     with pytest.raises(ConfigurationError, match="ep_max_1min, ep_min_1min, ep_max_11min"):
-        evaluate_trumpet(curve, flow_accuracy_measurements(accuracy_percent=2))
+        evaluate_trumpet(
+            curve, flow_accuracy_measurements(accuracy_percent=2, windows_min=WINDOWS_WITH_1MIN)
+        )
     with pytest.raises(ConfigurationError, match="no measurement named 'ep_max_5min'"):
         evaluate_trumpet(curve, flow_accuracy_measurements(accuracy_percent=2, windows_min=(2.0,)))
 
@@ -354,7 +361,7 @@ def test_trumpet_declarations_must_match_the_curve() -> None:
 def test_mean_error_b_verdict() -> None:
     t_s, mass = constant_flow_log(24.0, minutes=240)
     result = mean_flow_error(
-        t_s, mass, rate_ml_h=25.0, analysis_period_min=last_hour_period_min(t_s)
+        t_s, mass, rate_ml_h=25.0, analysis_period_min=last_hour_period_min(t_s), density_g_ml=0.998
     )
     b = flow_accuracy_measurements(accuracy_percent=5, include_b=True)[1]
     verdict = evaluate_mean_error(result, b)
@@ -406,7 +413,7 @@ def test_no_occlusion_alarm_is_a_failure_not_a_missing_value() -> None:
         time_v.note
     )
     assert pressure_v.outcome is Outcome.UNSET
-    assert bolus_v.outcome is Outcome.PASS  # informational: no maximum declared
+    assert bolus_v.outcome is Outcome.INFO  # informational: no maximum declared
     with pytest.raises(ConfigurationError, match="max_time_to_alarm_s must be > 0"):
         occlusion_measurements(max_time_to_alarm_s=0)
 
@@ -414,7 +421,7 @@ def test_no_occlusion_alarm_is_a_failure_not_a_missing_value() -> None:
 def test_bolus_verdicts() -> None:
     # Deviations 0, +1.002, −1.202, +0.401 % (see test_iec60601_2_24): against ±1 % the
     # mean (+0.05 %) passes and the worst (−1.202 %) fails.
-    result = bolus_accuracy(0.5, [0.499, 0.504, 0.493, 0.501])
+    result = bolus_accuracy(0.5, [0.499, 0.504, 0.493, 0.501], density_g_ml=0.998)
     mean_v, worst_v = evaluate_bolus(result, bolus_measurements(accuracy_percent=1))
     assert mean_v.outcome is Outcome.PASS
     assert worst_v.outcome is Outcome.FAIL

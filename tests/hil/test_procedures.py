@@ -56,7 +56,9 @@ def test_occlusion_procedure_measures_alarm_and_bolus(
         # what C stored, down to where the pressure is "reduced" (baseline + 5 mmHg)
         stored_ml = 2.72e-3 * (501.0 - analysis["baseline_pressure_mmhg"] - 5.0)
         assert analysis["bolus_volume_ml"] == pytest.approx(stored_ml, rel=0.01)
-    assert {v.outcome.value for v in result.verdicts} == {"PASS"}
+    # judged ones pass; the pressure and bolus without a declared maximum are disclosed
+    assert {v.outcome.value for v in result.verdicts if not v.informational} == {"PASS"}
+    assert {v.outcome.value for v in result.verdicts if v.informational} == {"INFO"}
 
 
 @pytest.mark.slow
