@@ -23,12 +23,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import click
-from medtwin.drivers.errors import (
-    AnalysisError,
-    ConfigurationError,
-    MedtwinError,
-    RunNotFound,
-)
+from medtwin.drivers.errors import ConfigurationError, MedtwinError, RunNotFound
 
 __all__ = [
     "COMMANDS",
@@ -74,10 +69,11 @@ class ExitCode(enum.IntEnum):
     #: ``medtwin run``: a verdict failed (or, with ``--fail-on drift``, drift was flagged).
     FAILED = 1
     #: bad input: an argument, option, bench, scenario, sweep or trace file, an unknown
-    #: run, a store that is not one, or data that cannot support the requested analysis.
+    #: run, a ``--db`` that names no run store.
     BAD_INPUT = 2
     #: a runtime failure: a port that cannot be opened, a device lost or misbehaving, a
-    #: store that fails while in use, a plug-in that cannot be loaded.
+    #: store that fails while in use, a plug-in that cannot be loaded, a fit or analysis
+    #: that could not be carried out (did not converge).
     RUNTIME = 3
     #: stopped by Ctrl-C or SIGTERM (whatever was recorded is stored as ``aborted``).
     INTERRUPTED = 130
@@ -87,13 +83,14 @@ def exit_code_for(error: BaseException) -> ExitCode:
     """The exit status of an error: the one mapping of the exception tree to :class:`ExitCode`.
 
     Bad input is what the user can fix in what they typed or wrote: a configuration error,
-    an unknown run, data that cannot support an analysis (:class:`AnalysisError`: too short
-    a trace, a fit that cannot converge on this run). Everything else medtwin raises on
-    purpose (device, protocol, port, storage errors) is a runtime failure.
+    an unknown run (commands turn input data that cannot support an analysis, such as a
+    trace too short, into a :class:`ConfigurationError` naming it). Everything else medtwin
+    raises on purpose (device, protocol, port and storage errors, an :class:`AnalysisError`
+    such as a fit that did not converge) is a runtime failure.
     """
     if isinstance(error, KeyboardInterrupt):
         return ExitCode.INTERRUPTED
-    if isinstance(error, ConfigurationError | RunNotFound | AnalysisError):
+    if isinstance(error, ConfigurationError | RunNotFound):
         return ExitCode.BAD_INPUT
     return ExitCode.RUNTIME
 
@@ -145,6 +142,15 @@ def parse_duration_option(text: str, *, option: str) -> float:
 
 
 class _LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        # Ctrl-C before a command's own handling (importing it, parsing): 130, as inside
+        # it, rather than click's "Aborted!" with status 1.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("medtwin: interrupted", err=True)
+            ctx.exit(int(ExitCode.INTERRUPTED))
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 

@@ -132,6 +132,30 @@ class RunReader(StoreCore):
         with self._backend.connection("listing runs") as conn:
             return self._infos(conn, None)
 
+    def run_summaries(self) -> dict[int, tuple[Any, float | None]]:
+        """Every run's stored summary (None for a run whose writer died) and the time of
+        its last recorded sample (None without samples), by run id; for ``medtwin runs``,
+        without loading any sample block."""
+        self._check_open()
+        runs, channels, blocks = table(RunRow), table(ChannelRow), table(SampleBlockRow)
+        last = (
+            sa.select(channels.c.run_id, sa.func.max(blocks.c.t_last_s).label("t_last_s"))
+            .select_from(channels.join(blocks, blocks.c.channel_id == channels.c.id))
+            .group_by(channels.c.run_id)
+            .subquery()
+        )
+        query = sa.select(runs.c.id, runs.c.summary, last.c.t_last_s).select_from(
+            runs.outerjoin(last, last.c.run_id == runs.c.id)
+        )
+        with self._backend.connection("reading run summaries") as conn:
+            return {
+                int(row.id): (
+                    from_json(row.summary),
+                    None if row.t_last_s is None else float(row.t_last_s),
+                )
+                for row in conn.execute(query)
+            }
+
     def run_info(self, run_id: int) -> RunInfo:
         """Metadata of one run. Raises :class:`~medtwin.drivers.errors.RunNotFound`."""
         self._check_open()

@@ -34,8 +34,9 @@ def invoke(*args: str) -> Result:
 
 def test_the_table() -> None:
     assert [int(code) for code in ExitCode] == [0, 1, 2, 3, 130]
-    bad_input = [ConfigurationError("x"), RunNotFound("x"), AnalysisError("x")]
+    bad_input = [ConfigurationError("x"), RunNotFound("x")]
     runtime = [
+        AnalysisError("x"),
         StorageError("x"),
         PortError("x"),
         DeviceTimeout("x"),
@@ -141,3 +142,19 @@ def test_click_usage_errors_are_bad_input() -> None:
     result = invoke("run", "--fail-on", "sometimes", "a.toml", "b.toml")
     assert result.exit_code == ExitCode.BAD_INPUT
     assert "'sometimes' is not one of 'verdict', 'drift', 'never'" in result.output
+
+
+def test_ctrl_c_while_a_command_is_imported_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    real_import = importlib.import_module
+
+    def interrupted(name: str, package: str | None = None) -> object:
+        if name == "medtwin.hil.commands.runs":
+            raise KeyboardInterrupt
+        return real_import(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    result = invoke("runs")
+    assert result.exit_code == ExitCode.INTERRUPTED
+    assert result.stderr == "medtwin: interrupted\n"
