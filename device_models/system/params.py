@@ -177,7 +177,9 @@ class Rows:
     fill_ml: FloatArray  # inf: unlimited
     near_empty_ml: FloatArray
     max_force_n: FloatArray
-    friction_n: FloatArray
+    friction_n: FloatArray  # syringe: stopper sliding friction (N); volumetric: 0
+    breakaway_n: FloatArray  # syringe: stopper breakaway friction (N); volumetric: 0
+    stiffness_n_per_mm: FloatArray  # syringe: assembly stiffness; volumetric: inf
     friction_comp_n: FloatArray
     sensor_offset_mmhg: FloatArray
     readability_g: FloatArray
@@ -258,7 +260,9 @@ def rows_from(params: ParamsLike) -> tuple[Rows, SystemParams]:
             "wear_onset_s": f(drive + "wear_onset_s"),
             "fill_ml": np.where(fill > 0, fill, f("pump.syringe.nominal_volume_ml")),
             "max_force_n": f(drive + "max_force_n"),
-            "friction_n": f(drive + "friction_n"),
+            "friction_n": f("pump.syringe.stopper_friction_n"),
+            "breakaway_n": f("pump.syringe.breakaway_force_n"),
+            "stiffness_n_per_mm": f("pump.syringe.assembly_stiffness_n_per_mm"),
             "friction_comp_n": f(drive + "friction_compensation_n"),
             "sensor_offset_mmhg": zeros,
         }
@@ -291,9 +295,21 @@ def rows_from(params: ParamsLike) -> tuple[Rows, SystemParams]:
             "fill_ml": np.where(container > 0, container, np.inf),
             "max_force_n": np.full(size, np.inf),
             "friction_n": zeros,
+            "breakaway_n": zeros,
+            "stiffness_n_per_mm": np.full(size, np.inf),
             "friction_comp_n": zeros,
             "sensor_offset_mmhg": f("pump.sensor_offset_mmhg"),
         }
+    if np.any(specific["friction_n"] > specific["breakaway_n"]):
+        raise ParameterError(
+            "pump.syringe.stopper_friction_n must not exceed pump.syringe.breakaway_force_n "
+            "(static friction is at least the sliding friction)"
+        )
+    if rep.pump_kind == "syringe":
+        # A syringe pump without a force sensor (the NE-1000) has no pressure alarm: the
+        # occlusion shows only as the motor stall at the drive's force limit.
+        sensor = get("pump.pressure_sensor").astype(bool)
+        common["threshold_mmhg"] = np.where(sensor, common["threshold_mmhg"], np.inf)
     rows = Rows(**common, **specific, lam_open=1.0 / (resistance_s * specific["C"]))
     # Keep λτ_b away from 1 (removable singularity of the cascade formula, see module doc).
     near = np.abs(1.0 - rows.lam_open * rows.tau_b) < 1e-3

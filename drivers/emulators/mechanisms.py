@@ -14,6 +14,7 @@ into the device's own error reply (``?OOR``, ``ES``, Modbus exception 3).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -51,6 +52,9 @@ class PumpSnapshot:
     diameter_mm: float
     pressure_mmhg: float
     uptime_s: float
+    #: The plunger has reached the end of the syringe (the container is empty); a pump
+    #: without an end-of-syringe sensor sees it only as a motor stall.
+    syringe_empty: bool = False
 
 
 class PumpMechanism(Protocol):
@@ -66,6 +70,18 @@ class PumpMechanism(Protocol):
 
     def rate_range_ml_h(self) -> tuple[float, float]:
         """Lowest and highest rate the drive can run with the configured syringe."""
+        ...
+
+    def call_at(self, t_s: float, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run ``callback`` when the device time (``snapshot().t_s``) reaches ``t_s``, with
+        the physics at that instant (the firmware's own timer, e.g. the next phase of a
+        pumping program); returns a function that cancels it."""
+        ...
+
+    def set_pressure_sensor(self, present: bool) -> None:
+        """Whether the drive senses plunger force and raises the occlusion alarm at its
+        threshold (False: no sensor, an occlusion only stalls the motor at the drive's
+        force limit). Set by the protocol emulator from the pump model it emulates."""
         ...
 
     def set_diameter_mm(self, diameter_mm: float) -> None:

@@ -49,12 +49,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from medtwin.drivers.base import PumpAlarm, PumpState
 from medtwin.drivers.clock import Clock
 from medtwin.drivers.emulators.faults import FaultPlan
 from medtwin.drivers.emulators.mechanisms import PumpMechanism, PumpSnapshot
+from medtwin.drivers.emulators.ne1000_program import ProgramExecution
 from medtwin.drivers.emulators.serial_server import Pacing, ProtocolHandler, SerialDeviceEmulator
 from medtwin.drivers.errors import ProtocolError
 from medtwin.drivers.ne1000.codec import (
@@ -78,6 +79,17 @@ from medtwin.drivers.ne1000.codec import (
     format_number,
     parse_number,
 )
+from medtwin.drivers.ne1000.program import (
+    MAX_PHASES,
+    MAX_SPEED_MM_H,
+    MIN_SPEED_MM_H,
+    UNSUPPORTED_FUNCTIONS,
+    Phase,
+    PhaseFunction,
+    format_function,
+    parse_function,
+    rate_limits_ml_h,
+)
 
 __all__ = ["NE1000Emulator", "NE1000Protocol"]
 
@@ -97,7 +109,10 @@ UL_DIAMETER_LIMIT_MM = 14.0
 ADR_BAUD_RATES = (19200, 9600, 2400, 1200, 300)
 
 #: Commands that change state even without an argument (all others only query then).
-_MUTATING = frozenset({"RUN", "STP", "PUR"})
+_MUTATING = frozenset({"RUN", "STP", "PUR", "RESET"})
+#: Commands of the manual's command set that the emulated pump does not carry out (TTL
+#: I/O, triggers, keypad lock, buzzer, program ROM): answered ``?NA``, not ``?``.
+NOT_EMULATED = ("TRG", "DIN", "ROM", "LOC", "OUT", "IN", "BUZ")
 _VERSION = re.compile(r"^NE\d+(?:X\d*)?V\d+\.\d+$")
 _NUMBER_CHARS = re.compile(r"^[\d.]+$")
 _RATE_ARG = re.compile(r"^(?P<value>[\d.]+)(?P<unit>MM|MH|UM|UH)?$")
@@ -140,6 +155,11 @@ class NE1000Protocol(ProtocolHandler):
         How often the server asks for auto-alarm output (wall seconds).
     wall_time : callable
         Wall-clock source for the inter-byte time-out (``time.monotonic``; tests inject).
+    min_plunger_speed_mm_h, max_plunger_speed_mm_h : float
+        The drive's plunger speed range: ``RAT`` outside speed × the syringe's area is
+        ``?OOR`` (manual §12.7 "Syringe Diameters and Rate Limits"; the defaults come from
+        New Era's specification and are unverified, see
+        :mod:`medtwin.drivers.ne1000.program`).
     """
 
     device_name = "NE1000"
@@ -157,12 +177,18 @@ class NE1000Protocol(ProtocolHandler):
         reply_to_system_commands: bool = True,
         poll_interval_s: float = 0.1,
         wall_time: Callable[[], float] = time.monotonic,
+        min_plunger_speed_mm_h: float = MIN_SPEED_MM_H,
+        max_plunger_speed_mm_h: float = MAX_SPEED_MM_H,
     ) -> None:
         if not 0 <= address <= 99:
             raise ValueError(f"NE-1000 address {address} outside 0-99")
         if not 0 <= safe_mode_timeout_s <= 255:
             raise ValueError(f"NE-1000 SAF time-out {safe_mode_timeout_s} outside 0-255 s")
         self.mechanism = mechanism
+        # The NE-1000 has no force or pressure sensor: an occlusion reaches it only as a
+        # motor stall at the drive's force limit (the drive model's max_force_n).
+        mechanism.set_pressure_sensor(False)
+        self.speed_range_mm_h = (min_plunger_speed_mm_h, max_plunger_speed_mm_h)
         self.clock = clock
         self.address = address
         firmware = str(getattr(mechanism, "firmware", ""))
@@ -192,6 +218,15 @@ class NE1000Protocol(ProtocolHandler):
         self.volume_unit = self._default_volume_unit()
         target_ml = snapshot.volume_target_ml or 0.0
         self.volume_value = target_ml / self.volume_unit.ml
+        # Pumping Program memory: phase data of the phases not selected (the selected
+        # phase's data are the fields above), the selected phase and its function.
+        self.phase_number = 1
+        self.phase_count = 1
+        self.function: PhaseFunction = PhaseFunction.RATE
+        self.function_argument = 0
+        self._stored: dict[int, tuple[Any, ...]] = {}
+        self._program: ProgramExecution | None = None
+        self._program_alarm: AlarmCode | None = None
         self._commands: dict[str, Callable[[str], str]] = {
             "": self._cmd_status,
             "VER": self._cmd_ver,
@@ -209,6 +244,10 @@ class NE1000Protocol(ProtocolHandler):
             "AL": self._cmd_flag,
             "BP": self._cmd_flag,
             "PF": self._cmd_flag,
+            "PHN": self._cmd_phn,
+            "FUN": self._cmd_fun,
+            "RESET": self._cmd_reset,
+            **dict.fromkeys(NOT_EMULATED, self._cmd_not_emulated),
         }
         self._current_name = ""
         self._reset_pending = power_on_alarm
@@ -306,10 +345,14 @@ class NE1000Protocol(ProtocolHandler):
         pending = self._alarm_codes(snapshot)
         if pending:
             # Sending the alarm in reply to a valid command acknowledges it; the command
-            # itself is not executed.
+            # itself is not executed. A running program has ended with the alarm.
+            if self._program is not None:
+                self._program.abort()
             code = pending[0]
             if code is AlarmCode.RESET and self._reset_pending:
                 self._reset_pending = False  # the mechanism's own alarms stay pending
+            elif code is self._program_alarm:
+                self._program_alarm = None
             else:
                 self.mechanism.clear_alarms()
             self._auto_reported.discard(code)
@@ -370,7 +413,9 @@ class NE1000Protocol(ProtocolHandler):
         unit = RateUnit(match.group("unit")) if match.group("unit") else self.rate_unit
         if unit is not self.rate_unit and self._running():
             raise _RefusedError(ErrorCode.NOT_APPLICABLE)  # units cannot change while pumping
-        self._apply(lambda: self.mechanism.set_rate_ml_h(value * unit.ml_h))
+        self._apply(lambda: self._check_rate(value * unit.ml_h))
+        if self._selected_phase_is_live():
+            self._apply(lambda: self.mechanism.set_rate_ml_h(value * unit.ml_h))
         self.rate_value, self.rate_unit = value, unit
         return ""
 
@@ -382,7 +427,8 @@ class NE1000Protocol(ProtocolHandler):
             # The stored number keeps its digits and takes the new units (unverified:
             # the manual does not say; nesp-lib always sends the units before the value).
             unit = VolumeUnit(argument)
-            self._apply(lambda: self.mechanism.set_volume_target_ml(self._target_ml(unit)))
+            if self._selected_phase_is_live():
+                self._apply(lambda: self.mechanism.set_volume_target_ml(self._target_ml(unit)))
             self.volume_unit = unit
             self._paused = False
             return ""
@@ -392,9 +438,10 @@ class NE1000Protocol(ProtocolHandler):
         self._require_stopped()
         self.volume_value, previous = value, self.volume_value
         try:
-            self._apply(
-                lambda: self.mechanism.set_volume_target_ml(self._target_ml(self.volume_unit))
-            )
+            if self._selected_phase_is_live():
+                self._apply(
+                    lambda: self.mechanism.set_volume_target_ml(self._target_ml(self.volume_unit))
+                )
         except _RefusedError:
             self.volume_value = previous
             raise
@@ -413,15 +460,19 @@ class NE1000Protocol(ProtocolHandler):
             # volume to be dispensed is 0.
             raise _RefusedError(ErrorCode.NOT_APPLICABLE)
         infuse = {"INF": True, "WDR": False, "REV": not self.infuse}[argument]
-        self._apply(lambda: self.mechanism.set_direction(infuse))
+        if self._selected_phase_is_live():
+            self._apply(lambda: self.mechanism.set_direction(infuse))
         self.infuse = infuse
         return ""
 
     def _cmd_run(self, argument: str) -> str:
         if argument and (not argument.isdigit() or len(argument) > 2):
             raise _RefusedError(ErrorCode.UNRECOGNIZED)
-        if argument and int(argument) != 1:
-            raise _RefusedError(ErrorCode.OUT_OF_RANGE)  # a one-phase program
+        start = int(argument) if argument else None
+        if start is not None and not 1 <= start <= self.phase_count:
+            raise _RefusedError(ErrorCode.OUT_OF_RANGE)  # no such phase in the program
+        if self._is_program() or (start or 1) != 1:
+            return self._run_program(start)
         snapshot = self._snap
         if self._running(snapshot):
             return ""
@@ -446,6 +497,13 @@ class NE1000Protocol(ProtocolHandler):
         if argument:
             raise _RefusedError(ErrorCode.UNRECOGNIZED)
         snapshot = self._snap
+        program = self._program
+        if program is not None and program.running:
+            if program.paused:
+                program.abort()  # paused → stopped: the program ends
+            else:
+                program.pause()
+            return ""
         if snapshot.state is PumpState.PURGING:
             self.mechanism.stop()
             self._paused = False
@@ -515,6 +573,168 @@ class NE1000Protocol(ProtocolHandler):
         self.settings[name] = int(argument)
         return ""
 
+    def _cmd_phn(self, argument: str) -> str:
+        if not argument:
+            program = self._program
+            running = program is not None and program.running
+            # While a program runs, the current phase is the one it executes.
+            return f"{program.phase_number if running else self.phase_number:02d}"  # type: ignore[union-attr]
+        if not argument.isdigit() or len(argument) > 2:
+            raise _RefusedError(ErrorCode.UNRECOGNIZED)
+        number = int(argument)
+        if not 1 <= number <= MAX_PHASES:
+            raise _RefusedError(ErrorCode.OUT_OF_RANGE)
+        self._require_program_stopped()
+        self._stored[self.phase_number] = self._phase_fields()
+        self._load_phase(number)
+        self.phase_count = max(self.phase_count, number)
+        return ""
+
+    def _cmd_fun(self, argument: str) -> str:
+        if not argument:
+            return format_function(Phase(self.function, argument=self.function_argument))
+        if argument.startswith(UNSUPPORTED_FUNCTIONS):
+            raise _RefusedError(ErrorCode.NOT_APPLICABLE)  # TTL inputs, fill, sub-programs
+        try:
+            function, value = parse_function(argument)
+        except ValueError:
+            raise _RefusedError(ErrorCode.UNRECOGNIZED) from None
+        self._apply(lambda: Phase(function, argument=value).check())
+        self._require_program_stopped()
+        self.function, self.function_argument = function, value
+        return ""
+
+    def _cmd_reset(self, argument: str) -> str:
+        if argument:
+            raise _RefusedError(ErrorCode.UNRECOGNIZED)
+        # Unverified (the manual's command table could not be read): the pump stops and
+        # its Pumping Program memory returns to one RAT phase; the syringe, rate, volume
+        # and direction of phase 1 and the communication settings are kept.
+        if self._program is not None:
+            self._program.abort()
+            self._program = None
+        if self._running(self._snap) or self._snap.state is PumpState.WAITING:
+            self.mechanism.stop()
+        if self.phase_number != 1:
+            self._stored[self.phase_number] = self._phase_fields()
+            self._load_phase(1)
+        self._stored.clear()
+        self.phase_count = 1
+        self.function, self.function_argument = PhaseFunction.RATE, 0
+        self._program_alarm = None
+        self._paused = False
+        return ""
+
+    def _cmd_not_emulated(self, argument: str) -> str:
+        # A command of the manual whose hardware (TTL I/O, buzzer, keypad) the emulated
+        # pump does not have: "not applicable", never "not recognised".
+        raise _RefusedError(ErrorCode.NOT_APPLICABLE)
+
+    # -- pumping program ---------------------------------------------------------------------
+
+    def _phase_fields(self) -> tuple[Any, ...]:
+        return (
+            self.rate_value,
+            self.rate_unit,
+            self.volume_value,
+            self.volume_unit,
+            self.infuse,
+            self.function,
+            self.function_argument,
+        )
+
+    def _load_phase(self, number: int) -> None:
+        fields = self._stored.pop(number, None) or (
+            0.0,
+            self.rate_unit,
+            0.0,
+            self.volume_unit,
+            True,
+            PhaseFunction.RATE,
+            0,
+        )
+        (
+            self.rate_value,
+            self.rate_unit,
+            self.volume_value,
+            self.volume_unit,
+            self.infuse,
+            self.function,
+            self.function_argument,
+        ) = fields
+        self.phase_number = number
+
+    def phases(self) -> list[Phase]:
+        """The program memory as phases (phase 1 first)."""
+        out: list[Phase] = []
+        for number in range(1, self.phase_count + 1):
+            fields = (
+                self._phase_fields() if number == self.phase_number else self._stored.get(number)
+            )
+            if fields is None:
+                out.append(Phase())
+                continue
+            rate, rate_unit, volume, volume_unit, infuse, function, value = fields
+            out.append(
+                Phase(function, rate * rate_unit.ml_h, volume * volume_unit.ml, infuse, value)
+            )
+        return out
+
+    def _is_program(self) -> bool:
+        return (
+            self.phase_count > 1
+            or self.phase_number != 1
+            or (self.function is not PhaseFunction.RATE)
+        )
+
+    def _selected_phase_is_live(self) -> bool:
+        """Whether phase data set now act on the drive at once: phase 1 of a one-phase
+        program, or the phase a running program is in."""
+        program = self._program
+        if program is not None and program.running:
+            return program.phase_number == self.phase_number
+        return not self._is_program()
+
+    def _require_program_stopped(self) -> None:
+        program = self._program
+        if self._running() or (program is not None and program.running):
+            raise _RefusedError(ErrorCode.NOT_APPLICABLE)
+
+    def _run_program(self, start: int | None) -> str:
+        program = self._program
+        if program is not None and program.running:
+            if program.paused and start is None:
+                program.resume()
+            return ""
+        self._clear_foreign_alarms(self._snap)
+        self._program = ProgramExecution(
+            self.mechanism,
+            self.phases(),
+            start or 1,
+            check_rate=self._check_rate,
+            on_alarm=self._set_program_alarm,
+        )
+        self._program.start()
+        self._paused = False
+        return ""
+
+    def _set_program_alarm(self, code: AlarmCode) -> None:
+        self._program_alarm = code
+
+    def _check_rate(self, rate_ml_h: float) -> None:
+        """ValueError unless the pump can run ``rate_ml_h`` with the configured syringe:
+        the drive's plunger speed range × the syringe's area (manual §12.7), within what
+        the mechanism can do."""
+        low, high = rate_limits_ml_h(
+            self.diameter_mm,
+            min_speed_mm_h=self.speed_range_mm_h[0],
+            max_speed_mm_h=self.speed_range_mm_h[1],
+        )
+        high = min(high, self.mechanism.rate_range_ml_h()[1])
+        # The table's limits are printed to 4 digits: accept what rounds onto them.
+        if not low * (1 - 5e-4) <= rate_ml_h <= high * (1 + 5e-4):
+            raise ValueError(f"rate {rate_ml_h:g} mL/h outside {low:.4g}-{high:.4g} mL/h")
+
     # -- helpers -------------------------------------------------------------------------------
 
     _FOREIGN_ALARMS: ClassVar[frozenset[PumpAlarm]] = frozenset(
@@ -523,14 +743,23 @@ class NE1000Protocol(ProtocolHandler):
 
     def _clear_foreign_alarms(self, snapshot: PumpSnapshot) -> None:
         # End of infusion / near empty are not NE-1000 alarms (the pump just stops at its
-        # volume target); the mechanism may still list them, so RUN clears them.
+        # volume target); the mechanism may still list them, so RUN clears them. An empty
+        # syringe is not among them: it is the stall alarm, acknowledged like any alarm.
+        if snapshot.syringe_empty:
+            return
         if snapshot.alarms and snapshot.alarms <= self._FOREIGN_ALARMS:
             self.mechanism.clear_alarms()
 
     def _alarm_codes(self, snapshot: PumpSnapshot) -> list[AlarmCode]:
         codes = {AlarmCode.from_pump_alarm(alarm) for alarm in snapshot.alarms}
+        if snapshot.syringe_empty:
+            # The NE-1000 has no end-of-syringe sensor: the pusher drives the plunger into
+            # the barrel's end and the motor stalls at its force limit.
+            codes.add(AlarmCode.STALL)
         if self._reset_pending:
             codes.add(AlarmCode.RESET)
+        if self._program_alarm is not None:
+            codes.add(self._program_alarm)
         return [code for code in _ALARM_PRIORITY if code in codes]
 
     def _check_timeout(self, now: float) -> None:
@@ -541,6 +770,12 @@ class NE1000Protocol(ProtocolHandler):
             self.mechanism.raise_alarm(PumpAlarm.COMMUNICATION_TIMEOUT)
 
     def _prompt(self, snapshot: PumpSnapshot) -> Prompt:
+        program = self._program
+        if program is not None and program.running:
+            if program.paused:
+                return Prompt.PAUSED
+            if program.timed_pause:
+                return Prompt.TIMED_PAUSE
         state = snapshot.state
         if state is PumpState.INFUSING:
             return Prompt.INFUSING
@@ -616,6 +851,8 @@ class NE1000Emulator(SerialDeviceEmulator):
         inter_byte_timeout_s: float = 0.5,
         reply_to_system_commands: bool = True,
         poll_interval_s: float = 0.1,
+        min_plunger_speed_mm_h: float = MIN_SPEED_MM_H,
+        max_plunger_speed_mm_h: float = MAX_SPEED_MM_H,
     ) -> None:
         super().__init__(
             mechanism,
@@ -629,4 +866,6 @@ class NE1000Emulator(SerialDeviceEmulator):
             inter_byte_timeout_s=inter_byte_timeout_s,
             reply_to_system_commands=reply_to_system_commands,
             poll_interval_s=poll_interval_s,
+            min_plunger_speed_mm_h=min_plunger_speed_mm_h,
+            max_plunger_speed_mm_h=max_plunger_speed_mm_h,
         )

@@ -23,8 +23,9 @@ polls.
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -109,6 +110,11 @@ class PhysicalBench:
             elif fault.kind == "stall":
                 self._stalls.append(fault.after_s)
         self._stalls.sort()
+        # Device-time call-backs (a pump's firmware acting at an exact instant, e.g. the
+        # NE-1000 starting its next program phase): (t_s, sequence, callback).
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = 0
+        self._hold: float | None = None
         self.pump = _Pump(self, seed)
         self.balance = _Balance(self, seed)
         self.bench_io = _BenchIO(self, seed)
@@ -137,16 +143,51 @@ class PhysicalBench:
     # -- time ---------------------------------------------------------------------------
 
     def now(self) -> float:
-        """Device time: seconds since the bench was built."""
+        """Device time: seconds since the bench was built (while a call-back runs: its
+        instant)."""
+        if self._hold is not None:
+            return self._hold
         return max(self.clock.now() - self._t0, self.sim.t_s)
 
+    def call_at(self, t_s: float, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run ``callback`` with the physics at device time ``t_s`` exactly (mechanism calls
+        it makes act at ``t_s``); returns a function that cancels it."""
+        entry = (t_s, self._timer_seq, callback)
+        self._timer_seq += 1
+        heapq.heappush(self._timers, entry)
+
+        def cancel() -> None:
+            if entry in self._timers:
+                self._timers.remove(entry)
+                heapq.heapify(self._timers)
+
+        return cancel
+
     def sync(self) -> float:
-        """Advance the physics to the clock's now (applying device faults); return it."""
+        """Advance the physics to the clock's now (applying device faults and call-backs
+        in time order); return it."""
+        if self._hold is not None:
+            self._advance(self._hold)
+            return self._hold
         target = self.now()
-        while self._stalls and self._stalls[0] <= target:
-            t_stall = max(self._stalls.pop(0), self.sim.t_s)
-            self._advance(t_stall)
-            self.sim.apply(Command(t_stall, CommandKind.RAISE_ALARM, float(Alarm.MOTOR_STALL)))
+        while True:
+            t_stall = self._stalls[0] if self._stalls else math.inf
+            t_timer = self._timers[0][0] if self._timers else math.inf
+            if min(t_stall, t_timer) > target:
+                break
+            if t_stall <= t_timer:
+                t_stall = max(self._stalls.pop(0), self.sim.t_s)
+                self._advance(t_stall)
+                self.sim.apply(Command(t_stall, CommandKind.RAISE_ALARM, float(Alarm.MOTOR_STALL)))
+            else:
+                t_cb, _, callback = heapq.heappop(self._timers)
+                t_cb = max(t_cb, self.sim.t_s)
+                self._advance(t_cb)
+                self._hold = t_cb
+                try:
+                    callback()
+                finally:
+                    self._hold = None
         self._advance(target)
         return target
 
@@ -171,6 +212,18 @@ class PhysicalBench:
                 start_value * (1.0 + change / 100.0) if fault.relative else start_value + change
             )
         params = self.truth0.with_overrides(overrides)
+        if params != self.sim.params:
+            self.sim.replace_params(params)
+
+    def set_truth(self, overrides: Mapping[str, float | str | bool]) -> None:
+        """Change truth parameters from now on (dotted names), as a device's own design
+        dictates them (e.g. an emulator whose pump has no pressure sensor)."""
+        self.sync()
+        try:
+            self.truth0 = self.truth0.with_overrides(dict(overrides))
+            params = self.sim.params.with_overrides(dict(overrides))
+        except ParameterError as exc:
+            raise ConfigurationError(str(exc), field="truth") from None
         if params != self.sim.params:
             self.sim.replace_params(params)
 
@@ -231,6 +284,7 @@ class _Pump:
             diameter_mm=self.diameter_mm(),
             pressure_mmhg=sim.sensed_pressure_mmhg(),
             uptime_s=t,
+            syringe_empty=bool(alarms & Alarm.EMPTY),
         )
 
     def diameter_mm(self) -> float:
@@ -239,6 +293,14 @@ class _Pump:
             return sim.inputs.diameter_mm
         pump = sim.params.pump
         return float(getattr(pump, "configured_diameter_mm", 0.0))
+
+    def call_at(self, t_s: float, callback: Callable[[], None]) -> Callable[[], None]:
+        return self._b.call_at(t_s, callback)
+
+    def set_pressure_sensor(self, present: bool) -> None:
+        if self._b.truth0.pump_kind != "syringe":
+            return  # a volumetric pump's pressure sensing is part of its set
+        self._b.set_truth({"pump.pressure_sensor": present})
 
     def set_diameter_mm(self, diameter_mm: float) -> None:
         if self._b.truth0.pump_kind != "syringe":

@@ -119,8 +119,10 @@ def test_rate_units_set_query_and_change_while_pumping() -> None:
     ok(ask(handler, "RAT 500 UH"))
     ok(ask(handler, "RAT"), data="500.0UH")
     assert bench.pump.snapshot().rate_setpoint_ml_h == pytest.approx(0.5)
-    ok(ask(handler, "RAT 2"))  # no units: keeps µL/h
-    ok(ask(handler, "RAT"), data="2.000UH")
+    # No units: keeps µL/h. (25 µL/h: 2 µL/h is below the NE-1000's minimum for this
+    # 26.59 mm syringe, see test_rate_below_the_syringe_minimum_is_out_of_range.)
+    ok(ask(handler, "RAT 25"))
+    ok(ask(handler, "RAT"), data="25.00UH")
     ok(ask(handler, "RAT 1500 UH"))
     ok(ask(handler, "RAT"), data="1500.UH")
     ok(ask(handler, "RUN"), Prompt.INFUSING)
@@ -370,6 +372,9 @@ class _ProbeMechanism:
     def clear_alarms(self) -> None:
         self.cleared += 1
         self.alarms = frozenset()
+
+    def set_pressure_sensor(self, present: bool) -> None:
+        self.pressure_sensor = present  # the NE-1000 emulator declares it has none
 
     def __getattr__(self, name: str) -> Callable[..., None]:
         raise AssertionError(f"{name} must not be called while an alarm is pending")
