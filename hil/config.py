@@ -13,17 +13,20 @@ occlude/release, tare, mark ...), how often each device is sampled, and the acce
 tolerances per channel.
 
 Every error names ``file:field`` and what was expected (:class:`ConfigurationError`);
-the CLI exits with status 2 and writes nothing.
+all the errors of a file come in one message (its procedures' included), a misspelt key
+with a "did you mean" from the fields that table accepts; the CLI exits with status 2 and
+writes nothing.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 from medtwin.drivers.errors import ConfigurationError
 from medtwin.drivers.protocol import DeviceKind
@@ -332,17 +335,103 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at ``loc`` inside ``model`` (None when
+    it is a free-form table, such as a device's truth parameters)."""
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue  # an item of a list: the list's element model, found below
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = _inner_model(field.annotation)
+    return model
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def validation_errors(
+    exc: ValidationError, model: type[BaseModel] | None, *, prefix: str = ""
+) -> list[tuple[str, str]]:
+    """Every error of a validation as ``(field, message)``, in the file's order.
+
+    A misspelt key is reported as an unknown field with a "did you mean" from the fields
+    that the table accepts (:func:`difflib.get_close_matches`); the required field it was
+    meant to be is then not reported missing as well, which would send the user after the
+    wrong line.
+    """
+    errors = exc.errors()
+    out: list[tuple[str, str]] = []
+    suggested: set[tuple[Any, ...]] = set()
+    for error in errors:
+        loc = tuple(
+            p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+        )
+        if error["type"] != "extra_forbidden" or not loc:
+            continue
+        parent, key = loc[:-1], str(loc[-1])
+        table_model = _model_at(model, parent)
+        known = list(table_model.model_fields) if table_model is not None else []
+        missing = [
+            str(e["loc"][-1])
+            for e in errors
+            if e["type"] == "missing" and tuple(e["loc"][:-1]) == parent
+        ]
+        matches = difflib.get_close_matches(key, missing or known, n=1, cutoff=0.6)
+        if not matches and missing:
+            matches = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        if matches:
+            suggested.add((*parent, matches[0]))
+            error["ctx"] = {"medtwin_suggestion": matches[0]}
+    for error in errors:
+        loc = tuple(
+            p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+        )
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            suggestion = (error.get("ctx") or {}).get("medtwin_suggestion")
+            message = (
+                f"unknown field; did you mean {suggestion!r}?"
+                if suggestion
+                else "unknown field (check the spelling; see docs/benches-and-scenarios.md)"
+            )
+        elif error["type"] == "missing":
+            if loc in suggested:
+                continue  # reported as the misspelt key above
+            message = "required field is missing"
+        field = _field_path(loc)
+        out.append((f"{prefix}.{field}" if prefix and field else prefix or field, message))
+    return out
+
+
+def raise_validation_errors(errors: list[tuple[str, str]], *, source: str) -> NoReturn:
+    """One :class:`ConfigurationError` for every error of a file: a single error reads as
+    before (``file:field: message``), several as one line each under a count."""
+    if len(errors) == 1:
+        ((field, message),) = errors
+        raise ConfigurationError(message, source=source, field=field or None)
+    lines = "\n".join(
+        f"  {source}:{field}: {message}" if field else f"  {source}: {message}"
+        for field, message in errors
+    )
+    error = ConfigurationError(f"{len(errors)} errors:\n{lines}", source=source)
+    error.field = errors[0][0] or None  # the first, for callers that point at one field
+    raise error
+
+
 def _first_error(exc: ValidationError) -> tuple[str, str]:
-    error = exc.errors()[0]
-    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    message = error["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    if error["type"] == "extra_forbidden":
-        message = "unknown field (check the spelling; see docs/benches-and-scenarios.md)"
-    if error["type"] == "missing":
-        message = "required field is missing"
-    return _field_path(loc), message
+    """The first of :func:`validation_errors` (a step validated alone)."""
+    return validation_errors(exc, None)[0]
 
 
 def _read_text(path: str | Path, what: str) -> str:
@@ -364,11 +453,20 @@ def _validate(model: type[M], text: str, source: str) -> M:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"not valid TOML: {exc}", source=source) from None
+    result: M | None = None
+    errors: list[tuple[str, str]] = []
     try:
         result = model.model_validate(data)
     except ValidationError as exc:
-        field, message = _first_error(exc)
-        raise ConfigurationError(message, source=source, field=field) from None
+        errors = validation_errors(exc, model)
+    if isinstance(data.get("procedures"), list) and model is ScenarioConfig:
+        # The procedures are validated by their own models; their errors join the file's,
+        # so that one message lists everything wrong in it.
+        from medtwin.hil.procedures import procedure_errors
+
+        errors += procedure_errors(data["procedures"])
+    if errors or result is None:
+        raise_validation_errors(errors, source=source)
     result._source, result._text = source, text
     return result
 

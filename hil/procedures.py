@@ -56,7 +56,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from medtwin.device_models.schedule import Alarm
-from medtwin.drivers.errors import AnalysisError, ConfigurationError
+from medtwin.drivers.errors import AnalysisError
 from medtwin.drivers.units import parse_duration_s
 from medtwin.hil.analysis import iec60601_2_24 as iec
 from medtwin.hil.analysis.gravimetry import GravimetricPolicy
@@ -513,36 +513,53 @@ PROCEDURES: dict[str, type[Procedure]] = {
 }
 
 
+def procedure_errors(tables: Sequence[Any]) -> list[tuple[str, str]]:
+    """Every error of a scenario's ``[[procedures]]`` tables as ``(field, message)``, with a
+    "did you mean" for a misspelt key (:func:`medtwin.hil.config.validation_errors`)."""
+    from medtwin.hil.config import validation_errors
+
+    out: list[tuple[str, str]] = []
+    for index, table in enumerate(tables):
+        where = f"procedures[{index}]"
+        if not isinstance(table, dict):
+            out.append((where, "expected a table ([[procedures]])"))
+            continue
+        kind = table.get("kind")
+        cls = PROCEDURES.get(str(kind))
+        if cls is None:
+            out.append(
+                (
+                    f"{where}.kind",
+                    f"unknown procedure {kind!r}; expected one of {', '.join(PROCEDURES)}",
+                )
+            )
+            continue
+        try:
+            cls.model_validate({"label": where, **table})
+        except ValidationError as exc:
+            out += validation_errors(exc, cls, prefix=where)
+    return out
+
+
 def parse_procedures(tables: Sequence[dict[str, Any]], *, source: str) -> list[Procedure]:
     """Validate a scenario's ``[[procedures]]`` tables.
 
     Raises
     ------
     ConfigurationError
-        Naming ``procedures[i].field`` and what was expected.
+        Naming ``procedures[i].field`` and what was expected, for every error at once.
     """
-    out: list[Procedure] = []
-    for index, table in enumerate(tables):
-        where = f"procedures[{index}]"
-        kind = table.get("kind")
-        cls = PROCEDURES.get(str(kind))
-        if cls is None:
-            raise ConfigurationError(
-                f"unknown procedure {kind!r}; expected one of {', '.join(PROCEDURES)}",
-                source=source,
-                field=f"{where}.kind",
-            )
-        try:
-            procedure = cls.model_validate({"label": where, **table})
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            path = ".".join(str(p) for p in error["loc"])
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown field"
-            raise ConfigurationError(message, source=source, field=f"{where}.{path}") from None
-        out.append(procedure)
-    return out
+    errors = procedure_errors(tables)
+    if errors:
+        from medtwin.hil.config import raise_validation_errors
+
+        raise_validation_errors(errors, source=source)
+    return [
+        PROCEDURES[str(table.get("kind"))].model_validate(
+            {"label": f"procedures[{index}]", **table}
+        )
+        for index, table in enumerate(tables)
+    ]
 
 
 def analyse(procedures: Sequence[Procedure], sides: Sequence[RunSeries]) -> list[ProcedureResult]:

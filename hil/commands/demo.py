@@ -3,7 +3,9 @@
 The drift bench (a 1 % under-sized syringe and a wearing lead screw, all devices emulated
 on real ptys) runs the 2-hour IEC 60601-2-24 flow scenario on the virtual clock, beside the
 nominal twin; the drift events, verdicts and a summary are printed, the run is stored in
-``./medtwin.db`` and its HTML report written to ``./report-<run>.html``.
+``./medtwin.db`` and its HTML report written to ``./report-<run>.html`` (``report-<run>-2.html``
+... when that name is taken, say by a report of another store's run with the same id: a demo
+never overwrites a report, as ``medtwin report`` does not without ``--force``).
 
 Its job is to show a pump failing, so it exits 0 when it ran as intended, whatever the
 verdicts; 130 when interrupted, and the usual statuses for bad input (2) or a runtime
@@ -23,6 +25,16 @@ from medtwin.hil.packaged import bench_path, scenario_path
 from medtwin.hil.report import write_report
 from medtwin.hil.session import run_scenario
 from medtwin.hil.store import DEFAULT_URL, RunStore
+
+
+def _fresh_report_path(run_id: int) -> Path:
+    """``report-RUN.html`` in the working directory, or the first free ``report-RUN-N.html``."""
+    path = Path(f"report-{run_id}.html")
+    n = 2
+    while path.exists():
+        path = Path(f"report-{run_id}-{n}.html")
+        n += 1
+    return path
 
 
 @click.command("demo")
@@ -50,9 +62,7 @@ def demo(db_url: str, as_json: bool) -> None:
             with RunStore(db_url, create=False) as store:
                 run = store.load_run(result.run_id)
                 calibration = calibration_in_force(store, run)
-            written = write_report(
-                run, Path(f"report-{result.run_id}.html"), calibration=calibration
-            )
+            written = write_report(run, _fresh_report_path(result.run_id), calibration=calibration)
         except KeyboardInterrupt:
             click.echo(
                 f"medtwin: interrupted after the run finished: run {result.run_id} is stored "

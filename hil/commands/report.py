@@ -1,6 +1,6 @@
 """``medtwin report``: the QA report of one stored run, as one self-contained HTML file.
 
-    medtwin report RUN [--db URL] [--out FILE] [--out-dir DIR] [--json]
+    medtwin report RUN [--db URL] [--out FILE] [--out-dir DIR] [--force] [--json]
 
 Writes ``report-RUN.html`` in the working directory (or ``--out FILE``): device
 identities, scenario, calibration, verdicts, start-up and trumpet curves, flow, pressure and
@@ -12,8 +12,9 @@ document ``{"run_id", "html", "pngs", "summary_json", "summary"}``.
 
 Bad input exits with status 2 and writes nothing: an unknown RUN, a ``--db`` that cannot
 be opened or read, an output path that is a directory or whose directory does not exist.
-Existing files are replaced, but only by renaming a completely written temporary file over
-them, so no reader ever sees half a report.
+An existing HTML file is kept unless ``--force`` is given (exit status 2, as
+``medtwin export`` does); with ``--force`` it is replaced, and so are the figures, but only by
+renaming a completely written temporary file over them, so no reader ever sees half a report.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from medtwin.hil.commands.runs import db_option, open_store, run_not_found
 __all__ = ["report"]
 
 
-def _output_paths(run_id: int, out: str | None, out_dir: str | None) -> tuple[Path, Path | None]:
+def _output_paths(
+    run_id: int, out: str | None, out_dir: str | None, *, force: bool = False
+) -> tuple[Path, Path | None]:
     """(HTML path, figure directory) from the options, checked before any work is done."""
     directory = Path(out_dir) if out_dir else None
     if directory is not None and directory.exists() and not directory.is_dir():
@@ -37,6 +40,9 @@ def _output_paths(run_id: int, out: str | None, out_dir: str | None) -> tuple[Pa
     html = Path(out) if out else (directory or Path()) / f"report-{run_id}.html"
     if html.is_dir():
         raise ConfigurationError(f"{html} is a directory; name a file", source="--out")
+    if html.exists() and not force:
+        # As `medtwin export` does: a filed report is not replaced by accident.
+        raise ConfigurationError(f"{html} exists; pass --force to overwrite it", source="--out")
     parent = html.parent
     # The HTML's directory must exist, except when it is the --out-dir being created.
     if not parent.is_dir() and (directory is None or parent.resolve() != directory.resolve()):
@@ -64,14 +70,17 @@ def _output_paths(run_id: int, out: str | None, out_dir: str | None) -> tuple[Pa
     default=None,
     help="also write the figures as PNG and summary.json into DIR (created if missing)",
 )
+@click.option("--force", is_flag=True, help="overwrite the HTML file if it exists")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 @handle_errors
-def report(run_id: int, db_url: str, out: str | None, out_dir: str | None, as_json: bool) -> None:
+def report(
+    run_id: int, db_url: str, out: str | None, out_dir: str | None, force: bool, as_json: bool
+) -> None:
     """Write the QA report of run RUN: one self-contained HTML file."""
     from medtwin.hil.calibration import calibration_in_force
     from medtwin.hil.report import build_report, save_report
 
-    html_path, directory = _output_paths(run_id, out, out_dir)
+    html_path, directory = _output_paths(run_id, out, out_dir, force=force)
     with open_store(db_url) as store:
         try:
             run = store.load_run(run_id)
