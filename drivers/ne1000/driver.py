@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from medtwin.drivers.base import (
@@ -55,6 +56,16 @@ from medtwin.drivers.ne1000.codec import (
     format_number,
     parse_number,
     scan_reply,
+)
+from medtwin.drivers.ne1000.program import (
+    MAX_PHASES,
+    PUMPING,
+    Phase,
+    PhaseFunction,
+    ProgramError,
+    format_function,
+    rate_limits_ml_h,
+    walk_program,
 )
 from medtwin.drivers.transport import ByteTransport, open_transport
 
@@ -150,6 +161,9 @@ class NE1000Pump(InfusionPump):
         self._heartbeat: asyncio.Task[None] | None = None
         self._last_tx = 0.0
         self._frames: dict[tuple[Command, bool, int], bytes] = {}
+        #: The syringe diameter last set through this driver (mm; None: not set), which
+        #: bounds program rates to the pump's range for that syringe.
+        self.diameter_mm: float | None = None
 
     # -- public extras -------------------------------------------------------------------
 
@@ -175,6 +189,36 @@ class NE1000Pump(InfusionPump):
         self.limits.check_diameter(diameter_mm, device=self.name)
         self._number_argument(diameter_mm, "syringe diameter", "mm")
         await super().set_syringe_diameter(diameter_mm)
+        self.diameter_mm = diameter_mm
+
+    async def upload_program(self, phases: Sequence[Phase]) -> None:
+        """Write a Pumping Program into the pump (manual 1200-01 §8, §10.4): for phase n,
+        ``PHN n`` and ``FUN <function>``, and for a pumping phase its ``RAT``, ``VOL``
+        (units, then value) and ``DIR``; then ``PHN 1``. Phases beyond the program keep
+        what the pump had: end the program with a ``STP`` phase.
+
+        Everything is checked before anything is sent (:class:`LimitError`): at most 41
+        phases, each phase's own ranges, jump and trigger targets inside the program, every
+        rate the program reaches (after ``INC``/``DEC``) inside the declared limits and the
+        pump's range for the syringe set with :meth:`set_syringe_diameter`, and numbers
+        the 4-digit format can carry.
+        """
+        commands = self._program_commands(phases)
+
+        async def send() -> None:
+            for command in commands:
+                await self._command(command)
+
+        await self._call("upload_program", send)
+
+    async def run_program(self, start_phase: int = 1) -> None:
+        """Start the Pumping Program at ``start_phase`` (``RUN n``)."""
+        if not 1 <= start_phase <= MAX_PHASES:
+            raise LimitError(
+                f"start phase {start_phase} outside 1-{MAX_PHASES}; nothing was sent",
+                device=self.name,
+            )
+        await self._call("run_program", lambda: self._command(Command("RUN", str(start_phase))))
 
     async def set_volume_target(self, volume_ml: float | None) -> None:
         if volume_ml:
@@ -183,6 +227,60 @@ class NE1000Pump(InfusionPump):
         await super().set_volume_target(volume_ml)
 
     # -- argument encoding (no I/O: runs before anything is sent) ----------------------
+
+    def _program_commands(self, phases: Sequence[Phase]) -> list[Command]:
+        if not 1 <= len(phases) <= MAX_PHASES:
+            raise LimitError(
+                f"a program has 1-{MAX_PHASES} phases, not {len(phases)}; nothing was sent",
+                device=self.name,
+            )
+        try:
+            for number, phase in enumerate(phases, 1):
+                phase.check()
+                targets = phase.function in (PhaseFunction.JUMP, PhaseFunction.EVENT)
+                if targets and phase.argument > len(phases):
+                    raise ProgramError(
+                        f"phase {number}: {phase.function.value} to phase {phase.argument}, "
+                        f"beyond the program's {len(phases)} phases"
+                    )
+            reached = [rate for _, step, rate in walk_program(phases) if step is not None]
+            steps = [step for _, step, _ in walk_program(phases) if step is not None]
+        except ProgramError as exc:
+            raise LimitError(f"{exc}; nothing was sent", device=self.name) from None
+        table = rate_limits_ml_h(self.diameter_mm) if self.diameter_mm else None
+        for rate, step in zip(reached, steps, strict=True):
+            if step.function not in PUMPING:
+                continue
+            self.limits.check_rate(rate, device=self.name)
+            if table and not table[0] * (1 - 5e-4) <= rate <= table[1] * (1 + 5e-4):
+                raise LimitError(
+                    f"program rate {rate:g} mL/h outside the pump's {table[0]:.4g}-"
+                    f"{table[1]:.4g} mL/h for a {self.diameter_mm:g} mm syringe; "
+                    "nothing was sent",
+                    device=self.name,
+                )
+        commands: list[Command] = []
+        for number, phase in enumerate(phases, 1):
+            commands += [Command("PHN", str(number)), Command("FUN", format_function(phase))]
+            if phase.function not in PUMPING:
+                continue
+            unit, text = self._program_rate(phase.rate_ml_h)
+            commands.append(Command("RAT", text + unit.value))
+            if phase.volume_ml:
+                self.limits.check_volume(phase.volume_ml, device=self.name)
+                volume_unit, volume_text = self._volume_argument(phase.volume_ml)
+                commands += [Command("VOL", volume_unit.value), Command("VOL", volume_text)]
+            else:
+                commands.append(Command("VOL", "0"))
+            commands.append(Command("DIR", "INF" if phase.infuse else "WDR"))
+        commands.append(Command("PHN", "1"))
+        return commands
+
+    def _program_rate(self, rate_ml_h: float) -> tuple[RateUnit, str]:
+        try:
+            return choose_rate(rate_ml_h, tolerance_rel=self.number_tolerance_rel)
+        except ValueError as exc:
+            raise LimitError(f"{exc}; nothing was sent", device=self.name) from None
 
     def _rate_argument(self, rate_ml_h: float) -> tuple[RateUnit, str]:
         prefer = self._rate_unit if self._last_prompt in _RUNNING else None

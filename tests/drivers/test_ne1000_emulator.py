@@ -529,3 +529,55 @@ def test_withdraw_and_clear_withdrawn() -> None:
     assert withdrawn == pytest.approx(0.1, abs=2e-3)
     ok(ask(handler, "CLD WDR"), Prompt.PAUSED)
     assert bench.pump.snapshot().withdrawn_ml == 0
+
+
+# --------------------------------------------------------------------------- programs
+
+
+def test_program_memory_queries_and_golden_bytes() -> None:
+    handler, _, _ = make()
+    assert handler.feed(b"PHN\r") == [b"\x0200S01\x03"]
+    assert handler.feed(b"FUN\r") == [b"\x0200SRAT\x03"]
+    ok(ask(handler, "PHN 2"))
+    ok(ask(handler, "FUN JMP 1"))
+    assert handler.feed(b"FUN\r") == [b"\x0200SJMP01\x03"]
+    ok(ask(handler, "PHN 3"))
+    ok(ask(handler, "FUN PAS 5"))
+    assert handler.feed(b"FUN\r") == [b"\x0200SPAS05\x03"]
+    assert handler.feed(b"PHN\r") == [b"\x0200S03\x03"]
+    refused(ask(handler, "PHN 42"), ErrorCode.OUT_OF_RANGE)
+    refused(ask(handler, "FUN LOP 0"), ErrorCode.OUT_OF_RANGE)
+    refused(ask(handler, "FUN XYZ"), ErrorCode.UNRECOGNIZED)
+    refused(ask(handler, "FUN EVS 2"), ErrorCode.NOT_APPLICABLE)  # needs the TTL input
+    assert [p.function.value for p in handler.phases()] == ["RAT", "JMP", "PAS"]
+
+
+def test_program_alarms_phase_out_of_range_and_program_error() -> None:
+    handler, bench, clock = make()
+    # Phase 2 increments past the drive's fastest rate: A?O when the phase starts.
+    for text in ["RAT 1000 MH", "VOL 0.1", "PHN 2", "FUN INC", "RAT 1000 MH", "VOL 1"]:
+        ok(ask(handler, text))
+    ok(ask(handler, "RUN"), Prompt.INFUSING)
+    clock.advance_to(1.0)  # phase 1 (0.1 mL at 1000 mL/h) took 0.36 s
+    assert handler.feed(b"\r") == [b"\x0200A?O\x03"]
+    ok(ask(handler, ""))  # acknowledged
+    assert bench.pump.snapshot().state is PumpState.STOPPED
+    # A program that jumps around without pumping or pausing: A?E.
+    ok(ask(handler, "FUN JMP 1"))
+    ok(ask(handler, "PHN 1"))
+    ok(ask(handler, "FUN JMP 2"))
+    assert handler.feed(b"RUN\r") == [b"\x0200S\x03"]
+    assert handler.feed(b"\r") == [b"\x0200A?E\x03"]
+
+
+def test_run_n_starts_at_phase_n() -> None:
+    handler, bench, clock = make()
+    for text in ["RAT 60 MH", "VOL 1", "PHN 2", "FUN RAT", "RAT 120 MH", "VOL 1", "PHN 3"]:
+        ok(ask(handler, text))
+    ok(ask(handler, "FUN STP"))
+    ok(ask(handler, "RUN 2"), Prompt.INFUSING)
+    assert bench.pump.snapshot().rate_ml_h == pytest.approx(120.0)
+    clock.advance_to(40.0)  # 1 mL at 120 mL/h is 30 s
+    ok(ask(handler, ""))
+    assert decode_dispensed(ask(handler, "DIS").data)[0] == pytest.approx(1.0, abs=1e-3)
+    refused(ask(handler, "RUN 4"), ErrorCode.OUT_OF_RANGE)  # the program has 3 phases

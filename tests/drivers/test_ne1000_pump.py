@@ -12,10 +12,14 @@ what the NE-1000 does its own way (units on the wire, safe mode, alarm acknowled
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
+from medtwin.device_models.line import MMHG_PER_CM_WATER
+from medtwin.device_models.syringe_pump import PA_PER_MMHG, SyringePumpParams
+from medtwin.device_models.system.params import rows_from
 from medtwin.drivers.base import PumpAlarm, PumpLimits, PumpState, RetryPolicy
 from medtwin.drivers.clock import VirtualClock, WallClock
 from medtwin.drivers.emulators.faults import FaultPlan, parse_fault
@@ -27,7 +31,18 @@ from medtwin.drivers.errors import (
     LimitError,
     ProtocolError,
 )
-from medtwin.drivers.ne1000 import Command, NE1000Pump, Prompt, decode_command
+from medtwin.drivers.ne1000 import (
+    AlarmCode,
+    Command,
+    ErrorCode,
+    NE1000Pump,
+    Prompt,
+    Reply,
+    decode_command,
+    decode_dispensed,
+    encode_reply,
+)
+from medtwin.drivers.ne1000.program import Phase, PhaseFunction, expand_program, rate_limits_ml_h
 from medtwin.drivers.registry import driver_class, emulator_class
 
 FAST_RETRY = RetryPolicy(timeout_s=0.5, retries=2, reconnects=6, backoff_s=0.05)
@@ -300,3 +315,204 @@ async def test_a_malformed_diameter_reply_is_a_protocol_error_naming_the_pump(
             await r.pump.read_syringe_diameter()
     assert info.value.device == r.pump.name
     assert info.value.raw == b"2x.5"
+
+
+# --------------------------------------------------------------------------- issue 11 §2
+# The NE-1000 as the real pump behaves: each test drives the emulator over a real pty
+# with the driver, on the virtual clock.
+
+
+def _wire(reply: Reply) -> bytes:
+    """The basic-mode bytes of a reply (golden bytes are written out in the tests)."""
+    return encode_reply(reply, safe=False)
+
+
+async def test_occlusion_stalls_at_the_force_limit_not_a_pressure_threshold(
+    rig: RigFactory,
+) -> None:
+    # BD Plastipak 50 mL (26.59 mm) at 5 mL/h: the NE-1000 has no pressure sensor, so the
+    # closed line stalls the motor when P·A + stopper friction reaches the drive's force
+    # limit: P_stall = (F_max − F_friction)/A. A generic 500 mmHg threshold alarmed after
+    # ~17 min, a quarter of the real time to alarm and bolus.
+    r = await rig()
+    params = r.bench.sim.params
+    pump_params = params.pump
+    assert isinstance(pump_params, SyringePumpParams)
+    assert pump_params.pressure_sensor is False  # the emulator declared it
+    area_m2 = math.pi * (pump_params.syringe.inner_diameter_mm * 1e-3) ** 2 / 4.0
+    friction_n = pump_params.syringe.stopper_friction_n
+    p_stall = (pump_params.drive.max_force_n - friction_n) / area_m2 / PA_PER_MMHG
+    compliance_ml = float(rows_from(params)[0].C[0])  # barrel + tubing, mL/mmHg
+    rate = 5.0
+    async with asyncio.timeout(60):
+        await r.pump.set_syringe_diameter(26.59)
+        await r.pump.set_rate(rate)
+        await r.pump.set_volume_target(None)
+        await r.pump.start()
+        r.clock.advance_to(1200.0)  # steady flow
+        r.bench.sync()
+        p_before = r.bench.sim.state.pressure_mmhg[0]
+        r.bench.bench_io.set_occluded(True)
+        t, step = 1200.0, 10.0
+        while True:
+            t += step
+            r.clock.advance_to(t)
+            status = await r.pump.read_status()
+            if status.state is PumpState.ALARM:
+                break
+            assert t < 1200.0 + 3 * 3600.0, "no stall within 3 h"
+        assert status.alarms == frozenset({PumpAlarm.MOTOR_STALL})
+        expected_s = compliance_ml * (p_stall - p_before) / (rate / 3600.0)
+        assert 3300.0 < expected_s < 4200.0  # ~1 h, not the ~17 min of 500 mmHg
+        # the alarm is seen at the first poll after the stall
+        assert expected_s <= t - 1200.0 < expected_s + step + 1.0
+        p_alarm = r.bench.sim.state.pressure_mmhg[0]
+        assert p_alarm == pytest.approx(p_stall, rel=2e-3)
+        # Unintended bolus: what the line stored releases through the opened valve.
+        grams_per_ml = params.balance.grams_per_ml
+        before_g = r.bench.balance.snapshot().net_g
+        r.bench.bench_io.set_occluded(False)
+        r.clock.advance_to(t + 600.0)
+        bolus_ml = (r.bench.balance.snapshot().net_g - before_g) / grams_per_ml
+        p_eq = params.line.back_pressure_mmhg - MMHG_PER_CM_WATER * params.line.head_height_cm
+        expected_bolus = compliance_ml * (p_stall - p_eq)
+        assert bolus_ml == pytest.approx(expected_bolus, rel=0.03)
+        assert bolus_ml > 3.5 * compliance_ml * 500.0 * 0.9  # ~4× the 500 mmHg bolus
+
+
+async def test_rate_below_the_syringe_minimum_is_out_of_range(rig: RigFactory) -> None:
+    r = await rig()
+    async with asyncio.timeout(20):
+        await r.pump.set_syringe_diameter(26.59)
+        reply = await r.pump.request(Command("RAT", "0.001UH"))
+        assert reply == Reply(0, Prompt.STOPPED, error=ErrorCode.OUT_OF_RANGE)
+        assert _wire(reply) == b"\x0200S?OOR\x03"
+        low = rate_limits_ml_h(26.59)[0]
+        assert low == pytest.approx(0.02337, rel=1e-3)  # 0.73 µL/h × (26.59/4.699)²
+        too_slow = await r.pump.request(Command("RAT", "20.00UH"))
+        assert too_slow.error is ErrorCode.OUT_OF_RANGE
+        assert (await r.pump.request(Command("RAT", "25.00UH"))).error is None
+        with pytest.raises(CommandRefused):
+            await r.pump.set_rate(0.01)  # 10 µL/h on a 60 mL syringe
+
+
+async def test_reset_and_out_of_scope_commands_are_answered(rig: RigFactory) -> None:
+    r = await rig()
+    async with asyncio.timeout(20):
+        for command, wire in [
+            (Command("RESET"), b"\x0200S\x03"),
+            (Command("RESET", address="*"), b"\x0200S\x03"),
+            (Command("TRG", "FT"), b"\x0200S?NA\x03"),
+            (Command("OUT", "1"), b"\x0200S?NA\x03"),
+            (Command("IN", "2"), b"\x0200S?NA\x03"),
+            (Command("BUZ", "1"), b"\x0200S?NA\x03"),
+            (Command("FUN", "PRI"), b"\x0200S?NA\x03"),
+        ]:
+            assert _wire(await r.pump.request(command)) == wire, command
+        # RESET stops a running pump and clears the program memory to one RAT phase
+        await r.pump.set_rate(5.0)
+        await r.pump.upload_program([Phase(PhaseFunction.RATE, 5.0), Phase(PhaseFunction.STOP)])
+        await r.pump.start()
+        assert (await r.pump.request(Command("RESET"))).prompt is Prompt.STOPPED
+        assert r.emulator.handler.phase_count == 1
+        assert (await r.pump.request(Command("FUN"))).data == "RAT"
+
+
+async def test_pumping_program_from_the_driver(rig: RigFactory) -> None:
+    r = await rig()
+    program = [
+        Phase(PhaseFunction.RATE, 60.0, 0.5),  # 30 s at 60 mL/h
+        Phase(PhaseFunction.LOOP_START),
+        Phase(PhaseFunction.PAUSE, argument=10),  # 10 s timed pause
+        Phase(PhaseFunction.INCREMENT, 60.0, 0.5),  # 120 mL/h for 15 s, then 180 for 10 s
+        Phase(PhaseFunction.LOOP, argument=1),  # back once: the body runs twice
+        Phase(PhaseFunction.STOP),
+    ]
+    segments = expand_program(program)
+    assert [(s.duration_s, s.rate_ml_h) for s in segments] == [
+        (30.0, 60.0),
+        (10.0, 0.0),
+        (15.0, 120.0),
+        (10.0, 0.0),
+        (10.0, 180.0),
+        (math.inf, 0.0),
+    ]
+    async with asyncio.timeout(30):
+        await r.pump.set_syringe_diameter(26.59)
+        mark = r.emulator.server.bytes_received
+        await r.pump.upload_program(program)
+        sent = r.commands_since(mark)
+        assert sent[:7] == ["PHN", "FUN", "RAT", "VOL", "VOL", "DIR", "PHN"]
+        assert sent[-1] == "PHN"
+        assert (await r.pump.request(Command("FUN"))).data == "RAT"
+        await r.pump.run_program(1)
+        expected = {
+            15.0: (Prompt.INFUSING, 0.25, 1),
+            35.0: (Prompt.TIMED_PAUSE, 0.5, 3),
+            47.5: (Prompt.INFUSING, 0.75, 4),
+            60.0: (Prompt.TIMED_PAUSE, 1.0, 3),
+            70.0: (Prompt.INFUSING, 1.25, 4),
+            80.0: (Prompt.STOPPED, 1.5, 6),
+        }
+        for t, (prompt, infused, phase) in expected.items():
+            r.clock.advance_to(t)
+            reply = await r.pump.request(Command("DIS"))
+            assert reply.prompt is prompt, t
+            assert decode_dispensed(reply.data)[0] == pytest.approx(infused, abs=1e-3), t
+            if prompt is not Prompt.STOPPED:
+                assert (await r.pump.request(Command("PHN"))).data == f"{phase:02d}", t
+        # a user STP pauses the program and RUN resumes it where it was
+        await r.pump.run_program(1)
+        r.clock.advance_to(95.0)
+        assert (await r.pump.request(Command("STP"))).prompt is Prompt.PAUSED
+        r.clock.advance_to(200.0)
+        assert (await r.pump.request(Command("RUN"))).prompt is Prompt.INFUSING
+        r.clock.advance_to(217.0)
+        reply = await r.pump.request(Command("DIS"))
+        assert reply.prompt is Prompt.TIMED_PAUSE
+        assert decode_dispensed(reply.data)[0] == pytest.approx(2.0, abs=1e-3)
+
+
+async def test_program_limits_are_checked_before_sending(rig: RigFactory) -> None:
+    r = await rig(limits=PumpLimits(max_rate_ml_h=100.0))
+    async with asyncio.timeout(20):
+        await r.pump.set_syringe_diameter(26.59)
+        mark = r.emulator.server.bytes_received
+        bad = [
+            [Phase(PhaseFunction.RATE, 60.0, 1.0), Phase(PhaseFunction.INCREMENT, 60.0, 1.0)],
+            [Phase(PhaseFunction.JUMP, argument=5)],
+            [Phase(PhaseFunction.LOOP, argument=1)],
+            [Phase(PhaseFunction.RATE, 0.01, 1.0)],  # below the 26.59 mm syringe's minimum
+            [Phase(PhaseFunction.PAUSE, argument=100)],
+            [Phase(PhaseFunction.STOP)] * 42,
+        ]
+        for program in bad:
+            with pytest.raises(LimitError, match="nothing was sent"):
+                await r.pump.upload_program(program)
+        with pytest.raises(LimitError):
+            await r.pump.run_program(42)
+        assert r.emulator.server.bytes_received == mark
+
+
+async def test_empty_syringe_is_a_stall_that_run_does_not_clear(rig: RigFactory) -> None:
+    r = await rig()
+    r.bench.set_truth({"pump.fill_ml": 1.0})
+    async with asyncio.timeout(30):
+        await r.pump.set_syringe_diameter(26.59)
+        await r.pump.set_rate(60.0)
+        await r.pump.set_volume_target(None)
+        await r.pump.start()
+        r.clock.advance_to(120.0)  # 1 mL is gone after 60 s
+        status = await r.pump.read_status()
+        assert status.state is PumpState.ALARM
+        assert status.alarms == frozenset({PumpAlarm.MOTOR_STALL})
+        r.bench.sync()
+        assert r.bench.sim.state.plunger_ml[0] == pytest.approx(1.0, abs=1e-3)  # the fill
+        counted = r.bench.pump.snapshot().infused_ml
+        # Acknowledged by that reply; RUN drives the plunger into the barrel's end again
+        # and the pump stalls again at once: no silent restart.
+        await r.pump.start()
+        r.clock.advance_to(121.0)
+        assert (await r.pump.request(Command(""))) == Reply(0, None, AlarmCode.STALL)
+        assert _wire(Reply(0, None, AlarmCode.STALL)) == b"\x0200A?S\x03"
+        assert r.bench.pump.snapshot().infused_ml == pytest.approx(counted, abs=1e-3)
