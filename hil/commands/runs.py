@@ -46,9 +46,15 @@ db_option = click.option(
 
 
 def open_store(db_url: str) -> RunStore:
-    """Open an existing store for a command; any failure is a bad ``--db`` (status 2)."""
+    """Open an existing store for a command that only reads it (``runs``, ``report``,
+    ``export``); any failure is a bad ``--db`` (status 2).
+
+    A store that cannot be written (a read-only directory or file, or a URL with
+    ``?mode=ro``) is opened read-only, so that an archived store can still be listed,
+    reported and exported.
+    """
     try:
-        return RunStore(db_url, create=False)
+        return RunStore(db_url, create=False, read_only=None)
     except StorageError as error:
         raise ConfigurationError(str(error), source="--db") from error
 

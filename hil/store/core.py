@@ -42,6 +42,8 @@ class StoreCore:
     stale_after_s: float
     flush_interval_s: float
     max_block_samples: int
+    #: Opened for reading only (see :class:`~medtwin.hil.store.RunStore`'s ``read_only``).
+    read_only: bool
 
     @property
     def url(self) -> str:

@@ -34,8 +34,10 @@ Errors are :class:`~medtwin.drivers.errors.StorageError` naming the URL with its
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +61,9 @@ __all__ = [
     "parse_url",
     "redact_url",
     "sqlite_file",
+    "sqlite_read_only_requested",
+    "sqlite_read_only_url",
+    "sqlite_writable",
 ]
 
 DEFAULT_URL = "sqlite:///medtwin.db"
@@ -125,9 +130,45 @@ def sqlite_file(url: URL) -> Path | None:
     if not _is_sqlite(url) or _is_sqlite_memory(url) or not url.database:
         return None
     database = url.database
-    if database.startswith("file:"):  # URI filename (?uri=true)
-        database = database[len("file:") :].partition("?")[0]
+    if database.startswith("file:"):  # URI filename (?uri=true), percent-encoded
+        database = urllib.parse.unquote(database[len("file:") :].partition("?")[0])
     return Path(database)
+
+
+def sqlite_read_only_requested(url: URL) -> bool:
+    """True for a SQLite URL asking for a read-only open (``?mode=ro``, with or without
+    ``uri=true``)."""
+    return _is_sqlite(url) and url.query.get("mode") == "ro"
+
+
+def sqlite_writable(path: Path) -> bool:
+    """Can this process write the store file and create its journal beside it?
+
+    In WAL mode SQLite writes ``-wal`` and ``-shm`` files next to the database, so the
+    directory must be writable as well as the file (SQLite documentation, "Write-Ahead
+    Logging", section 8 "Read-Only Databases").
+    """
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def sqlite_read_only_url(url: URL, path: Path) -> URL:
+    """The URI-filename URL that opens ``path`` read-only (``mode=ro``).
+
+    When the directory cannot be written and no ``-wal`` file is there, SQLite cannot
+    create the shared-memory file a WAL database needs even to be read, so the file is
+    opened ``immutable=1``: nothing can be writing it, since no writer could create its
+    log there either (SQLite documentation, "Write-Ahead Logging", section 8, and "URI
+    Filenames", query parameters ``mode`` and ``immutable``).
+    """
+    query = {"mode": "ro", "uri": "true"}
+    wal = path.with_name(path.name + "-wal")
+    if not os.access(path.parent, os.W_OK) and not wal.exists():
+        query["immutable"] = "1"
+    return url.set(
+        drivername="sqlite+pysqlite",
+        database="file:" + urllib.parse.quote(str(path)),
+        query=query,
+    )
 
 
 def describe_error(error: BaseException, url: URL) -> str:
@@ -152,10 +193,12 @@ class Backend:
     url: URL
     engine: Engine
     lock: contextlib.AbstractContextManager[Any]
+    #: The URL as the user gave it, for messages (a read-only open rewrites ``url``).
+    shown_url: str | None = None
 
     @property
     def url_text(self) -> str:
-        return redact_url(self.url)
+        return self.shown_url or redact_url(self.url)
 
     @property
     def dialect(self) -> str:
@@ -195,6 +238,7 @@ def make_backend(
     lock_timeout_s: float,
     connect_timeout_s: float,
     sqlite_synchronous: str,
+    read_only: bool = False,
 ) -> Backend:
     """Create the engine for ``url`` (no connection is opened yet).
 
@@ -257,7 +301,8 @@ def make_backend(
                 # medtwin's, never another application's (a new store is switched right
                 # after its schema is created, see enable_wal).
                 cursor.execute("PRAGMA application_id")
-                if cursor.fetchone()[0] == SQLITE_APPLICATION_ID:
+                # A read-only connection leaves the journal mode as the file has it.
+                if not read_only and cursor.fetchone()[0] == SQLITE_APPLICATION_ID:
                     cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute(f"PRAGMA synchronous={synchronous}")
                 cursor.execute("PRAGMA foreign_keys=ON")
@@ -285,6 +330,10 @@ def db_errors(backend: Backend, action: str) -> Iterator[None]:
     try:
         yield
     except exc.SQLAlchemyError as error:
-        raise StorageError(
-            f"{action} in {backend.url_text} failed: {describe_error(error, backend.url)}"
-        ) from error
+        reason = describe_error(error, backend.url)
+        if "readonly database" in reason:
+            reason += (
+                " (this store is open read-only: it can be listed, reported and exported, "
+                "but nothing can be stored in it; use a --db you can write)"
+            )
+        raise StorageError(f"{action} in {backend.url_text} failed: {reason}") from error

@@ -27,6 +27,9 @@ from medtwin.hil.store.engine import (
     parse_url,
     redact_url,
     sqlite_file,
+    sqlite_read_only_requested,
+    sqlite_read_only_url,
+    sqlite_writable,
 )
 from medtwin.hil.store.lifecycle import RunLifecycle
 from medtwin.hil.store.reading import RunReader
@@ -71,6 +74,14 @@ class RunStore(RunLifecycle, RunReader, VerdictStore, CalibrationStore):
         PostgreSQL connection timeout (unless the URL sets ``connect_timeout``).
     sqlite_synchronous : {"NORMAL", "FULL", "EXTRA", "OFF"}
         SQLite ``PRAGMA synchronous``; see :mod:`medtwin.hil.store.engine`.
+    read_only : bool or None
+        Open the store for reading only: nothing is created or changed (stale runs are not
+        marked), and any write fails with a StorageError saying the store is read-only.
+        A SQLite URL with ``?mode=ro`` asks for it too. None decides by the file: read-only
+        when the SQLite file or its directory cannot be written (``os.access``), which is
+        what the reading commands (``medtwin runs``, ``report``, ``export``) pass. With
+        False (the default), a SQLite store that cannot be written is an error at once,
+        naming the file, rather than a failed write later in a run.
 
     Notes
     -----
@@ -101,6 +112,7 @@ class RunStore(RunLifecycle, RunReader, VerdictStore, CalibrationStore):
         lock_timeout_s: float = 30.0,
         connect_timeout_s: float = 10.0,
         sqlite_synchronous: str = "NORMAL",
+        read_only: bool | None = False,
     ) -> None:
         if not stale_after_s > 0:
             raise StorageError(f"stale_after_s={stale_after_s!r}: expected seconds > 0")
@@ -128,15 +140,40 @@ class RunStore(RunLifecycle, RunReader, VerdictStore, CalibrationStore):
                 f"no run store at {self._url_text}: {path} does not exist "
                 "(check --db, or record a run first)"
             )
+        if sqlite_read_only_requested(parsed):
+            read_only = True
+        exists = path is not None and path.exists()
+        if read_only is None:
+            read_only = exists and path is not None and not sqlite_writable(path)
+        if not read_only and exists and path is not None and not sqlite_writable(path):
+            raise StorageError(
+                f"the run store {self._url_text} is read-only ({path} or its directory "
+                "cannot be written): it can be listed, reported and exported, but a run or "
+                "a calibration cannot be stored in it; use a --db you can write"
+            )
+        self.read_only = bool(read_only)
+        if self.read_only:
+            if path is None or not exists:
+                raise StorageError(
+                    f"cannot open {self._url_text} read-only: only an existing SQLite file "
+                    "can be (a PostgreSQL user without write grants reads the same way)"
+                )
+            parsed = sqlite_read_only_url(parsed, path)
+            create = False
         self._backend = make_backend(
             parsed,
             lock_timeout_s=lock_timeout_s,
             connect_timeout_s=connect_timeout_s,
             sqlite_synchronous=sqlite_synchronous,
+            read_only=self.read_only,
         )
+        self._backend.shown_url = self._url_text
         try:
             self._prepare_schema(create=create)
-            self.mark_stale_runs()
+            if not self.read_only:
+                # Marking dead runs is a write; a read-only store shows them as they are
+                # stored (a dead writer's run still says "running").
+                self.mark_stale_runs()
         except BaseException:
             self._backend.engine.dispose()
             raise
