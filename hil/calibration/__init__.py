@@ -41,17 +41,18 @@ nuisance parameter. It enters linearly, so it is eliminated exactly (variable pr
 the residual of each segment is taken about its mean, and its degree of freedom is
 subtracted.
 
-Standard errors come from the Jacobian ``J`` of the weighted residuals at the optimum,
-scaled by the residual variance: ``cov = s²·(JᵀJ)⁻¹`` with ``s² = Σr²/(N − p − k)``
-(``N`` samples, ``p`` parameters, ``k`` offsets). With a correct noise model ``s² ≈ 1``;
-scaling by it keeps the errors honest when the noise is larger than estimated. This is
-the covariance :func:`scipy.optimize.curve_fit` reports (``absolute_sigma=False``);
-``curve_fit`` itself is not used because it takes a model of one independent variable and
-has no way to evaluate its finite differences as one batch. Before the fit, the Jacobian
-at the start is checked: a parameter the channels do not depend on, or parameters whose
-effects are proportional, are refused rather than fitted to a meaningless value; a fit
-that ends where a parameter is undetermined (a zero singular value of ``J``) is refused
-too.
+Standard errors come from the Jacobian ``J`` of the weighted residuals at the optimum.
+Balance residuals are autocorrelated (the balance's settling filter, the model's own
+slowly varying error), so the textbook ``s²·(JᵀJ)⁻¹`` understates the uncertainty; the
+default is the Newey–West sandwich ``(JᵀJ)⁻¹·Ω·(JᵀJ)⁻¹`` with Ω the long-run covariance
+of the scores ``J·r`` (Newey & West 1987, Bartlett kernel; bandwidth chosen from the data
+by Andrews 1991's AR(1) plug-in; VAR(1) prewhitening after Andrews & Monahan 1992), see
+:func:`~medtwin.hil.calibration.results.covariance` and ``docs/calibration.md``. Pairs of
+parameters correlated beyond a threshold (0.95) are reported as identifiability warnings
+naming the experiment that would separate them. Before the fit, the Jacobian at the start
+is checked: a parameter the channels do not depend on, or parameters whose effects are
+proportional, are refused rather than fitted to a meaningless value; a fit that ends
+where a parameter is undetermined (a zero singular value of ``J``) is refused too.
 
 The Jacobian is a forward difference evaluated for all parameters in **one** vectorised
 model call (:class:`medtwin.device_models.system.ParameterBatch`: the base point plus one
@@ -77,8 +78,12 @@ from medtwin.hil.calibration.problem import (
 from medtwin.hil.calibration.results import (
     Calibration,
     ChannelFit,
+    CovarianceEstimate,
+    IdentifiabilityWarning,
     ParameterEstimate,
     Validation,
+    covariance,
+    identifiability,
     validate,
 )
 from medtwin.hil.calibration.stored import calibration_in_force, save_calibration
@@ -89,12 +94,16 @@ __all__ = [
     "FD_RELATIVE_STEP",
     "Calibration",
     "ChannelFit",
+    "CovarianceEstimate",
+    "IdentifiabilityWarning",
     "ParameterEstimate",
     "Validation",
     "calibrate",
     "calibration_in_force",
     "calibration_key",
+    "covariance",
     "fittable_parameters",
+    "identifiability",
     "run_device_key",
     "save_calibration",
     "validate",

@@ -13,6 +13,7 @@ meaningless value.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,7 @@ from medtwin.hil.calibration.results import (
     ChannelFit,
     ParameterEstimate,
     covariance,
+    identifiability,
     rms,
 )
 from medtwin.hil.comparator import robust_noise_sd
@@ -97,6 +99,8 @@ def calibrate(
     jacobian: Literal["batched", "2-point"] = "batched",
     max_evaluations: int = 100,
     start: Mapping[str, float] | None = None,
+    covariance_method: Literal["newey-west", "iid"] = "newey-west",
+    correlation_threshold: float = 0.95,
 ) -> Calibration:
     """Fit twin parameters to a recorded run.
 
@@ -124,6 +128,14 @@ def calibrate(
         twin's value is a degenerate start, e.g. a wear onset fitted while the twin's wear
         rate is 0 (the onset has no effect there, so the fit cannot tell where to move it).
 
+    covariance_method : {"newey-west", "iid"}
+        How standard errors are computed (:func:`~medtwin.hil.calibration.results.covariance`):
+        ``"newey-west"`` (default) holds for autocorrelated residuals; ``"iid"`` is the
+        textbook ``s²·(JᵀJ)⁻¹``, right only for white residuals.
+    correlation_threshold : float
+        Pairs of fitted parameters correlated beyond this |ρ| are reported in
+        :attr:`Calibration.identifiability` with the experiment that would separate them.
+
     Returns
     -------
     Calibration
@@ -138,6 +150,7 @@ def calibrate(
     """
     from scipy.optimize import least_squares
 
+    identifiability([], np.zeros((0, 0)), threshold=correlation_threshold)  # checks it
     bench = run_bench(run)
     device_key = run_device_key(run, bench)
     nominal, run_twin = twins_of_run(run, bench)
@@ -296,7 +309,11 @@ def calibrate(
     J = np.asarray(result.jac, dtype=float)
     residual = fun(x)
     residual_variance = float(residual @ residual) / dof
-    stderr, corr = covariance(J, residual_variance)
+    # Each channel is its own series: autocovariances are not summed across channels.
+    bounds = np.cumsum([0, *(ch.t_s.size for ch in problem.channels)])
+    blocks = [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+    estimate = covariance(J, residual, blocks=blocks, dof=dof, method=covariance_method)
+    stderr, corr = estimate.stderr, estimate.correlation
     if not np.all(np.isfinite(stderr)):
         lost = [n for n, e in zip(names, stderr, strict=True) if not math.isfinite(e)]
         raise AnalysisError(
@@ -355,4 +372,10 @@ def calibrate(
         status=int(result.status),
         message=str(result.message),
         jacobian=jacobian,
+        covariance=estimate.cov,
+        covariance_method=estimate.method,
+        bandwidth=estimate.bandwidth,
+        stderr_iid=dict(zip(names, estimate.stderr_iid.tolist(), strict=True)),
+        identifiability=identifiability(names, corr, threshold=correlation_threshold),
+        correlation_threshold=correlation_threshold,
     )
