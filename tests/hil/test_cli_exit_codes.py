@@ -7,7 +7,9 @@ exits 0 when it ran as intended. Each test runs the real command through click's
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -62,20 +64,30 @@ def test_a_failed_verdict_fails_the_run_unless_fail_on_never(tmp_path: Path) -> 
     assert explored.exit_code == ExitCode.OK, explored.output
 
 
-def test_drift_fails_the_run_only_with_fail_on_drift(tmp_path: Path) -> None:
-    # occlusion on the drift bench: every verdict passes, but drift is flagged.
+def test_drift_fails_the_run_only_with_fail_on_drift(
+    tmp_path: Path, write_scenario: Callable[..., Path]
+) -> None:
+    # 30 min at 5 mL/h on the drift bench, no procedure: no verdict, but the flow drifts
+    # away from the twin within minutes.
+    scenario = write_scenario(
+        tmp_path, name="flow", duration="30min", sampling={"balance": "5s"}, rate_ml_h=5.0
+    )
     db = f"sqlite:///{tmp_path / 'runs.db'}"
-    args = ("run", str(bench_path("emulated-drift")), str(scenario_path("occlusion")))
-    passed = invoke(*args, "--db", db, "--json")
+    args = ("run", str(bench_path("emulated-drift")), str(scenario), "--db", db, "--json")
+    passed = invoke(*args)
     assert passed.exit_code == ExitCode.OK, passed.output
-    drifted = invoke(*args, "--db", db, "--json", "--fail-on", "drift")
+    doc = json.loads(passed.stdout)
+    assert doc["verdicts"] == []
+    assert doc["drift_events"]
+    drifted = invoke(*args, "--fail-on", "drift")
     assert drifted.exit_code == ExitCode.FAILED, drifted.output
 
 
 def test_a_passing_run_exits_0(tmp_path: Path) -> None:
+    # the nominal bench passes the IEC 60601-2-24 flow test
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     result = invoke(
-        "run", str(bench_path("emulated-nominal")), str(scenario_path("occlusion")), "--db", db
+        "run", str(bench_path("emulated-nominal")), str(scenario_path("iec-flow-5mlh")), "--db", db
     )
     assert result.exit_code == ExitCode.OK, result.output
     assert "FAIL" not in result.stdout
