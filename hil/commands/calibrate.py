@@ -82,7 +82,12 @@ def _print_human(doc: dict[str, Any]) -> None:
     )
     table = Table(title="estimates", title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("parameter", "unit", "before", "estimate", "± stderr", "change"):
-        table.add_column(column, justify="left" if column in ("parameter", "unit") else "right")
+        # A parameter name is what --params/--fix take: never wrapped or cut.
+        table.add_column(
+            column,
+            justify="left" if column in ("parameter", "unit") else "right",
+            no_wrap=column == "parameter",
+        )
     for name, p in doc["params"].items():
         change = p["value"] - p["before"]
         flag = " (at bound)" if p["at_bound"] else ""
@@ -104,7 +109,7 @@ def _print_human(doc: dict[str, Any]) -> None:
     names = doc["correlation"]["names"]
     if len(names) > 1:
         corr = Table(title="correlation", title_justify="left", box=box.SIMPLE_HEAD)
-        corr.add_column("")
+        corr.add_column("", no_wrap=True)
         for i in range(len(names)):
             corr.add_column(f"[{i + 1}]", justify="right")
         for i, (name, row) in enumerate(zip(names, doc["correlation"]["matrix"], strict=True)):
@@ -112,7 +117,11 @@ def _print_human(doc: dict[str, Any]) -> None:
         console.print(corr)
     channels = Table(title="residual real − twin", title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("channel", "unit", "samples", "noise σ", "RMS before", "RMS after"):
-        channels.add_column(column, justify="left" if column in ("channel", "unit") else "right")
+        channels.add_column(
+            column,
+            justify="left" if column in ("channel", "unit") else "right",
+            no_wrap=column == "channel",
+        )
     for name, ch in doc["channels"].items():
         channels.add_row(
             name,
