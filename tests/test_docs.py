@@ -33,6 +33,7 @@ Directives (``<!-- medtwin: WORD key=value ... -->``, shell-quoted values):
 ``skip="reason"``            the block is reported as skipped with that reason
 ``bench``, ``scenario``      the TOML block is a whole bench / scenario file
 ``bench-part``, ``scenario-part`` [``device=NAME``]   a fragment, validated in a whole file
+``parse-only="reason"``      a TOML block that is only parsed (it names a plug-in's protocol)
 ``emulate="PROTOCOL ..."``   a Python block's ``/dev/ttyUSB0`` is an emulator's pty
 ``bench=PATH``               the bench a scenario block is planned against
 ``file=PATH``                also write the block into the page's directory (a bench file
@@ -40,6 +41,7 @@ Directives (``<!-- medtwin: WORD key=value ... -->``, shell-quoted values):
 ``setup="CMD; CMD"``         medtwin commands run first (once per page): e.g. a run to report
 ``exit="N ..."``             the expected exit status of each command (default 0)
 ``pytest``                   run the block's ``pytest`` commands too
+``no-warnings``              and fail if pytest prints a warning (none is shown on the page)
 ``collect-only`` [``selects="a b"``]  run its ``pytest`` commands with ``--collect-only`` and
                              check that exactly the named tests are selected
 """
@@ -159,6 +161,13 @@ def evaluate(example: Example) -> str | None:
             _write(page_run, block)
             return None
         pytest.skip(f"a {block.language or 'plain'} block is not executable")
+    setup = block.options.get("setup")
+    if setup and setup not in page_run.setups:  # once per page, before the block
+        for command in setup.split(";"):
+            status, output = _run(_argv(command.strip()), page_run.workdir)
+            if status != 0:
+                return f"setup `{command.strip()}` exited {status}:\n{output[-4000:]}"
+        page_run.setups.add(setup)
     cwd = Path.cwd()
     os.chdir(page_run.workdir)  # relative paths of a block are the page's directory
     try:
@@ -207,7 +216,9 @@ def _toml(example: Example, block: Block, page_run: PageRun) -> None:
     except tomllib.TOMLDecodeError as error:
         return f"{source}: invalid TOML: {error}"  # type: ignore[return-value]
     options = block.options
-    if "bench-part" in options or "scenario-part" in options:
+    if "parse-only" in options:  # valid TOML; medtwin cannot load it here (reason given)
+        pass
+    elif "bench-part" in options or "scenario-part" in options:
         packaged = bench_path("emulated-nominal")
         if "scenario-part" in options:
             packaged = scenario_path("iec-flow-5mlh")
@@ -374,6 +385,8 @@ def _run(argv: list[str], cwd: Path) -> tuple[int, str]:
         if argv[1:2] == ["emulate"]:
             return _serve_and_interrupt(argv, cwd)
         full = _medtwin(argv)
+    elif not _is_pytest(argv):  # a setup step such as mkdir
+        full = argv
     else:  # pytest, as `pytest` or `python -m pytest`
         start = argv.index("pytest") + 1
         full = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *argv[start:]]
@@ -395,25 +408,27 @@ def _is_pytest(argv: list[str]) -> bool:
     )
 
 
-def _shell(example: Example, block: Block, page_run: PageRun) -> str | None:
-    options = block.options
-    setup = options.get("setup")
-    if setup and setup not in page_run.setups:
-        for command in setup.split(";"):
-            status, output = _run(_argv(command.strip()), page_run.workdir)
-            if status != 0:
-                return f"setup {command.strip()!r} exited {status}:\n{output}"
-        page_run.setups.add(setup)
-    run_pytest = "pytest" in options or "collect-only" in options
+def _selected_commands(block: Block) -> list[tuple[str, list[str]]]:
+    """The commands of a shell block that the test runs, with their argv."""
+    run_pytest = "pytest" in block.options or "collect-only" in block.options
     selected = []
     for command in _commands(block.text):
+        words = command.split()
+        if not words or words[0] not in ("medtwin", "pytest", "python", "python3"):
+            continue  # pip, tox, ls, output, diagrams: shown, not run
         argv = _argv(command)
         if argv and argv[0] == "medtwin":
             selected.append((command, argv))
         elif _is_pytest(argv) and run_pytest:
-            if "collect-only" in options:
+            if "collect-only" in block.options:
                 argv = [*argv, "--collect-only", "-q"]
             selected.append((command, argv))
+    return selected
+
+
+def _shell(example: Example, block: Block, page_run: PageRun) -> str | None:
+    options = block.options
+    selected = _selected_commands(block)
     if not selected:
         pytest.skip("no medtwin command in this block (only shown, e.g. pip, tox or output)")
     expected = [int(n) for n in options.get("exit", "").split()] or [0] * len(selected)
@@ -423,6 +438,8 @@ def _shell(example: Example, block: Block, page_run: PageRun) -> str | None:
         status, output = _run(argv, page_run.workdir)
         if status != want:
             return f"`{command}` exited {status}, expected {want}:\n{output[-4000:]}"
+        if "no-warnings" in options and re.search(r"warnings summary|Warning:", output):
+            return f"`{command}` printed warnings; the page shows none:\n{output[-4000:]}"
         if "selects" in options:
             names = {line.split("::")[-1] for line in output.splitlines() if "::" in line}
             want_names = set(options["selects"].split())
@@ -435,13 +452,25 @@ def _shell(example: Example, block: Block, page_run: PageRun) -> str | None:
 # The tests: one per block, in page order.
 
 
+def _runs_something(block: Block) -> bool:
+    if block.kind in ("skip", "toml", "python") or "file" in block.options:
+        return True
+    return block.kind == "shell" and bool(_selected_commands(block))
+
+
 def _cases() -> list[Any]:
     cases = []
     for page in PAGES:
         document = Document.parse(str(page), parse_page)
         examples = list(document)
-        runs_commands = any(e.parsed[0].kind == "shell" for e in examples)
+        runs_commands = any(
+            "setup" in e.parsed[0].options
+            or (e.parsed[0].kind == "shell" and _selected_commands(e.parsed[0]))
+            for e in examples
+        )
         for index, example in enumerate(examples):
+            if not _runs_something(example.parsed[0]):
+                continue  # output, a diagram, JSON: shown to be read
             # A page with commands needs its earlier blocks (a stored run, a written file),
             # and its commands take seconds: the whole page is `slow`.
             marks = [pytest.mark.slow] if runs_commands else []

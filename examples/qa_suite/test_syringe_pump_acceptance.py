@@ -29,10 +29,14 @@ if TYPE_CHECKING:  # annotations only: tests get these through fixtures
 
 # Marked asyncio explicitly so the suite runs in pytest-asyncio's strict mode too.
 pytestmark = [pytest.mark.hil, pytest.mark.asyncio]
+# The two checks that take seconds on a real bench are marked `quick` (pytest.ini): on a real
+# bench run them first with `-m quick`, then the long ones (about 4 h) with `-m "not quick"`.
+# A -k expression cannot pick them: every test's node id contains the module's name.
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
 
+@pytest.mark.quick
 async def test_pump_identifies_itself(pump: PumpHandle, declared: Declared) -> None:
     """The pump answers on its port and reports a model we accept, with its firmware."""
     identity = await pump.identify()
@@ -45,6 +49,7 @@ async def test_pump_identifies_itself(pump: PumpHandle, declared: Declared) -> N
     assert identity == pump.identity
 
 
+@pytest.mark.quick
 async def test_programmed_syringe_matches_the_bench(
     hil: HilTest, pump: PumpHandle, bench_syringe: SyringeSpec, declared: Declared
 ) -> None:
