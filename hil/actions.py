@@ -38,6 +38,7 @@ from medtwin.device_models.schedule import CommandKind
 from medtwin.device_models.syringes import SyringeLibrary
 from medtwin.drivers.base import Balance, BenchIO, InfusionPump
 from medtwin.drivers.errors import ConfigurationError
+from medtwin.drivers.ne1000.program import Phase, PhaseFunction, ProgramError, expand_program
 
 if TYPE_CHECKING:
     # Type-only: medtwin.hil.config imports this module to validate steps.
@@ -319,6 +320,64 @@ def _plan_bolus(ctx: PlanContext) -> list[PlannedStep]:
     return planned
 
 
+def _program_phases(ctx: PlanContext) -> list[Phase]:
+    phases: list[Phase] = []
+    keys = {"function", "rate_ml_h", "volume_ml", "argument", "direction"}
+    for number, raw in enumerate(getattr(ctx.step, "phases", None) or [], 1):
+        where = f"phases[{number - 1}]"
+        unknown = set(raw) - keys
+        if unknown:
+            raise ctx.refuse(where, f"phase {number}: unknown key(s) {sorted(unknown)}")
+        try:
+            function = PhaseFunction(str(raw.get("function", "")).upper())
+            phase = Phase(
+                function,
+                float(raw.get("rate_ml_h", 0.0)),
+                float(raw.get("volume_ml", 0.0)),
+                str(raw.get("direction", "infuse")) == "infuse",
+                int(raw.get("argument", 0)),
+            )
+            phase.check()
+        except (TypeError, ValueError) as exc:
+            raise ctx.refuse(where, f"phase {number}: {exc}") from None
+        if not phase.infuse:
+            raise ctx.refuse(where, f"phase {number}: scenarios run infusion phases only")
+        phases.append(phase)
+    return phases
+
+
+def _plan_program(ctx: PlanContext) -> list[PlannedStep]:
+    """The Pumping Program's phases (NE-1000 manual 1200-01 §8) expanded into the rate
+    schedule they produce (:func:`medtwin.drivers.ne1000.program.expand_program`: loops,
+    jumps, INC/DEC and timed pauses resolved), sent as rate / start / stop commands at
+    each phase's start, so the twin's input is exactly what the pump received."""
+    phases = _program_phases(ctx)
+    try:
+        segments = expand_program(phases)
+    except ProgramError as exc:
+        raise ctx.refuse("phases", str(exc)) from None
+    label = f"{ctx.where} (program)"
+    t = ctx.step.at
+    planned = [ctx.planned("set_target", 0.0, label=label)]
+    running = ctx.state.running
+    for segment in segments:
+        if segment.rate_ml_h > 0:
+            _check_rate(ctx, segment.rate_ml_h, f"phase {segment.phase} rate")
+            planned.append(ctx.planned("set_rate", segment.rate_ml_h, t_s=t, label=label))
+            if not running:
+                planned.append(ctx.planned("start", t_s=t, label=label))
+            running = True
+            ctx.state.rate_ml_h = segment.rate_ml_h
+        elif running:
+            planned.append(ctx.planned("stop", t_s=t, label=label))
+            running = False
+        t += segment.duration_s
+    ctx.state.running = running
+    if planned:
+        planned[0] = ctx.planned("set_target", 0.0, label=label, note=ctx.step.note)
+    return planned
+
+
 # --------------------------------------------------------------------------- device calls
 
 
@@ -437,6 +496,15 @@ ACTIONS: dict[str, Action] = {
             "running, if it was) when the bolus is done",
             _plan_bolus,
             arguments=(Argument("volume_ml", gt=0.0), Argument("rate_ml_h", gt=0.0)),
+        ),
+        Action(
+            "program",
+            "pump",
+            "run a Pumping Program (`phases`: RAT, INC, DEC, STP, JMP, LPS, LOP, LPE, PAS, "
+            "BEP, OUT, EVN as the NE-1000 manual defines them), expanded before the run into "
+            "the rate / start / stop commands of its phases",
+            _plan_program,
+            arguments=(Argument("phases"),),
         ),
         Action(
             "occlude",

@@ -270,6 +270,10 @@ class Step(_Strict):
     diameter_mm: float | None = Field(None, gt=0)
     syringe: str | None = None
     volume_ml: float | None = Field(None, ge=0)
+    #: ``program``: the Pumping Program's phases, each a table with ``function``
+    #: (``RAT``, ``INC``, ``DEC``, ``STP``, ``JMP``, ``LPS``, ``LOP``, ``LPE``, ``PAS``,
+    #: ``BEP``, ``OUT``, ``EVN``) and its ``rate_ml_h``, ``volume_ml`` or ``argument``.
+    phases: list[dict[str, Any]] | None = None
     note: str = ""
 
     @field_validator("action", mode="before")

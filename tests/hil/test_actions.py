@@ -77,7 +77,12 @@ def test_device_call_and_twin_input_are_consistent(name: str) -> None:
         return
     if entry.call is None:  # bolus: planned into other actions, each with its own call
         assert entry.twin is None
-        planned = _plan(entry, volume_ml=1.0, rate_ml_h=60.0)
+        if name == "program":  # a one-phase program: rate and volume as a phase
+            planned = _plan_text(
+                entry, 'phases = [{function = "RAT", rate_ml_h = 60.0, volume_ml = 1.0}]\n'
+            )
+        else:
+            planned = _plan(entry, volume_ml=1.0, rate_ml_h=60.0)
         assert {p.action for p in planned} <= {n for n, a in ACTIONS.items() if a.call}
         return
     # The call takes the driver of the action's kind (its annotation says so) ...
@@ -110,11 +115,15 @@ def test_set_target_zero_means_no_target() -> None:
 
 
 def _plan(entry: Action, **arguments: Any) -> list[PlannedStep]:
+    text = "".join(f"{k} = {v!r}\n" for k, v in arguments.items()).replace("'", '"')
+    return _plan_text(entry, text)
+
+
+def _plan_text(entry: Action, arguments: str) -> list[PlannedStep]:
     bench = load_bench(bench_path("emulated-nominal"))
     step = scenario_from_text(
         'name = "s"\nduration = "1h"\n[sampling]\npump = "10s"\n[[steps]]\nat = "0s"\n'
-        f'action = "{entry.name}"\n'
-        + "".join(f"{k} = {v!r}\n" for k, v in arguments.items()).replace("'", '"')
+        f'action = "{entry.name}"\n' + arguments
     ).steps[0]
     device = bench.device_of_kind(entry.kind) if entry.kind else None
     return entry.plan(PlanContext(step, "steps[0]", device, default_library(), "s.toml"))
