@@ -28,7 +28,6 @@ __all__ = [
     "OUTCOME_STYLES",
     "VERDICT_COLUMNS",
     "Column",
-    "console_width",
     "fitted_table",
     "outcome_style",
     "verdict_table",
@@ -68,11 +67,6 @@ class Column:
     name: bool = False
     drop: int | None = None
     wrap: bool = False
-
-
-def console_width(console: Console | None = None) -> int:
-    """Width of the console rich would use (``COLUMNS`` or the terminal's, 80 when piped)."""
-    return (console or Console()).width
 
 
 def _needed_width(table: Table, columns: Sequence[Column]) -> int:

@@ -112,7 +112,7 @@ def _status(path: Path, run_id: int) -> str:
         return str(conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()[0])
 
 
-@pytest.mark.parametrize("how", ["url", "os.access"])
+@pytest.mark.parametrize("how", ["url", "uri", "os.access"])
 def test_a_read_only_store_is_listed_reported_and_exported(
     archived: tuple[Path, int, int], monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
@@ -120,6 +120,8 @@ def test_a_read_only_store_is_listed_reported_and_exported(
     db = f"sqlite:///{path}"
     if how == "url":
         db += "?mode=ro"
+    elif how == "uri":  # SQLAlchemy's own spelling of an SQLite URI filename
+        db = f"sqlite+pysqlite:///file:{path}?mode=ro&uri=true"
     else:
         _not_writable(monkeypatch, path)
     before = path.read_bytes()
