@@ -1,11 +1,12 @@
 """The reference solution: the syringe system written as an ODE for ``solve_ivp``.
 
-This is the *test* reference (docs/models.md, "How the model is checked"), not the model: the same equations as
-:mod:`medtwin.device_models.system` with continuous plunger motion (a staircase of microsteps is
-no input for an ODE solver), integrated by ``scipy.integrate.solve_ivp`` (RK45, tight
-tolerances) and restarted at every discontinuity (rate changes, the end of the backlash
-dead band, the wear onset) rather than stepping across it. The tests and the benchmark
-compare the closed-form model against it.
+This is the *test* reference (docs/models.md, "How it is solved"), not the model: the same
+equations as :mod:`medtwin.device_models.system` with continuous plunger motion (a staircase
+of microsteps is no input for an ODE solver), integrated by ``scipy.integrate.solve_ivp``
+(RK45, tight tolerances) and restarted at every discontinuity (rate changes, the end of the
+dead band of backlash plus loading of the syringe assembly to the stopper's breakaway
+friction, where the rim's jump enters the line as an impulse, the wear onset) rather than
+stepping across it. The tests and the benchmark compare the closed-form model against it.
 
 State: drive travel in steps ``n``, line pressure ``P`` (mmHg), outlet volume ``V`` (mL),
 weighing-cell output ``M`` (g). Line open throughout.
@@ -35,7 +36,8 @@ def reference_constants(p: SystemParams) -> dict[str, float]:
     return {
         "dv": pump.syringe.area_mm2 * travel / 1000.0,
         "dv_cfg": pump.volume_per_step_ml(),
-        "sigma": pump.drive.backlash_mm / travel,
+        "sigma": (pump.drive.backlash_mm + pump.syringe.stick_travel_mm) / travel,
+        "bolus": pump.syringe.breakaway_bolus_ml,
         "C": C,
         "lam": 1.0 / (R * C),
         "p_eq": p.line.equilibrium_pressure_mmhg,
@@ -121,5 +123,6 @@ def solve_reference(
             y = sol.y[:, -1].copy()
             if not engaged and abs(y[0] - k["sigma"]) < 1e-6:
                 y[0] = k["sigma"]
+                y[1] += k["bolus"] / k["C"]  # the stopper breaks away: its rim jumps
             t = t_cut
     return {"pressure_mmhg": out[1], "delivered_ml": out[2], "settled_g": out[3]}

@@ -1,18 +1,23 @@
 """Syringe pump drive: stepper → lead screw → plunger → volume, with backlash, wear,
 force-based occlusion sensing and motor stall.
 
-Kinematics (pumps.md §5): the motor makes microsteps at ``f = Q_set / Δv_cfg`` where
+Kinematics: the motor makes microsteps at ``f = Q_set / Δv_cfg`` where
 ``Δv_cfg = A_cfg · lead/(steps_per_rev · microsteps)`` is the volume per microstep the
 pump *believes* in (its configured syringe diameter). The plunger actually moves the
 true syringe's area ``A_true``, so a mis-sized syringe is a flow error of
 ``(A_true/A_cfg − 1)`` (≈ 2 % per 1 % of diameter). Delivery is discrete per microstep
 (pulsatile at low rates); the lead screw's free play (backlash, in mm) must be taken up
-before the plunger moves (the start-up delay of Neff et al.), and lead-screw wear makes
-each step deliver ``(1 − w(t))`` of its nominal volume, ``w`` growing linearly from the
-wear onset.
+before the plunger moves, then the syringe assembly (a spring of the syringe's
+``assembly_stiffness_n_per_mm``) is loaded until its force reaches the stopper's breakaway
+friction, and the stopper's rim jumps forward as the spring relaxes to the sliding friction
+(the start-up delay of Neff et al. 2001, Paediatr Anaesth 11(5):561-5, and Neff et al.
+2007, Eur J Anaesthesiol 24(7):602-8; see :mod:`medtwin.device_models.syringes`).
+Lead-screw wear makes each step deliver ``(1 − w(t))`` of its nominal volume, ``w``
+growing linearly from the wear onset.
 
-Sensing (patent US10314971 via pumps.md): the pump measures plunger force
-``F = P·A_true + F_friction`` while moving and estimates the pressure as
+Sensing (patent US10314971): the pump measures plunger force
+``F = P·A_true + F_friction`` while moving (``F_friction``: the syringe's
+``stopper_friction_n``) and estimates the pressure as
 ``(F − F_compensation)/A_cfg``; the occlusion alarm fires when that estimate reaches the
 threshold, after a detection latency. The motor stalls (stall alarm) when the force
 needed exceeds ``max_force_n``.
@@ -34,7 +39,8 @@ PA_PER_MMHG = 133.322387415
 @dataclass(frozen=True)
 class SyringeDriveParams:
     """Stepper and lead screw. Defaults: a 1.8° motor at 1/16 microstepping on a 1.25 mm
-    lead screw (the example of pumps.md §5); backlash, force and friction are nominal."""
+    lead screw; backlash and force are nominal. The stopper's friction belongs to the
+    syringe (:class:`~medtwin.device_models.syringes.SyringeSpec`)."""
 
     steps_per_rev: int = param(200, unit="steps/rev", doc="full steps per revolution", minimum=1)
     microsteps: int = param(16, unit="", doc="microsteps per full step", minimum=1)
@@ -48,7 +54,6 @@ class SyringeDriveParams:
     max_force_n: float = param(
         150.0, unit="N", doc="force at which the motor stalls (nominal)", minimum=0.0
     )
-    friction_n: float = param(8.0, unit="N", doc="plunger friction while moving", minimum=0.0)
     friction_compensation_n: float = param(
         8.0, unit="N", doc="friction the pump subtracts from the force sensor", minimum=0.0
     )
@@ -82,6 +87,15 @@ class SyringePumpParams:
     )
     fill_ml: float = param(
         0.0, unit="mL", doc="volume loaded in the syringe (0: its nominal volume)", minimum=0.0
+    )
+    pressure_sensor: bool = param(
+        True,
+        unit="",
+        doc=(
+            "the pump senses plunger force and alarms at occlusion_threshold_mmhg "
+            "(false: no sensor, e.g. the New Era NE-1000: an occlusion only stalls the "
+            "motor at drive.max_force_n)"
+        ),
     )
     occlusion_threshold_mmhg: float = param(
         500.0, unit="mmHg", doc="occlusion alarm threshold (sensed pressure)", minimum=0.0

@@ -1,8 +1,12 @@
-"""The syringe library: inner diameter, barrel compliance and capacity per brand and size.
+"""The syringe library: inner diameter, compliance, capacity and stopper mechanics per syringe.
 
 A 1 % error in a syringe's inner diameter is a 2 % flow error, so the twin never guesses:
 the diameter comes from this library (``data/syringes.toml``, every value with its
-source, unverified ones marked ``nominal``). Users add their own syringes in a TOML file
+source, unverified ones marked ``nominal``). The stopper's friction (sliding and breakaway)
+and the stiffness of the syringe assembly set the start-up delay (Neff et al. 2001,
+Paediatr Anaesth 11(5):561-5; Neff et al. 2007, Eur J Anaesthesiol 24(7):602-8); forces of
+this kind are what ISO 7886-2 Annex C measures. Entries that omit them get
+:func:`nominal_stopper_mechanics` of their diameter. Users add their own syringes in a TOML file
 of the same ``[[syringe]]`` tables and pass it with ``--syringes FILE`` (CLI) or a bench
 file's ``syringe_library`` key; their entries take precedence over the shipped ones.
 """
@@ -19,7 +23,34 @@ from typing import Any
 
 from medtwin.device_models.base import ParameterError, param
 
-__all__ = ["SyringeLibrary", "SyringeSpec", "UnknownSyringeError", "default_library"]
+__all__ = [
+    "SyringeLibrary",
+    "SyringeSpec",
+    "UnknownSyringeError",
+    "default_library",
+    "nominal_stopper_mechanics",
+]
+
+#: The nominal scaling of the stopper mechanics with the barrel's inner diameter ``ID`` (mm),
+#: fitted to the published start-up delays (docs/models.md, "Start-up"), NOT measured per
+#: syringe: breakaway (static) friction ``0.4 N/mm · ID`` and sliding friction
+#: ``0.3 N/mm · ID`` (a stopper's friction grows with its sealing perimeter), assembly
+#: stiffness ``530 N / ID`` (larger syringes have longer plungers and softer stoppers).
+_BREAKAWAY_N_PER_MM = 0.4
+_SLIDING_N_PER_MM = 0.3
+_STIFFNESS_N = 530.0
+
+
+def nominal_stopper_mechanics(inner_diameter_mm: float) -> tuple[float, float, float]:
+    """(sliding friction N, breakaway force N, assembly stiffness N/mm) for a barrel of
+    ``inner_diameter_mm``, by the nominal scaling rule (unverified, see the module doc),
+    rounded to 0.1 as the shipped library carries them."""
+    d = inner_diameter_mm
+    return (
+        round(_SLIDING_N_PER_MM * d, 1),
+        round(_BREAKAWAY_N_PER_MM * d, 1),
+        round(_STIFFNESS_N / d, 1),
+    )
 
 
 class UnknownSyringeError(ParameterError):
@@ -33,6 +64,13 @@ class SyringeSpec:
     ``inner_diameter_mm`` is the barrel's inner diameter (what converts plunger travel to
     volume); ``barrel_compliance_ul_per_mmhg`` the volume the barrel and plunger seal
     take up per mmHg of line pressure; ``max_fill_ml`` the graduated capacity.
+
+    Stopper mechanics (the start-up model, docs/models.md): the plunger rod, the stopper
+    and the pump's clamp form a spring of ``assembly_stiffness_n_per_mm`` between the drive
+    and the stopper's sealing rim; the rim sticks until the spring's force reaches
+    ``breakaway_force_n`` (static friction) and then slides against
+    ``stopper_friction_n`` (sliding friction, also what a force-sensing pump measures on
+    top of the pressure force and what it must overcome before it stalls).
     """
 
     name: str = param("BD Plastipak 50 mL", unit="", doc="library name")
@@ -44,8 +82,24 @@ class SyringeSpec:
     )
     max_fill_ml: float = param(60.0, unit="mL", doc="graduated capacity", minimum=0.0)
     nominal_volume_ml: float = param(50.0, unit="mL", doc="nominal size", minimum=0.0)
+    stopper_friction_n: float = param(
+        8.0, unit="N", doc="stopper sliding (dynamic) friction (nominal)", minimum=0.0
+    )
+    breakaway_force_n: float = param(
+        10.6,
+        unit="N",
+        doc="stopper breakaway (static) friction, >= the sliding friction (nominal)",
+        minimum=0.0,
+    )
+    assembly_stiffness_n_per_mm: float = param(
+        19.9,
+        unit="N/mm",
+        doc="stiffness of plunger rod, stopper and clamp between drive and rim (nominal)",
+        minimum=1e-3,
+    )
     source: str = param("", unit="", doc="where the diameter comes from")
     source_compliance: str = param("", unit="", doc="where the compliance comes from")
+    source_mechanics: str = param("", unit="", doc="where the friction and stiffness come from")
 
     @property
     def verified(self) -> bool:
@@ -55,6 +109,18 @@ class SyringeSpec:
     @property
     def area_mm2(self) -> float:
         return math.pi * self.inner_diameter_mm**2 / 4.0
+
+    @property
+    def stick_travel_mm(self) -> float:
+        """Drive travel that loads the assembly from rest to breakaway."""
+        return self.breakaway_force_n / self.assembly_stiffness_n_per_mm
+
+    @property
+    def breakaway_bolus_ml(self) -> float:
+        """Volume the rim jumps forward at breakaway (the spring relaxes from the breakaway
+        force to the sliding friction)."""
+        excess = self.breakaway_force_n - self.stopper_friction_n
+        return self.area_mm2 * excess / self.assembly_stiffness_n_per_mm / 1000.0
 
 
 def _normalise(name: str) -> str:
@@ -130,6 +196,9 @@ class SyringeLibrary:
             where = f"{source}: syringe[{index}]"
             try:
                 name = str(entry["name"])
+                sliding, breakaway, stiffness = nominal_stopper_mechanics(
+                    float(entry["inner_diameter_mm"])
+                )
                 spec = SyringeSpec(
                     name=name,
                     inner_diameter_mm=float(entry["inner_diameter_mm"]),
@@ -138,6 +207,18 @@ class SyringeLibrary:
                     nominal_volume_ml=float(entry["nominal_volume_ml"]),
                     source=str(entry.get("source_inner_diameter", "")),
                     source_compliance=str(entry.get("source_compliance", "")),
+                    stopper_friction_n=float(entry.get("stopper_friction_n", sliding)),
+                    breakaway_force_n=float(entry.get("breakaway_force_n", breakaway)),
+                    assembly_stiffness_n_per_mm=float(
+                        entry.get("assembly_stiffness_n_per_mm", stiffness)
+                    ),
+                    source_mechanics=str(
+                        entry.get(
+                            "source_mechanics",
+                            "nominal: scaling rule of nominal_stopper_mechanics (not given "
+                            "in the file)",
+                        )
+                    ),
                 )
             except KeyError as exc:
                 raise ParameterError(f"{where}: missing field {exc.args[0]!r}") from None
@@ -150,6 +231,14 @@ class SyringeLibrary:
                 )
             if spec.barrel_compliance_ul_per_mmhg < 0 or spec.max_fill_ml <= 0:
                 raise ParameterError(f"{where}: compliance and max_fill_ml must be positive")
+            if not (0.0 <= spec.stopper_friction_n <= spec.breakaway_force_n):
+                raise ParameterError(
+                    f"{where}: expected 0 <= stopper_friction_n <= breakaway_force_n (static "
+                    f"friction is at least the sliding friction), got "
+                    f"{spec.stopper_friction_n} and {spec.breakaway_force_n} N"
+                )
+            if spec.assembly_stiffness_n_per_mm <= 0:
+                raise ParameterError(f"{where}.assembly_stiffness_n_per_mm: must be positive")
             self.add(spec)
 
 

@@ -202,3 +202,6 @@ class EventHandling(PhaseKernel):
         st.running = np.where(target, False, st.running)
         st.alarms = np.where(target, st.alarms | int(Alarm.END_OF_INFUSION), st.alarms)
         st.pending_alarm_s = np.where(target, np.inf, st.pending_alarm_s)
+        # a stopped motor lets the stopper's rim stick again (static friction holds the
+        # force the assembly carries)
+        st.sliding &= st.running

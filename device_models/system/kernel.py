@@ -112,7 +112,9 @@ class Phase:
     alpha: FloatArray  # true volume per step, α + β t (mL)
     beta: FloatArray
     dv_cfg: FloatArray  # pump-counted volume per step (mL)
-    sigma: FloatArray  # steps before the plunger engages
+    sigma: FloatArray  # steps before the plunger engages (backlash + loading to breakaway)
+    j_bolus: FloatArray  # true volume the stopper's rim jumps at breakaway (mL, 0: none)
+    k_bolus: FloatArray  # first step at or after the breakaway (inf: no breakaway this phase)
     k_full: FloatArray
     k_partial: FloatArray  # index of the partial step (inf: none)
     e_partial: FloatArray
@@ -139,6 +141,7 @@ class Eval:
     load_g: FloatArray
     counted_ml: FloatArray
     peak_pressure_mmhg: FloatArray
+    broke: NDArray[np.bool_]  # the stopper broke away at or before u (this phase)
 
 
 def col(a: NDArray[Any]) -> NDArray[Any]:
@@ -169,8 +172,18 @@ def evaluate(rows: Rows, st: SystemState, ph: Phase, u: FloatArray) -> Eval:
         t_p = ph.t_a + (np.where(np.isfinite(ph.k_partial), ph.k_partial, 0.0) - col(st.acc)) * h
         j_p = ph.e_partial * (ph.alpha + ph.beta * t_p)
         lam_line = None if not np.any(lam) else lam
+        # The stopper's breakaway: one impulse at the instant the drive's travel brings the
+        # assembly's force to the breakaway friction (a microstep's motion spreads over its
+        # period; taking the instant rather than the next step keeps every output
+        # continuous in the stopper's parameters, which calibration differentiates).
+        t_bolus = np.maximum(ph.t_a + (ph.sigma - col(st.acc)) * h, ph.t_a)
+        broke = np.isfinite(ph.k_bolus) & (f > 0) & (u_run >= t_bolus)
+        any_bolus = bool(np.any(broke))
         for lam_i in (None, lam_line, lam_b):
             s = _train_sum(n_main, t_last, h, ph.alpha, ph.beta, lam_i, u)
+            if any_bolus:
+                decay = 1.0 if lam_i is None else np.exp(-lam_i * np.maximum(u - t_bolus, 0.0))
+                s = s + np.where(broke, ph.j_bolus * decay, 0.0)
             # the partial step where the slack runs out
             if any_partial:
                 decay = 1.0 if lam_i is None else np.exp(-lam_i * np.maximum(u - t_p, 0.0))
@@ -192,15 +205,24 @@ def evaluate(rows: Rows, st: SystemState, ph: Phase, u: FloatArray) -> Eval:
         s0, s_line, s_bal = sums
         steps_done = n
         last_step_t = np.where(n >= 1, t_last, -np.inf)
+        if any_bolus:  # the last impulse may be the breakaway's
+            last_step_t = np.where(broke, np.maximum(last_step_t, t_bolus), last_step_t)
     else:
         steps_cont = f * tau_run
         u_engage = ph.t_a + ph.sigma * h
         start = np.minimum(np.maximum(u_engage, ph.t_a), u_run)
         sums = []
         lam_line = None if not np.any(lam) else lam
+        # the stopper's breakaway: one impulse when the dead band (backlash + loading of
+        # the assembly to the breakaway friction) is used up
+        broke = np.isfinite(ph.k_bolus) & (f > 0) & (u_run >= u_engage)
+        any_bolus = bool(np.any(broke))
         for lam_i in (None, lam_line, lam_b):
-            s = _flow_integral(start, u_run, ph.alpha, ph.beta, lam_i, u)
-            sums.append(ph.d * np.where(f > 0, f * ph.mean_gain * s, 0.0))
+            s = f * ph.mean_gain * _flow_integral(start, u_run, ph.alpha, ph.beta, lam_i, u)
+            if any_bolus:
+                decay = 1.0 if lam_i is None else np.exp(-lam_i * np.maximum(u - u_engage, 0.0))
+                s = s + np.where(broke, ph.j_bolus * decay, 0.0)
+            sums.append(ph.d * np.where(f > 0, s, 0.0))
         s0, s_line, s_bal = sums
         steps_done = steps_cont
         acc = np.broadcast_to(col(st.acc), steps_done.shape)
@@ -247,6 +269,7 @@ def evaluate(rows: Rows, st: SystemState, ph: Phase, u: FloatArray) -> Eval:
         load_g=load,
         counted_ml=counted,
         peak_pressure_mmhg=np.maximum(peak, pressure),
+        broke=np.broadcast_to(broke, u.shape),
     )
 
 
@@ -352,6 +375,20 @@ class PhaseKernel:
         b = self.backlash_steps[idx]
         sigma = np.where(d > 0, st.slack_steps, b - st.slack_steps)
         sigma = np.maximum(sigma, 0.0)
+        # Stopper: unless its rim is already sliding, the drive loads the syringe assembly
+        # (a spring) from the friction force it holds to the breakaway friction, then the
+        # rim breaks away and jumps forward as the spring relaxes to the sliding friction.
+        # The force is linear in the drive's travel, so the breakaway step is exact.
+        if r.kind == "syringe":
+            sliding = st.sliding & running
+            per_step_n = r.stiffness_n_per_mm[idx] * r.travel_mm[idx]
+            load = np.maximum(r.breakaway_n[idx] - d * st.chain_n, 0.0)
+            sigma = sigma + np.where(sliding, 0.0, load / per_step_n)
+            jump_mm = (r.breakaway_n[idx] - r.friction_n[idx]) / r.stiffness_n_per_mm[idx]
+            j_bolus = np.where(sliding, 0.0, r.area_true_mm2[idx] * jump_mm / 1000.0)
+        else:
+            j_bolus = np.zeros(idx.shape)
+        k_bolus = np.where(j_bolus > 0, np.maximum(1.0, np.ceil(sigma - 1e-12)), np.inf)
         frac = sigma - np.floor(sigma)
         k_full = np.floor(sigma) + 1.0 + (frac > 1e-12)
         k_partial = np.where(frac > 1e-12, np.floor(sigma) + 1.0, np.inf)
@@ -370,6 +407,8 @@ class PhaseKernel:
             beta=col(beta),
             dv_cfg=col(dv_cfg),
             sigma=col(sigma),
+            j_bolus=col(j_bolus),
+            k_bolus=col(k_bolus),
             k_full=col(k_full),
             k_partial=col(k_partial),
             e_partial=col(e_partial),
@@ -397,6 +436,25 @@ class PhaseKernel:
         new.slack_steps = np.where(
             d > 0, np.maximum(st.slack_steps - n, 0.0), np.minimum(st.slack_steps + n, b)
         )
+        if self.rows.kind == "syringe":
+            # steps beyond the backlash load the assembly until the rim breaks away; then
+            # it carries the sliding friction for as long as the motor runs this way
+            r = self.rows
+            slack = np.where(d > 0, st.slack_steps, b - st.slack_steps)
+            loading = np.maximum(n - np.maximum(slack, 0.0), 0.0)
+            sliding = st.sliding & st.running
+            broke = ev.broke[rows_i, j]
+            loaded = st.chain_n + d * r.stiffness_n_per_mm[idx] * r.travel_mm[idx] * loading
+            new.chain_n = np.where(
+                broke, d * r.friction_n[idx], np.where(sliding, st.chain_n, loaded)
+            )
+            new.sliding = sliding | broke
+            # Broken away between two microsteps: the part of the dead band the drive has
+            # not travelled yet (under one step) stays as free travel, so that the next
+            # phase's first step is the same partial step this phase would have made.
+            rest = np.maximum(ph.sigma[:, 0] - n, 0.0)
+            free = np.where(d > 0, rest, b - rest)
+            new.slack_steps = np.where(broke & (rest > 0), free, new.slack_steps)
         period = self.rows.dip_period[idx]
         new.rotor = np.where(
             period > 0, (st.rotor + np.floor(n).astype(np.int64)) % np.maximum(period, 1), 0

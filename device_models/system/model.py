@@ -180,6 +180,8 @@ class Model(EventHandling):
             inp.rate_ml_h = value
             self._check_rate()
         elif kind is CommandKind.SET_DIRECTION:
+            if value != inp.direction:
+                st.sliding[:] = False  # reversing: the friction must break away the other way
             inp.direction = value
         elif kind is CommandKind.SET_DIAMETER:
             inp.diameter_mm = value
@@ -225,6 +227,9 @@ class Model(EventHandling):
             self.tare_g = (
                 np.full(self.rows.size, value) if math.isfinite(value) else st.settled_g.copy()
             )
+        # The stopper's rim slides only while the motor drives it: any stop (command or
+        # alarm) lets static friction hold it again.
+        st.sliding &= st.running
 
     def _check_rate(self) -> None:
         rate = self.inputs.rate_ml_h

@@ -24,7 +24,9 @@ class SystemState:
 
     Continuous quantities (volumes, pressure, mass) plus the drive's discrete state: the
     fractional step accumulator, the backlash slack (in steps), the rotor position within
-    a finger, the pump's counters and its alarm bits.
+    a finger, the pump's counters and its alarm bits; and the stopper's: the friction force
+    the syringe assembly carries (``chain_n``, signed, + pushes the stopper forward) and
+    whether the rim is sliding (after breakaway, until the motor stops or reverses).
     """
 
     acc: FloatArray
@@ -41,6 +43,8 @@ class SystemState:
     alarms: NDArray[np.int64]
     pending_alarm_s: FloatArray
     engaged_once: NDArray[np.bool_]
+    chain_n: FloatArray
+    sliding: NDArray[np.bool_]
 
     def take(self, idx: NDArray[np.intp]) -> SystemState:
         return SystemState(**{k: v[idx].copy() for k, v in self.__dict__.items()})
@@ -71,6 +75,8 @@ def initial_state(rows: Rows, backlash_steps: FloatArray, p0: FloatArray) -> Sys
         alarms=np.zeros(size, dtype=np.int64),
         pending_alarm_s=np.full(size, np.inf),
         engaged_once=np.zeros(size, dtype=bool),
+        chain_n=zeros.copy(),
+        sliding=np.zeros(size, dtype=bool),
     )
 
 

@@ -84,22 +84,28 @@ def test_rate_changes_and_wear_match_solve_ivp(continuous: SystemParams) -> None
 
 
 def test_startup_closed_form(continuous: SystemParams) -> None:
-    """Dead band then first-order fill: P = P_eq + qR(1 − e^{−(t−t_e)/τ}),
-    V_out = q(t − t_e) − qτ(1 − e^{−(t−t_e)/τ})."""
+    """Dead band (backlash + loading the assembly to breakaway), the rim's jump J, then a
+    first-order fill: P = P_eq + qR(1 − e^{−x/τ}) + (J/C)e^{−x/τ},
+    V_out = q·x − qτ(1 − e^{−x/τ}) + J(1 − e^{−x/τ}), x = t − t_e."""
     k = _constants(continuous)
     rate = 2.0
     q = rate / 3600.0
     t_e = k["sigma"] * k["dv"] / q
     tau = 1.0 / k["lam"]
+    jump = k["bolus"]
     t = np.linspace(0.0, 2000.0, 2001)
     ours = simulate(continuous, Schedule().set_rate(0, rate).start(0), t).row(0)
     x = np.maximum(t - t_e, 0.0)
-    pressure = k["p_eq"] + q * tau / k["C"] * (1.0 - np.exp(-x / tau))
-    delivered = q * x - q * tau * (1.0 - np.exp(-x / tau))
+    on = t >= t_e
+    decay = np.exp(-x / tau)
+    pressure = k["p_eq"] + q * tau / k["C"] * (1.0 - decay) + np.where(on, jump / k["C"] * decay, 0)
+    delivered = q * x - q * tau * (1.0 - decay) + np.where(on, jump * (1.0 - decay), 0.0)
     np.testing.assert_allclose(ours["line_pressure_mmhg"], pressure, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(ours["delivered_ml"], delivered, rtol=1e-9, atol=1e-12)
-    # backlash 0.2 mm at 2 mL/h on a BD 50 mL syringe: about 200 s of no delivery
-    assert 150.0 < t_e < 250.0
+    # BD 50 mL at 2 mL/h: 0.2 mm of backlash plus 10.6 N / 19.9 N/mm of assembly loading
+    # is 0.733 mm of travel at 3.6 mm/h, about 733 s of no delivery (backlash alone, the
+    # model before the stopper mechanics, gave about 200 s)
+    assert 700.0 < t_e < 770.0
 
 
 @pytest.mark.parametrize("quantised", [True, False])
@@ -116,7 +122,7 @@ def test_occlusion_time_to_alarm_and_bolus(quantised: bool, rate: float) -> None
     row = simulate(params, schedule, t).row(0)
     pump = params.pump
     area_cfg = area_true = pump.syringe.area_mm2  # type: ignore[union-attr]
-    offset = (pump.drive.friction_n - pump.drive.friction_compensation_n) / (
+    offset = (pump.syringe.stopper_friction_n - pump.drive.friction_compensation_n) / (
         PA_PER_MMHG * area_cfg * 1e-6
     )  # type: ignore[union-attr]
     p_star = (pump.occlusion_threshold_mmhg - offset) * area_cfg / area_true
