@@ -216,7 +216,7 @@ def calibrate(
     names = _parameter_list(params_text)
     fixed = _values(fix_items, "--fix")
     start = _values(start_items, "--start")
-    with open_store(db_url) as store:
+    with open_store(db_url, write=True) as store:
         try:
             run = store.load_run(run_id)
         except RunNotFound as error:

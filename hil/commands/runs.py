@@ -45,16 +45,17 @@ db_option = click.option(
 )
 
 
-def open_store(db_url: str) -> RunStore:
-    """Open an existing store for a command that only reads it (``runs``, ``report``,
-    ``export``); any failure is a bad ``--db`` (status 2).
+def open_store(db_url: str, *, write: bool = False) -> RunStore:
+    """Open an existing store for a command; any failure is a bad ``--db`` (status 2).
 
-    A store that cannot be written (a read-only directory or file, or a URL with
-    ``?mode=ro``) is opened read-only, so that an archived store can still be listed,
-    reported and exported.
+    For a command that only reads it (``runs``, ``report``, ``export``), a store that
+    cannot be written (a read-only directory or file, or a URL with ``?mode=ro``) is opened
+    read-only, so that an archived store can still be listed, reported and exported. A
+    command that stores something in it (``calibrate``) passes ``write=True``: a store it
+    cannot write is then refused at once, naming the file, before any work is done.
     """
     try:
-        return RunStore(db_url, create=False, read_only=None)
+        return RunStore(db_url, create=False, read_only=False if write else None)
     except StorageError as error:
         raise ConfigurationError(str(error), source="--db") from error
 

@@ -215,3 +215,14 @@ def test_demo_run_twice_keeps_both_reports(tmp_path: Path, monkeypatch: pytest.M
     assert result.exit_code == 0, result.output
     assert (tmp_path / "report-1.html").read_bytes() == before
     assert (tmp_path / "report-1-2.html").is_file()
+
+
+def test_calibrate_into_a_read_only_store_is_refused_before_any_fit(
+    archived: tuple[Path, int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, done, _dead = archived
+    _not_writable(monkeypatch, path)
+    result = CliRunner().invoke(main, ["calibrate", str(done), "--db", f"sqlite:///{path}"])
+    assert result.exit_code != 0
+    assert "is read-only" in result.output
+    assert "cannot be stored in it" in result.output
