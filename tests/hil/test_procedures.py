@@ -8,11 +8,19 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from medtwin.drivers.errors import ConfigurationError
+from medtwin.hil.analysis.gravimetry import GravimetricPolicy
 from medtwin.hil.config import load_bench, load_scenario
+from medtwin.hil.measurements import Outcome, overall_outcome
 from medtwin.hil.packaged import bench_path
-from medtwin.hil.procedures import parse_procedures
+from medtwin.hil.procedures import (
+    FlowProcedure,
+    OcclusionProcedure,
+    RunSeries,
+    parse_procedures,
+)
 from medtwin.hil.runner import RunResult, plan_steps
 from medtwin.hil.store import RunStore
 
@@ -50,11 +58,12 @@ def test_occlusion_procedure_measures_alarm_and_bolus(
     assert procedure.errors == {}
     for side in ("real", "twin"):
         analysis = procedure.analysis[side]
-        # C = 2.72 µL/mmHg from ~10 to the 500 mmHg threshold at 5 mL/h, + 2 s latency
-        assert analysis["time_to_alarm_s"] == pytest.approx(2.72e-3 * 490 / (5 / 3600) + 2, abs=5)
-        assert analysis["pressure_at_alarm_mmhg"] == pytest.approx(501.0, abs=2.0)
+        # The NE-1000 has no pressure sensor: the motor stalls at the force limit,
+        # (150 N − 8 N)/555.3 mm² = 1918 mmHg; C = 2.72 µL/mmHg from ~10 mmHg at 5 mL/h
+        assert analysis["time_to_alarm_s"] == pytest.approx(2.72e-3 * 1908 / (5 / 3600), abs=5)
+        assert analysis["pressure_at_alarm_mmhg"] == pytest.approx(1918.0, abs=3.0)
         # what C stored, down to where the pressure is "reduced" (baseline + 5 mmHg)
-        stored_ml = 2.72e-3 * (501.0 - analysis["baseline_pressure_mmhg"] - 5.0)
+        stored_ml = 2.72e-3 * (1918.0 - analysis["baseline_pressure_mmhg"] - 5.0)
         assert analysis["bolus_volume_ml"] == pytest.approx(stored_ml, rel=0.01)
     # judged ones pass; the pressure and bolus without a declared maximum are disclosed
     assert {v.outcome.value for v in result.verdicts if not v.informational} == {"PASS"}
@@ -114,3 +123,146 @@ def test_sigkill_mid_run_leaves_an_interrupted_run_with_its_data(
     mass = run.channel("balance.mass_g")
     assert len(mass) >= durable  # everything that was durable before the kill is still there
     assert json.dumps(run.info.as_json())
+
+
+# --------------------------------------------------------------------------- analysis choices
+
+
+def _flow_side(
+    rate_ml_h: float, *, error_percent: float = 0.0, pump_kind: str = "syringe"
+) -> RunSeries:
+    """Two hours of balance mass at ``rate·(1 + e)`` mL/h, written at the default policy's d."""
+    policy = GravimetricPolicy()
+    t_s = np.arange(0.0, 7200.0 + 1.0, 30.0)
+    mass = rate_ml_h * (1 + error_percent / 100) * policy.density_g_ml * t_s / 3600.0
+    empty = np.empty(0)
+    return RunSeries(
+        "real", t_s, mass, empty, empty, empty, np.empty(0, dtype=bool), policy, pump_kind
+    )
+
+
+def _flow(**fields: object) -> FlowProcedure:
+    (procedure,) = parse_procedures(
+        [{"kind": "iec60601-2-24.flow", "rate_ml_h": 5.0, **fields}], source="s.toml"
+    )
+    assert isinstance(procedure, FlowProcedure)
+    return procedure
+
+
+def test_accuracy_defaults_by_pump_kind_and_says_so() -> None:
+    # +3 % flow: outside a syringe pump's default ±2 %, inside a volumetric pump's ±5 %.
+    syringe_analysis, syringe = _flow().analyse(_flow_side(5.0, error_percent=3.0))
+    volumetric_analysis, volumetric = _flow().analyse(
+        _flow_side(5.0, error_percent=3.0, pump_kind="volumetric")
+    )
+    a_syringe, a_volumetric = syringe[0], volumetric[0]
+    assert a_syringe.name == a_volumetric.name == "mean_flow_error_a"
+    assert (a_syringe.lower, a_syringe.upper, a_syringe.outcome) == (-2.0, 2.0, Outcome.FAIL)
+    assert (a_volumetric.lower, a_volumetric.upper) == (-5.0, 5.0)
+    assert a_volumetric.outcome is Outcome.PASS
+    assert a_syringe.limits_source == "default"
+    assert a_syringe.as_dict()["limits_source"] == "default"
+    parameters = syringe_analysis["parameters"]
+    assert parameters["accuracy_percent"] == {"value": 2.0, "source": "default"}
+    assert volumetric_analysis["parameters"]["accuracy_percent"]["value"] == 5.0
+    declared = _flow(accuracy_percent=4.0).analyse(_flow_side(5.0, error_percent=3.0))[1][0]
+    assert (declared.upper, declared.limits_source) == (4.0, "scenario")
+
+
+def test_ep_without_limits_is_info_and_does_not_make_the_run_pass() -> None:
+    _, verdicts = _flow().analyse(_flow_side(5.0))
+    ep = [v for v in verdicts if v.name.startswith("ep_")]
+    assert [v.name for v in ep[::2]] == [f"ep_max_{p}min" for p in (2, 5, 11, 19, 31)]
+    assert {v.outcome for v in ep} == {Outcome.INFO}
+    assert {v.as_dict()["outcome"] for v in ep} == {"INFO"}
+    assert all(v.limits_source is None for v in ep)
+    assert overall_outcome(ep) is Outcome.UNSET  # disclosed values alone judge nothing
+    assert overall_outcome(verdicts) is Outcome.PASS
+
+
+def test_the_density_used_is_stored_and_noted_beside_every_flow_verdict() -> None:
+    side = _flow_side(5.0)
+    analysis, verdicts = _flow(evaporation_g_h=0.001).analyse(side)
+    policy = GravimetricPolicy(evaporation_g_h=0.001)
+    assert analysis["density_g_ml"] == policy.density_g_ml
+    assert analysis["gravimetry"] == policy.as_dict()
+    assert analysis["trumpet"]["evaporation_loss_g_h"] == 0.001
+    assert all(v.note.startswith(policy.label()) for v in verdicts)
+
+
+def test_every_analysis_choice_is_a_parameter_with_its_default_shown() -> None:
+    flow = _flow(marginal_fraction=0.2).parameters()
+    assert flow["marginal_fraction"] == {"value": 0.2, "source": "scenario"}
+    assert flow["windows_min"] == {"value": [2.0, 5.0, 11.0, 19.0, 31.0], "source": "default"}
+    (occlusion,) = parse_procedures(
+        [{"kind": "iec60601-2-24.occlusion", "rate_ml_h": 5.0, "max_time_to_alarm": "10min"}],
+        source="s.toml",
+    )
+    parameters = occlusion.parameters()
+    assert parameters["release_after_factor"] == {"value": 1.1, "source": "default"}
+    assert parameters["bolus_end_margin_mmhg"] == {"value": 5.0, "source": "default"}
+    assert isinstance(occlusion, OcclusionProcedure)
+    assert occlusion.release_s == pytest.approx(600.0 + 1.1 * 600.0)
+    (later,) = parse_procedures(
+        [
+            {
+                "kind": "iec60601-2-24.occlusion",
+                "rate_ml_h": 5.0,
+                "max_time_to_alarm": "10min",
+                "release_after_factor": 1.5,
+            }
+        ],
+        source="s.toml",
+    )
+    assert isinstance(later, OcclusionProcedure)
+    assert later.release_s == pytest.approx(600.0 + 1.5 * 600.0)
+    (bolus,) = parse_procedures(
+        [{"kind": "iec60601-2-24.bolus", "volume_ml": 0.5, "rate_ml_h": 60.0}], source="s.toml"
+    )
+    assert bolus.parameters()["weigh_after_fraction"] == {"value": 0.75, "source": "default"}
+    assert bolus.parameters()["weigh_before"] == {"value": 1.0, "source": "default"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        (
+            {"kind": "iec60601-2-24.flow", "rate_ml_h": 5, "marginal_fraction": 2},
+            "marginal_fraction",
+        ),
+        ({"kind": "iec60601-2-24.flow", "rate_ml_h": 5, "windows_min": [2, -5]}, "windows_min.1"),
+        ({"kind": "iec60601-2-24.flow", "rate_ml_h": 5, "evaporation_g_h": -1}, "evaporation_g_h"),
+        (
+            {
+                "kind": "iec60601-2-24.occlusion",
+                "rate_ml_h": 5,
+                "max_time_to_alarm": "1min",
+                "release_after_factor": 0.9,
+            },
+            "release_after_factor",
+        ),
+        (
+            {
+                "kind": "iec60601-2-24.occlusion",
+                "rate_ml_h": 5,
+                "max_time_to_alarm": "1min",
+                "bolus_end_margin_mmhg": 0,
+            },
+            "bolus_end_margin_mmhg",
+        ),
+        (
+            {
+                "kind": "iec60601-2-24.bolus",
+                "volume_ml": 0.5,
+                "rate_ml_h": 60,
+                "weigh_after_fraction": 1.5,
+            },
+            "weigh_after_fraction",
+        ),
+    ],
+)
+def test_analysis_parameters_are_validated_by_file_and_field(
+    fields: dict[str, object], where: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=rf"s.toml:procedures\[0\].{where}"):
+        parse_procedures([fields], source="s.toml")
