@@ -13,7 +13,8 @@ What a block does, by its language:
     Parsed with :mod:`tomllib`. A bench file (top-level ``devices``, or the ``bench``
     directive) is validated by medtwin's own loader and bench checks; a scenario file
     (top-level ``duration``, or ``scenario``) by the scenario loader and then planned
-    against a bench (the packaged ``emulated-nominal`` unless ``bench=PATH``). A fragment
+    against a bench (the packaged ``emulated-nominal`` unless ``bench=PATH``); a Modbus
+    register map (``[map]`` and ``[registers.*]``, or ``register-map``) by its loader. A fragment
     (``bench-part`` / ``scenario-part``, optionally ``device=NAME``) is merged into the
     packaged bench or scenario and validated as part of it.
 ``python``
@@ -31,7 +32,7 @@ What a block does, by its language:
 Directives (``<!-- medtwin: WORD key=value ... -->``, shell-quoted values):
 
 ``skip="reason"``            the block is reported as skipped with that reason
-``bench``, ``scenario``      the TOML block is a whole bench / scenario file
+``bench``, ``scenario``, ``register-map``   the TOML block is a whole file of that kind
 ``bench-part``, ``scenario-part`` [``device=NAME``]   a fragment, validated in a whole file
 ``parse-only="reason"``      a TOML block that is only parsed (it names a plug-in's protocol)
 ``emulate="PROTOCOL ..."``   a Python block's ``/dev/ttyUSB0`` is an emulator's pty
@@ -235,6 +236,10 @@ def _toml(example: Example, block: Block, page_run: PageRun) -> None:
             _check_bench(text, source)
         else:
             RunPlan.of(_check_bench(packaged.read_text(), "bench"), scenario_from_text(text))
+    elif "register-map" in options or {"map", "registers"} <= data.keys():
+        from medtwin.drivers.register_map import RegisterMap
+
+        RegisterMap.from_dict(data, source=source)
     elif "bench" in options or ("devices" in data and "scenario" not in options):
         _check_bench(block.text, source)
     elif "scenario" in options or {"name", "duration"} <= data.keys():
