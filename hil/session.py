@@ -27,6 +27,7 @@ import click
 from medtwin.drivers.clock import Clock, VirtualClock, WallClock
 from medtwin.drivers.errors import ConfigurationError, StorageError
 from medtwin.drivers.units import format_duration
+from medtwin.hil.analysis.gravimetry import GravimetricPolicy
 from medtwin.hil.config import BenchConfig, ScenarioConfig
 from medtwin.hil.outcomes import Outcome, format_limits
 from medtwin.hil.rig import BenchRig
@@ -293,7 +294,20 @@ def _verdict_pairs(result: RunResult) -> Any:
     for name, pair in rows.items():
         any_v = next(iter(pair.values()))
         limits = format_limits(any_v.lower, any_v.upper, any_v.units)
+        if getattr(any_v, "limits_source", None) == "default":
+            limits += " (default)"  # a default claim by pump kind, not the scenario's
         table.add_row(name, limits, cell(pair.get("real")), cell(pair.get("twin")))
+    # The density d the volumes rest on, with its gravimetric policy (stored with the run).
+    densities = sorted(
+        {
+            GravimetricPolicy.from_dict(analysis["gravimetry"]).label()
+            for procedure in result.procedures
+            for analysis in procedure.analysis.values()
+            if isinstance(analysis, dict) and isinstance(analysis.get("gravimetry"), dict)
+        }
+    )
+    if densities:
+        table.caption = "mass to volume: " + "; ".join(densities)
     return table
 
 

@@ -22,9 +22,10 @@ choice that goes into d, in one frozen value that the run's procedures, the repo
       d = ρ_W · (1 − ρ_A/ρ_W) / (1 − ρ_A/ρ_B) = (ρ_W − ρ_A)/(1 − ρ_A/ρ_B)
 
   where ρ_A is the air density (default 1.2 kg/m³, the conventional value of OIML R 111-1
-  and of ISO 8655-6's tables at about 20 °C, 101 kPa, 50 % RH) and ρ_B the density of the
-  weights the balance was adjusted with (default 8000 kg/m³, the OIML R 111-1 conventional
-  density of weights). At 20 °C this gives d = 0.997160 g/mL instead of 0.998207; without
+  and OIML D 28, air at about 20 °C, 101 kPa, 50 % RH) and ρ_B the density of the weights
+  the balance was adjusted with (default 8000 kg/m³, the OIML R 111-1 conventional density
+  of weights). The formula is the standard gravimetric one; the tables of the ISO texts
+  themselves were not checked. At 20 °C this gives d = 0.997160 g/mL instead of 0.998207; without
   the correction every volume, and so A, reads 0.105 % low;
 * **evaporation correction**: a loss rate e in g/h measured with the pump stopped and the
   outlet in place, added back (``Q_i + e/d``; standard gravimetric practice, not a figure
