@@ -55,7 +55,8 @@ from medtwin.drivers.base import PumpAlarm, PumpState
 from medtwin.drivers.clock import Clock
 from medtwin.drivers.emulators.faults import FaultPlan
 from medtwin.drivers.emulators.mechanisms import PumpMechanism, PumpSnapshot
-from medtwin.drivers.emulators.ne1000_program import ProgramExecution
+from medtwin.drivers.emulators.ne1000_program import ProgramCommands, ProgramExecution
+from medtwin.drivers.emulators.ne1000_program import RefusedCommand as _RefusedError
 from medtwin.drivers.emulators.serial_server import Pacing, ProtocolHandler, SerialDeviceEmulator
 from medtwin.drivers.errors import ProtocolError
 from medtwin.drivers.ne1000.codec import (
@@ -80,15 +81,9 @@ from medtwin.drivers.ne1000.codec import (
     parse_number,
 )
 from medtwin.drivers.ne1000.program import (
-    MAX_PHASES,
     MAX_SPEED_MM_H,
     MIN_SPEED_MM_H,
-    UNSUPPORTED_FUNCTIONS,
-    Phase,
     PhaseFunction,
-    format_function,
-    parse_function,
-    rate_limits_ml_h,
 )
 
 __all__ = ["NE1000Emulator", "NE1000Protocol"]
@@ -119,15 +114,7 @@ _RATE_ARG = re.compile(r"^(?P<value>[\d.]+)(?P<unit>MM|MH|UM|UH)?$")
 _ADR_ARG = re.compile(r"^(?P<address>\d{1,2})(?:B(?P<baud>\d+))?(?P<mode>DUAL|RECP)?$")
 
 
-class _RefusedError(Exception):
-    """Internal: the command is answered with a command error."""
-
-    def __init__(self, error: ErrorCode) -> None:
-        self.error = error
-        super().__init__(error.value)
-
-
-class NE1000Protocol(ProtocolHandler):
+class NE1000Protocol(ProgramCommands, ProtocolHandler):
     """NE-1000 firmware over a pump mechanism (pure: no I/O, time from ``clock``).
 
     Parameters
@@ -573,168 +560,6 @@ class NE1000Protocol(ProtocolHandler):
         self.settings[name] = int(argument)
         return ""
 
-    def _cmd_phn(self, argument: str) -> str:
-        if not argument:
-            program = self._program
-            running = program is not None and program.running
-            # While a program runs, the current phase is the one it executes.
-            return f"{program.phase_number if running else self.phase_number:02d}"  # type: ignore[union-attr]
-        if not argument.isdigit() or len(argument) > 2:
-            raise _RefusedError(ErrorCode.UNRECOGNIZED)
-        number = int(argument)
-        if not 1 <= number <= MAX_PHASES:
-            raise _RefusedError(ErrorCode.OUT_OF_RANGE)
-        self._require_program_stopped()
-        self._stored[self.phase_number] = self._phase_fields()
-        self._load_phase(number)
-        self.phase_count = max(self.phase_count, number)
-        return ""
-
-    def _cmd_fun(self, argument: str) -> str:
-        if not argument:
-            return format_function(Phase(self.function, argument=self.function_argument))
-        if argument.startswith(UNSUPPORTED_FUNCTIONS):
-            raise _RefusedError(ErrorCode.NOT_APPLICABLE)  # TTL inputs, fill, sub-programs
-        try:
-            function, value = parse_function(argument)
-        except ValueError:
-            raise _RefusedError(ErrorCode.UNRECOGNIZED) from None
-        self._apply(lambda: Phase(function, argument=value).check())
-        self._require_program_stopped()
-        self.function, self.function_argument = function, value
-        return ""
-
-    def _cmd_reset(self, argument: str) -> str:
-        if argument:
-            raise _RefusedError(ErrorCode.UNRECOGNIZED)
-        # Unverified (the manual's command table could not be read): the pump stops and
-        # its Pumping Program memory returns to one RAT phase; the syringe, rate, volume
-        # and direction of phase 1 and the communication settings are kept.
-        if self._program is not None:
-            self._program.abort()
-            self._program = None
-        if self._running(self._snap) or self._snap.state is PumpState.WAITING:
-            self.mechanism.stop()
-        if self.phase_number != 1:
-            self._stored[self.phase_number] = self._phase_fields()
-            self._load_phase(1)
-        self._stored.clear()
-        self.phase_count = 1
-        self.function, self.function_argument = PhaseFunction.RATE, 0
-        self._program_alarm = None
-        self._paused = False
-        return ""
-
-    def _cmd_not_emulated(self, argument: str) -> str:
-        # A command of the manual whose hardware (TTL I/O, buzzer, keypad) the emulated
-        # pump does not have: "not applicable", never "not recognised".
-        raise _RefusedError(ErrorCode.NOT_APPLICABLE)
-
-    # -- pumping program ---------------------------------------------------------------------
-
-    def _phase_fields(self) -> tuple[Any, ...]:
-        return (
-            self.rate_value,
-            self.rate_unit,
-            self.volume_value,
-            self.volume_unit,
-            self.infuse,
-            self.function,
-            self.function_argument,
-        )
-
-    def _load_phase(self, number: int) -> None:
-        fields = self._stored.pop(number, None) or (
-            0.0,
-            self.rate_unit,
-            0.0,
-            self.volume_unit,
-            True,
-            PhaseFunction.RATE,
-            0,
-        )
-        (
-            self.rate_value,
-            self.rate_unit,
-            self.volume_value,
-            self.volume_unit,
-            self.infuse,
-            self.function,
-            self.function_argument,
-        ) = fields
-        self.phase_number = number
-
-    def phases(self) -> list[Phase]:
-        """The program memory as phases (phase 1 first)."""
-        out: list[Phase] = []
-        for number in range(1, self.phase_count + 1):
-            fields = (
-                self._phase_fields() if number == self.phase_number else self._stored.get(number)
-            )
-            if fields is None:
-                out.append(Phase())
-                continue
-            rate, rate_unit, volume, volume_unit, infuse, function, value = fields
-            out.append(
-                Phase(function, rate * rate_unit.ml_h, volume * volume_unit.ml, infuse, value)
-            )
-        return out
-
-    def _is_program(self) -> bool:
-        return (
-            self.phase_count > 1
-            or self.phase_number != 1
-            or (self.function is not PhaseFunction.RATE)
-        )
-
-    def _selected_phase_is_live(self) -> bool:
-        """Whether phase data set now act on the drive at once: phase 1 of a one-phase
-        program, or the phase a running program is in."""
-        program = self._program
-        if program is not None and program.running:
-            return program.phase_number == self.phase_number
-        return not self._is_program()
-
-    def _require_program_stopped(self) -> None:
-        program = self._program
-        if self._running() or (program is not None and program.running):
-            raise _RefusedError(ErrorCode.NOT_APPLICABLE)
-
-    def _run_program(self, start: int | None) -> str:
-        program = self._program
-        if program is not None and program.running:
-            if program.paused and start is None:
-                program.resume()
-            return ""
-        self._clear_foreign_alarms(self._snap)
-        self._program = ProgramExecution(
-            self.mechanism,
-            self.phases(),
-            start or 1,
-            check_rate=self._check_rate,
-            on_alarm=self._set_program_alarm,
-        )
-        self._program.start()
-        self._paused = False
-        return ""
-
-    def _set_program_alarm(self, code: AlarmCode) -> None:
-        self._program_alarm = code
-
-    def _check_rate(self, rate_ml_h: float) -> None:
-        """ValueError unless the pump can run ``rate_ml_h`` with the configured syringe:
-        the drive's plunger speed range × the syringe's area (manual §12.7), within what
-        the mechanism can do."""
-        low, high = rate_limits_ml_h(
-            self.diameter_mm,
-            min_speed_mm_h=self.speed_range_mm_h[0],
-            max_speed_mm_h=self.speed_range_mm_h[1],
-        )
-        high = min(high, self.mechanism.rate_range_ml_h()[1])
-        # The table's limits are printed to 4 digits: accept what rounds onto them.
-        if not low * (1 - 5e-4) <= rate_ml_h <= high * (1 + 5e-4):
-            raise ValueError(f"rate {rate_ml_h:g} mL/h outside {low:.4g}-{high:.4g} mL/h")
-
     # -- helpers -------------------------------------------------------------------------------
 
     _FOREIGN_ALARMS: ClassVar[frozenset[PumpAlarm]] = frozenset(
@@ -805,15 +630,6 @@ class NE1000Protocol(ProtocolHandler):
             return parse_number(text, strict=True)
         except ValueError:
             raise _RefusedError(ErrorCode.OUT_OF_RANGE) from None
-
-    @staticmethod
-    def _apply(action: Callable[[], object]) -> None:
-        try:
-            action()
-        except ValueError:
-            raise _RefusedError(ErrorCode.OUT_OF_RANGE) from None
-        except RuntimeError:
-            raise _RefusedError(ErrorCode.NOT_APPLICABLE) from None
 
     @staticmethod
     def _fmt(value: float) -> str:

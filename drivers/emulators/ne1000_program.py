@@ -19,19 +19,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from medtwin.drivers.base import PumpState
-from medtwin.drivers.emulators.mechanisms import PumpMechanism
-from medtwin.drivers.ne1000.codec import AlarmCode
+from medtwin.drivers.emulators.mechanisms import PumpMechanism, PumpSnapshot
+from medtwin.drivers.ne1000.codec import AlarmCode, ErrorCode, RateUnit, VolumeUnit
 from medtwin.drivers.ne1000.program import (
+    MAX_PHASES,
     PUMPING,
+    UNSUPPORTED_FUNCTIONS,
     Phase,
     PhaseFunction,
     ProgramCursor,
     ProgramError,
+    format_function,
+    parse_function,
+    rate_limits_ml_h,
 )
 
-__all__ = ["ProgramExecution"]
+__all__ = ["ProgramCommands", "ProgramExecution", "RefusedCommand"]
 
 
 class ProgramExecution:
@@ -186,3 +192,215 @@ class ProgramExecution:
         self.mechanism.stop()
         self.abort()
         self.on_alarm(code)
+
+
+class RefusedCommand(Exception):
+    """A command answered with a command error (``?``, ``?NA``, ``?OOR``)."""
+
+    def __init__(self, error: ErrorCode) -> None:
+        self.error = error
+        super().__init__(error.value)
+
+
+class ProgramCommands:
+    """The NE-1000 firmware's program-memory commands (``PHN``, ``FUN``, ``RESET``, ``RUN``
+    of a program) and the rate check (a mix-in of
+    :class:`medtwin.drivers.emulators.ne1000.NE1000Protocol`, which holds the state
+    declared here). The selected phase's data are the protocol's ``rate_*``,
+    ``volume_*`` and ``infuse`` fields; the other phases are kept in ``_stored``."""
+
+    mechanism: PumpMechanism
+    diameter_mm: float
+    speed_range_mm_h: tuple[float, float]
+    rate_value: float
+    rate_unit: RateUnit
+    volume_value: float
+    volume_unit: VolumeUnit
+    infuse: bool
+    phase_number: int
+    phase_count: int
+    function: PhaseFunction
+    function_argument: int
+    _stored: dict[int, tuple[Any, ...]]
+    _program: ProgramExecution | None
+    _program_alarm: AlarmCode | None
+    _paused: bool
+    _snap: PumpSnapshot
+
+    def _running(self, snapshot: PumpSnapshot | None = None) -> bool:
+        raise NotImplementedError
+
+    def _clear_foreign_alarms(self, snapshot: PumpSnapshot) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _apply(action: Callable[[], object]) -> None:
+        """Run a mechanism action; its ValueError is ``?OOR``, its RuntimeError ``?NA``."""
+        try:
+            action()
+        except ValueError:
+            raise RefusedCommand(ErrorCode.OUT_OF_RANGE) from None
+        except RuntimeError:
+            raise RefusedCommand(ErrorCode.NOT_APPLICABLE) from None
+
+    def _cmd_phn(self, argument: str) -> str:
+        if not argument:
+            program = self._program
+            running = program is not None and program.running
+            # While a program runs, the current phase is the one it executes.
+            return f"{program.phase_number if running else self.phase_number:02d}"  # type: ignore[union-attr]
+        if not argument.isdigit() or len(argument) > 2:
+            raise RefusedCommand(ErrorCode.UNRECOGNIZED)
+        number = int(argument)
+        if not 1 <= number <= MAX_PHASES:
+            raise RefusedCommand(ErrorCode.OUT_OF_RANGE)
+        self._require_program_stopped()
+        self._stored[self.phase_number] = self._phase_fields()
+        self._load_phase(number)
+        self.phase_count = max(self.phase_count, number)
+        return ""
+
+    def _cmd_fun(self, argument: str) -> str:
+        if not argument:
+            return format_function(Phase(self.function, argument=self.function_argument))
+        if argument.startswith(UNSUPPORTED_FUNCTIONS):
+            raise RefusedCommand(ErrorCode.NOT_APPLICABLE)  # TTL inputs, fill, sub-programs
+        try:
+            function, value = parse_function(argument)
+        except ValueError:
+            raise RefusedCommand(ErrorCode.UNRECOGNIZED) from None
+        self._apply(lambda: Phase(function, argument=value).check())
+        self._require_program_stopped()
+        self.function, self.function_argument = function, value
+        return ""
+
+    def _cmd_reset(self, argument: str) -> str:
+        if argument:
+            raise RefusedCommand(ErrorCode.UNRECOGNIZED)
+        # Unverified (the manual's command table could not be read): the pump stops and
+        # its Pumping Program memory returns to one RAT phase; the syringe, rate, volume
+        # and direction of phase 1 and the communication settings are kept.
+        if self._program is not None:
+            self._program.abort()
+            self._program = None
+        if self._running(self._snap) or self._snap.state is PumpState.WAITING:
+            self.mechanism.stop()
+        if self.phase_number != 1:
+            self._stored[self.phase_number] = self._phase_fields()
+            self._load_phase(1)
+        self._stored.clear()
+        self.phase_count = 1
+        self.function, self.function_argument = PhaseFunction.RATE, 0
+        self._program_alarm = None
+        self._paused = False
+        return ""
+
+    def _cmd_not_emulated(self, argument: str) -> str:
+        # A command of the manual whose hardware (TTL I/O, buzzer, keypad) the emulated
+        # pump does not have: "not applicable", never "not recognised".
+        raise RefusedCommand(ErrorCode.NOT_APPLICABLE)
+
+    # -- pumping program ---------------------------------------------------------------------
+
+    def _phase_fields(self) -> tuple[Any, ...]:
+        return (
+            self.rate_value,
+            self.rate_unit,
+            self.volume_value,
+            self.volume_unit,
+            self.infuse,
+            self.function,
+            self.function_argument,
+        )
+
+    def _load_phase(self, number: int) -> None:
+        fields = self._stored.pop(number, None) or (
+            0.0,
+            self.rate_unit,
+            0.0,
+            self.volume_unit,
+            True,
+            PhaseFunction.RATE,
+            0,
+        )
+        (
+            self.rate_value,
+            self.rate_unit,
+            self.volume_value,
+            self.volume_unit,
+            self.infuse,
+            self.function,
+            self.function_argument,
+        ) = fields
+        self.phase_number = number
+
+    def phases(self) -> list[Phase]:
+        """The program memory as phases (phase 1 first)."""
+        out: list[Phase] = []
+        for number in range(1, self.phase_count + 1):
+            fields = (
+                self._phase_fields() if number == self.phase_number else self._stored.get(number)
+            )
+            if fields is None:
+                out.append(Phase())
+                continue
+            rate, rate_unit, volume, volume_unit, infuse, function, value = fields
+            out.append(
+                Phase(function, rate * rate_unit.ml_h, volume * volume_unit.ml, infuse, value)
+            )
+        return out
+
+    def _is_program(self) -> bool:
+        return (
+            self.phase_count > 1
+            or self.phase_number != 1
+            or (self.function is not PhaseFunction.RATE)
+        )
+
+    def _selected_phase_is_live(self) -> bool:
+        """Whether phase data set now act on the drive at once: phase 1 of a one-phase
+        program, or the phase a running program is in."""
+        program = self._program
+        if program is not None and program.running:
+            return program.phase_number == self.phase_number
+        return not self._is_program()
+
+    def _require_program_stopped(self) -> None:
+        program = self._program
+        if self._running() or (program is not None and program.running):
+            raise RefusedCommand(ErrorCode.NOT_APPLICABLE)
+
+    def _run_program(self, start: int | None) -> str:
+        program = self._program
+        if program is not None and program.running:
+            if program.paused and start is None:
+                program.resume()
+            return ""
+        self._clear_foreign_alarms(self._snap)
+        self._program = ProgramExecution(
+            self.mechanism,
+            self.phases(),
+            start or 1,
+            check_rate=self._check_rate,
+            on_alarm=self._set_program_alarm,
+        )
+        self._program.start()
+        self._paused = False
+        return ""
+
+    def _set_program_alarm(self, code: AlarmCode) -> None:
+        self._program_alarm = code
+
+    def _check_rate(self, rate_ml_h: float) -> None:
+        """ValueError unless the pump can run ``rate_ml_h`` with the configured syringe:
+        the drive's plunger speed range × the syringe's area (manual §12.7), within what
+        the mechanism can do."""
+        low, high = rate_limits_ml_h(
+            self.diameter_mm,
+            min_speed_mm_h=self.speed_range_mm_h[0],
+            max_speed_mm_h=self.speed_range_mm_h[1],
+        )
+        high = min(high, self.mechanism.rate_range_ml_h()[1])
+        # The table's limits are printed to 4 digits: accept what rounds onto them.
+        if not low * (1 - 5e-4) <= rate_ml_h <= high * (1 + 5e-4):
+            raise ValueError(f"rate {rate_ml_h:g} mL/h outside {low:.4g}-{high:.4g} mL/h")
