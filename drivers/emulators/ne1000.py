@@ -35,9 +35,20 @@ Implemented (framing and number format in :mod:`medtwin.drivers.ne1000.codec`, w
 * commands ``DIA``, ``RAT`` (MM/MH/UM/UH; units cannot change while pumping), ``VOL``
   (value, ``ML``/``UL``; the default units follow the syringe, µL up to 14.00 mm),
   ``DIR`` (INF/WDR/REV), ``RUN``, ``STP`` (running → paused ``P``, paused → stopped
-  ``S``), ``PUR``, ``DIS``, ``CLD``, ``VER``, ``SAF``, ``ADR``, ``AL``, ``BP``, ``PF``;
-  network addresses 0-99, ``*`` system commands and network command bursts
-  (``0RAT100MH*1RAT250MH*``).
+  ``S``), ``PUR``, ``DIS``, ``CLD``, ``VER``, ``SAF``, ``ADR``, ``AL``, ``BP``, ``PF``,
+  ``RESET``/``*RESET``; network addresses 0-99, ``*`` system commands and network
+  command bursts (``0RAT100MH*1RAT250MH*``);
+* rates outside the syringe's range are ``?OOR``: the drive's plunger-speed range times
+  the syringe's area (manual §12.7, :func:`medtwin.drivers.ne1000.program.rate_limits_ml_h`);
+* the Pumping Program (manual §8): ``PHN``, ``FUN`` (``RAT``, ``INC``, ``DEC``, ``STP``,
+  ``JMP``, ``LPS``, ``LOP``, ``LPE``, ``PAS``, ``BEP``, ``OUT``, ``EVN``), ``RUN n``, the
+  ``T`` prompt of a timed pause, ``A?O``/``A?E`` (:mod:`.ne1000_program`);
+* commands of the manual whose hardware the emulated pump lacks (TTL I/O, triggers,
+  keypad lock, buzzer) are ``?NA``, not ``?``;
+* no pressure sensor: the emulator declares the drive sensorless
+  (``mechanism.set_pressure_sensor(False)``), so an occlusion stalls the motor at the
+  drive's force limit (``A?S``), and so does an empty syringe (the plunger reaches the
+  barrel's end), which ``RUN`` does not clear silently.
 
 Where the manual is silent, the choice is documented in ``docs/protocols/ne1000.md``
 (reply formats checked against nesp-lib and published pump logs). Each such choice is a
