@@ -506,3 +506,70 @@ def test_example(page: Path, index: int, tmp_path_factory: pytest.TempPathFactor
             error.add_note(f"an earlier block of this page failed first ({page_run.failed})")
         page_run.failed = f"line {page_run.examples[index].line}"
         raise
+
+
+# ---------------------------------------------------------------------------------------
+# The machinery itself, on small pages: what it must catch.
+
+
+def _evaluate_page(path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    page_run = _page_run(path, tmp_path_factory)
+    for example in page_run.examples:
+        example.evaluate()
+
+
+def test_an_inline_table_over_two_lines_is_caught(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("```toml\nlimits = { min_rate_ml_h = 0.01,\n  max_rate_ml_h = 1500.0 }\n```\n")
+    with pytest.raises(Exception, match="invalid TOML"):
+        _evaluate_page(page, tmp_path_factory)
+
+
+def test_emulated_only_keys_on_a_real_port_are_caught(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```toml\n"
+        'name = "b"\n[[devices]]\nname = "pump"\nkind = "pump"\nprotocol = "ne1000"\n'
+        'port = "/dev/ttyUSB0"\nfaults = ["drop:p=0.01"]\n'
+        "```\n"
+    )
+    with pytest.raises(Exception, match="faults can only be injected into emulated devices"):
+        _evaluate_page(page, tmp_path_factory)
+
+
+def test_a_scenario_without_sampling_is_caught(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    page = tmp_path / "page.md"
+    page.write_text('<!-- medtwin: scenario -->\n```toml\nname = "s"\nduration = "1h"\n```\n')
+    with pytest.raises(Exception, match="sampling"):
+        _evaluate_page(page, tmp_path_factory)
+
+
+def test_python_blocks_share_a_namespace_and_undefined_names_fail(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("```python\nx = 2\n```\n\n```python\nassert x == 2\nprint(y)\n```\n")
+    with pytest.raises(NameError, match="'y'"):
+        _evaluate_page(page, tmp_path_factory)
+
+
+def test_commands_of_a_shell_block() -> None:
+    block = Block(
+        "",
+        '$ medtwin run a.toml \\\n      b.toml -k "x y"   # comment\noutput line\n'
+        "$ pip install medtwin\n$ pytest suite -m quick\n",
+        {"collect-only": ""},
+    )
+    assert [argv for _, argv in _selected_commands(block)] == [
+        ["medtwin", "run", "a.toml", "b.toml", "-k", "x y"],
+        ["pytest", "suite", "-m", "quick", "--collect-only", "-q"],
+    ]
+    # without a prompt every line is a command; pytest runs only when the directive asks
+    plain = Block("", "medtwin runs      # what is stored\npython3 -m pytest\n")
+    assert [argv for _, argv in _selected_commands(plain)] == [["medtwin", "runs"]]
