@@ -182,6 +182,7 @@ class NE1000Pump(InfusionPump):
         """Set the rate (mL/h); refused before sending if outside the limits or if the
         4-digit number format cannot represent it in any rate unit."""
         self.limits.check_rate(rate_ml_h, device=self.name)
+        self._check_syringe_range(rate_ml_h, "rate")
         self._rate_argument(rate_ml_h)
         await super().set_rate(rate_ml_h)
 
@@ -247,18 +248,11 @@ class NE1000Pump(InfusionPump):
             steps = [step for _, step, _ in walk_program(phases) if step is not None]
         except ProgramError as exc:
             raise LimitError(f"{exc}; nothing was sent", device=self.name) from None
-        table = rate_limits_ml_h(self.diameter_mm) if self.diameter_mm else None
         for rate, step in zip(reached, steps, strict=True):
             if step.function not in PUMPING:
                 continue
             self.limits.check_rate(rate, device=self.name)
-            if table and not table[0] * (1 - 5e-4) <= rate <= table[1] * (1 + 5e-4):
-                raise LimitError(
-                    f"program rate {rate:g} mL/h outside the pump's {table[0]:.4g}-"
-                    f"{table[1]:.4g} mL/h for a {self.diameter_mm:g} mm syringe; "
-                    "nothing was sent",
-                    device=self.name,
-                )
+            self._check_syringe_range(rate, "program rate")
         commands: list[Command] = []
         for number, phase in enumerate(phases, 1):
             commands += [Command("PHN", str(number)), Command("FUN", format_function(phase))]
@@ -275,6 +269,20 @@ class NE1000Pump(InfusionPump):
             commands.append(Command("DIR", "INF" if phase.infuse else "WDR"))
         commands.append(Command("PHN", "1"))
         return commands
+
+    def _check_syringe_range(self, rate_ml_h: float, what: str) -> None:
+        """LimitError for a rate outside the pump's range for the syringe last set through
+        this driver (manual §12.7; :func:`~medtwin.drivers.ne1000.program.rate_limits_ml_h`).
+        """
+        if not self.diameter_mm:
+            return
+        low, high = rate_limits_ml_h(self.diameter_mm)
+        if not low * (1 - 5e-4) <= rate_ml_h <= high * (1 + 5e-4):
+            raise LimitError(
+                f"{what} {rate_ml_h:g} mL/h outside the pump's {low:.4g}-{high:.4g} mL/h "
+                f"for a {self.diameter_mm:g} mm syringe; nothing was sent",
+                device=self.name,
+            )
 
     def _program_rate(self, rate_ml_h: float) -> tuple[RateUnit, str]:
         try:

@@ -392,8 +392,10 @@ async def test_rate_below_the_syringe_minimum_is_out_of_range(rig: RigFactory) -
         too_slow = await r.pump.request(Command("RAT", "20.00UH"))
         assert too_slow.error is ErrorCode.OUT_OF_RANGE
         assert (await r.pump.request(Command("RAT", "25.00UH"))).error is None
-        with pytest.raises(CommandRefused):
-            await r.pump.set_rate(0.01)  # 10 µL/h on a 60 mL syringe
+        mark = r.emulator.server.bytes_received
+        with pytest.raises(LimitError, match=r"for a 26\.59 mm syringe; nothing was sent"):
+            await r.pump.set_rate(0.01)  # 10 µL/h on a 60 mL syringe: refused before sending
+        assert r.emulator.server.bytes_received == mark
 
 
 async def test_reset_and_out_of_scope_commands_are_answered(rig: RigFactory) -> None:
