@@ -9,7 +9,8 @@ of medtwin needs to know about the action:
   :class:`medtwin.hil.config.Step` runs, so the scenario file's errors come from here;
 * ``plan``: how the step becomes device commands before the run, checked against the
   device's declared limits (a ``set_diameter`` by syringe name resolved to its inner
-  diameter, a ``bolus`` expanded to stop / target / rate / start and back);
+  diameter, a ``bolus`` expanded to stop / target / rate / start and back, a ``program``
+  expanded into the rate / start / stop commands of its phases);
 * ``call``: the device call, an async function of the driver and the planned value;
 * ``twin`` and ``twin_valued``: the model input recorded for the twin once the device
   acknowledged the command (``tare`` and ``zero`` both restart the twin's net mass).
