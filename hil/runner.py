@@ -54,6 +54,7 @@ from medtwin.hil.rig import BenchRig, RigStatus
 from medtwin.hil.store import RunStore, RunWriter
 from medtwin.hil.twin import (
     CHANNEL_KINDS,
+    SD_SUFFIX,
     Twin,
     build_twin,
     schedule_from_events,
@@ -144,6 +145,7 @@ class _Channel:
     real_id: int
     twin_id: int
     compared: bool
+    sd_id: int | None = None  # the twin's prediction SD (<name>.sd), when it has one
 
 
 @dataclass
@@ -230,10 +232,18 @@ class Runner:
                 name = f"{cfg.name}.{ch.quantity}"
                 real_id = writer.add_channel(name, unit=ch.unit, source="real", device=cfg.name)
                 twin_id = writer.add_channel(name, unit=ch.unit, source="twin", device=cfg.name)
-                channels.append(
-                    _Channel(
-                        name, ch.unit, cfg.name, f"{cfg.kind}.{ch.quantity}", real_id, twin_id, True
+                key = f"{cfg.kind}.{ch.quantity}"
+                # the twin's prediction SD is stored where it has one (model noise, or a
+                # calibration's covariance): the report draws the band from it
+                sd_id = (
+                    writer.add_channel(
+                        name + SD_SUFFIX, unit=ch.unit, source="twin", device=cfg.name
                     )
+                    if self.twin is not None and self.twin.has_sd(key)
+                    else None
+                )
+                channels.append(
+                    _Channel(name, ch.unit, cfg.name, key, real_id, twin_id, True, sd_id)
                 )
             self._channels[cfg.name] = channels
 
@@ -471,7 +481,7 @@ class Runner:
         pending, self._pending = self._pending, []
         times = np.array([t for _, t, _ in pending])
         order = np.argsort(times, kind="stable")
-        twin_all = self.twin.values(self._t0 + times[order])
+        twin_all, sd_all = self.twin.predict(self._t0 + times[order])
         position = np.empty_like(order)
         position[order] = np.arange(order.size)
         by_device: dict[str, list[int]] = defaultdict(list)
@@ -485,6 +495,7 @@ class Runner:
                 for quantity in (ch.name.split(".", 1)[1] for ch in self._channels[name])
             }
             twin = {key: values[position[rows]] for key, values in twin_all.items()}
+            twin_sd = {key: values[position[rows]] for key, values in sd_all.items()}
             if cfg.kind == "balance":
                 self._flows(name, t, real, twin)
             for ch in self._channels[name]:
@@ -493,10 +504,14 @@ class Runner:
                 w = twin[ch.twin_key]
                 self.writer.append(ch.real_id, t, r)
                 self.writer.append(ch.twin_id, t, w)
+                sd = twin_sd.get(ch.twin_key) if ch.sd_id is not None else None
+                if sd is not None and ch.sd_id is not None:
+                    self.writer.append(ch.sd_id, t, sd)
                 if cfg.kind == "pump" and quantity == "pressure_mmhg" and np.all(np.isnan(r)):
                     continue  # the protocol does not report pressure: nothing to compare
                 known = np.isfinite(w)  # e.g. no flow before the second balance reading
-                for event in self.comparator.update(ch.name, t[known], r[known], w[known]):
+                band_sd = None if sd is None else sd[known]
+                for event in self.comparator.update(ch.name, t[known], r[known], w[known], band_sd):
                     self._drift(event)
 
     def _flows(

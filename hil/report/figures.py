@@ -2,6 +2,9 @@
 
 Figures use matplotlib's object-oriented API on the Agg canvas directly (no pyplot): no
 display is needed, no global figure registry holds the figures, so nothing is left open.
+Where a figure shows the twin, it also shows the twin's band (:func:`twin_band`): what the
+comparator accepted around the twin, the declared tolerance widened to ``band_k`` times
+the twin's prediction SD (:mod:`medtwin.hil.comparator.tolerance`).
 PNGs carry no ``Software`` or time chunk, and matplotlib runs with its built-in default
 style plus :data:`_STYLE` whatever the user's ``matplotlibrc`` says, so rendering a run
 twice gives the same bytes. Long traces are reduced to a min/max envelope before plotting.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
+import tomllib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,10 +26,17 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
+from medtwin.drivers.errors import MedtwinError
+from medtwin.hil.comparator import ChannelSpec
+from medtwin.hil.comparator.tolerance import ToleranceBand
 from medtwin.hil.report.values import FloatArray, _channel, _finite, _has_data, _residual
 from medtwin.hil.store import RunData
+from medtwin.hil.twin import CHANNEL_KINDS, SD_SUFFIX
 
-__all__ = ["ReportFigure"]
+__all__ = ["BAND_LABEL", "ReportFigure", "band_caption", "twin_band"]
+
+#: Legend of the twin's band in every figure that draws it.
+BAND_LABEL = "twin's band: ±max(tolerance, k·prediction SD)"
 
 # Figures: size in inches at _DPI; the HTML scales them down to the page width.
 _DPI = 100
@@ -227,6 +238,84 @@ def _drift_legend(ax: Axes, events: Sequence[tuple[int, dict[str, Any]]]) -> Non
     ax.legend(handles=handles, loc="lower left", ncols=2)
 
 
+_BAND_ALPHA = 0.18
+
+
+def _channel_spec(run: RunData, name: str) -> ChannelSpec | None:
+    """The comparator's settings of channel ``name`` in the run: the device kind's defaults
+    (:data:`medtwin.hil.twin.CHANNEL_KINDS`) and the scenario's ``[tolerances.<name>]`` as
+    stored with the run; None when they cannot be read back."""
+    device, _, quantity = name.partition(".")
+    kind = next((d.kind for d in run.devices if d.name == device), None)
+    defaults = next(
+        (c.defaults for c in CHANNEL_KINDS.get(str(kind), ()) if c.quantity == quantity), None
+    )
+    if defaults is None:
+        return None
+    try:
+        table = tomllib.loads(run.scenario_text).get("tolerances", {}).get(name, {})
+        return ChannelSpec.from_mapping(name, {**defaults, **table})
+    except (tomllib.TOMLDecodeError, AttributeError, MedtwinError):
+        return None
+
+
+def twin_band(run: RunData, name: str) -> tuple[FloatArray, FloatArray, FloatArray] | None:
+    """(t_s, twin, half-width) of the twin's band of channel ``name``: what the comparator
+    accepted around the twin, ``max(abs_tol + rel_tol·|twin|, band_k·sd)`` with ``sd`` the
+    twin's prediction SD stored with the run (``<name>.sd``: the model's noise and, for a
+    calibrated twin, the calibration's uncertainty); the declared band where the run stored
+    no SD. None without a twin series or a band."""
+    twin = _channel(run, name, "twin")
+    spec = _channel_spec(run, name)
+    if twin is None or not _has_data(twin) or spec is None:
+        return None
+    half = np.zeros_like(twin.values)
+    has_band = False
+    if ToleranceBand.enabled(spec):
+        half = spec.abs_tol + spec.rel_tol * np.abs(twin.values)
+        has_band = True
+    sd = _channel(run, name + SD_SUFFIX, "twin")
+    if sd is not None and sd.values.shape == twin.values.shape:
+        half = np.maximum(half, spec.band_k * sd.values)
+        has_band = True
+    if not has_band or not np.isfinite(half).any():
+        return None
+    return twin.t_s, twin.values, half
+
+
+def band_caption(run: RunData, names: Sequence[str]) -> str:
+    """The caption's sentence about the twin's band (empty when no channel has one)."""
+    banded = [name for name in dict.fromkeys(names) if twin_band(run, name) is not None]
+    if not banded:
+        return ""
+    with_sd = [n for n in banded if _channel(run, n + SD_SUFFIX, "twin") is not None]
+    sd_text = (
+        f"; for {', '.join(with_sd)} widened to k times the twin's prediction standard "
+        "deviation (the model's noise and, for a calibrated twin, the calibration's "
+        "uncertainty), so a reading outside it is outside what the twin predicts"
+        if with_sd
+        else ""
+    )
+    return (
+        " Shaded: the twin's band, the range around the twin the comparator accepted: the "
+        f"declared tolerance{sd_text}."
+    )
+
+
+def _fill_band(
+    ax: Axes, t_s: FloatArray, low: FloatArray, high: FloatArray, axis: _TimeAxis, label: str
+) -> None:
+    # Reduced like the traces: the band's lowest and highest value per bucket.
+    t_low, env_low = _envelope(t_s, low)
+    _, env_high = _envelope(t_s, high)
+    if t_low.size != t_s.size:
+        env_low = np.repeat(env_low.reshape(-1, 2).min(axis=1), 2)
+        env_high = np.repeat(env_high.reshape(-1, 2).max(axis=1), 2)
+    ax.fill_between(
+        axis(t_low), env_low, env_high, color=_TWIN_COLOUR, alpha=_BAND_ALPHA, lw=0, label=label
+    )
+
+
 def _plot_pair(
     ax: Axes,
     run: RunData,
@@ -238,6 +327,10 @@ def _plot_pair(
 ) -> bool:
     drawn = False
     labels = {"real": real_label, "twin": twin_label}
+    band = twin_band(run, name)
+    if band is not None:
+        t_s, twin, half = band
+        _fill_band(ax, t_s, twin - half, twin + half, axis, BAND_LABEL)
     for source, (colour, style) in _SOURCE_STYLES.items():
         channel = _channel(run, name, source)
         if channel is None or not _has_data(channel):
@@ -259,6 +352,10 @@ def _plot_residual(
     residual = _residual(run, name)
     if residual is None or not np.isfinite(residual[1]).any():
         return False
+    band = twin_band(run, name)
+    if band is not None:
+        # the band around the twin, seen from the residual: ±half-width about 0
+        _fill_band(ax, band[0], -band[2], band[2], axis, BAND_LABEL)
     t_s, values = _envelope(*residual)
     ax.plot(axis(t_s), values, color="#2ca02c", lw=0.9, label=f"{name}: real − twin")
     ax.axhline(0.0, color="#555555", lw=0.7)

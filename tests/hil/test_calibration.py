@@ -19,11 +19,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from medtwin.device_models.schedule import Command, CommandKind, Schedule
+from medtwin.device_models.system import SystemParams
 from medtwin.drivers.errors import AnalysisError, ConfigurationError
 from medtwin.hil.calibration import (
     DEFAULT_PARAMETERS,
     calibrate,
     calibration_key,
+    covariance,
+    identifiability,
     run_device_key,
     save_calibration,
     validate,
@@ -32,6 +36,8 @@ from medtwin.hil.cli import main
 from medtwin.hil.packaged import bench_path
 from medtwin.hil.runner import RunResult
 from medtwin.hil.store import RunData, RunStore
+from medtwin.hil.twin import Twin, TwinUncertainty, twin_prediction_sd
+from numpy.typing import NDArray
 
 # The fits read the module's ``runs`` (end-to-end runs on the virtual clock, drifting and
 # nominal), and two tests run again with the calibration: left out of ``-m "not slow"``.
@@ -501,7 +507,7 @@ def test_cli_human_output_names_estimates_and_validation(runs: Runs, tmp_path: P
         (["{drift}", "--validate", "{no_balance}"], 2, "--validate: run 4 has no balance data"),
         (["{drift}", "--start", "pump.drive.wear_onset_s=5"], 2, "--start: 'pump.drive.wear_o"),
         (["{no_balance}"], 2, "has no balance data"),
-        (["{drift}", "--max-evaluations", "1"], 1, "did not converge"),
+        (["{drift}", "--max-evaluations", "1"], 3, "did not converge"),  # ExitCode.RUNTIME
     ],
 )
 def test_cli_errors_exit_with_a_clear_message_and_store_nothing(
@@ -523,3 +529,144 @@ def test_cli_refuses_a_missing_store_without_creating_it(tmp_path: Path) -> None
     assert result.exit_code == 2
     assert "--db:" in result.stderr
     assert not missing.exists()
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+
+def _ar1(rng: np.random.Generator, phi: float, n: int) -> NDArray[np.float64]:
+    """Stationary AR(1) noise of unit variance."""
+    w = rng.standard_normal(n) * math.sqrt(1.0 - phi * phi)
+    e = np.empty(n)
+    e[0] = rng.standard_normal()
+    for i in range(1, n):
+        e[i] = phi * e[i - 1] + w[i]
+    return e
+
+
+@pytest.mark.parametrize("phi", [0.5, 0.8])
+def test_newey_west_standard_errors_cover_at_the_nominal_rate_under_ar1_noise(
+    phi: float,
+) -> None:
+    # A small linear problem, y = a + b·x with x a ramp (like a wear rate) and AR(1)
+    # noise of known φ, fitted 200 times: the Newey–West interval ±1.96·SE must cover the
+    # true slope about 95 % of the time; the white-noise s²·(JᵀJ)⁻¹ interval under-covers
+    # (its variance is too small by about (1 + φ)/(1 − φ)).
+    rng = np.random.default_rng(20261204)  # fixed: the coverage count is then exact
+    n, reps = 500, 200
+    x = np.linspace(0.0, 1.0, n)
+    X = np.column_stack([np.ones(n), x])
+    hac = iid = 0
+    for _ in range(reps):
+        y = 1.0 + 2.0 * x + _ar1(rng, phi, n)
+        beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+        estimate = covariance(X, y - X @ beta)
+        assert estimate.method == "newey-west"
+        assert estimate.bandwidth > 0
+        hac += abs(beta[1] - 2.0) <= 1.96 * estimate.stderr[1]
+        iid += abs(beta[1] - 2.0) <= 1.96 * estimate.stderr_iid[1]
+    assert 0.9 <= hac / reps <= 0.99
+    assert iid / reps < 0.85
+    # white noise: both agree with each other
+    y = 1.0 + 2.0 * x + rng.standard_normal(n)
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    white = covariance(X, y - X @ beta)
+    assert white.stderr[1] == pytest.approx(white.stderr_iid[1], rel=0.25)
+    iid_only = covariance(X, y - X @ beta, method="iid")
+    np.testing.assert_array_equal(iid_only.stderr, white.stderr_iid)
+
+
+def test_identifiability_warns_at_realistic_correlations_naming_the_experiment() -> None:
+    names = [
+        "pump.syringe.inner_diameter_mm",
+        "pump.drive.lead_mm",
+        "line.resistance_mmhg_per_ml_h",
+    ]
+    corr = np.array([[1.0, -0.97, 0.2], [-0.97, 1.0, 0.1], [0.2, 0.1, 1.0]])
+    (warning,) = identifiability(names, corr)
+    assert (warning.first, warning.second) == tuple(names[:2])
+    assert warning.rho == -0.97
+    assert "another diameter" in warning.experiment or "bore" in warning.experiment
+    assert "cannot tell them apart" in warning.message
+    assert identifiability(names, corr, threshold=0.98) == ()
+    # far below the old rule (σ_min/σ_max < 1e-6, i.e. |ρ| > 1 − 1e-12)
+    rate_onset = ["pump.drive.wear_percent_per_h", "pump.drive.wear_onset_s"]
+    (w,) = identifiability(rate_onset, np.array([[1.0, 0.96], [0.96, 1.0]]))
+    assert "longer run" in w.experiment
+    with pytest.raises(ConfigurationError, match="threshold"):
+        identifiability(names, corr, threshold=1.5)
+
+
+def test_a_calibrated_twin_predicts_with_a_band_from_its_covariance() -> None:
+    # The pump programmed with the library diameter, as a calibration stores it.
+    params = SystemParams.nominal("syringe").with_overrides(
+        {"pump.configured_inner_diameter_mm": 26.59}
+    )
+    bore = ("pump.syringe.inner_diameter_mm",)
+    both = (*bore, "pump.drive.wear_percent_per_h")
+    commands = [
+        (0.0, CommandKind.TARE, math.nan),
+        (0.0, CommandKind.SET_RATE, 5.0),
+        (0.0, CommandKind.START, math.nan),
+    ]
+    twins = {
+        "plain": Twin(params),
+        "bore": Twin(params, TwinUncertainty(bore, np.array([[1e-4]]))),
+        "both": Twin(params, TwinUncertainty(both, np.diag([1e-4, 1e-2]))),
+    }
+    for twin in twins.values():
+        for t, kind, value in commands:
+            twin.command(t, kind, value)
+    times = np.linspace(10.0, 3600.0, 60)
+    predicted = {name: twin.predict(times) for name, twin in twins.items()}
+    values, plain_sd = predicted["plain"]
+    for _, (other, _) in predicted.items():
+        np.testing.assert_array_equal(other["balance.mass_g"], values["balance.mass_g"])
+    # Without a calibration: the model's noise only (reading and tare, each with its
+    # rounding), as before.
+    noise = math.sqrt(2 * (params.balance.noise_sd_g**2 + params.balance.readability_g**2 / 12))
+    np.testing.assert_allclose(plain_sd["balance.mass_g"], noise)
+    np.testing.assert_array_equal(plain_sd["pump.infused_ml"], 0.0)
+    # With one: the delta method. A bore known to ±0.01 mm moves the delivered mass by
+    # 2·0.01/26.59 of itself (volume ∝ d²), so the band grows with the delivered mass.
+    sd = predicted["bore"][1]["balance.mass_g"]
+    mass = values["balance.mass_g"]
+    expected = np.sqrt(noise**2 + (2 * 0.01 / 26.59 * mass) ** 2)
+    assert 4.0 < mass[-1] < 6.0
+    np.testing.assert_allclose(sd[5:], expected[5:], rtol=0.02)
+    assert np.all(np.diff(sd[5:]) > 0)
+    # A second uncertain parameter can only widen the band.
+    assert np.all(predicted["both"][1]["balance.mass_g"] >= sd * (1 - 1e-9))
+    # The batch counterpart (reports) gives the same band for the same schedule.
+    schedule = Schedule()
+    for t, kind, value in commands:
+        schedule.add(Command(t, kind, value))
+    uncertainty = twins["both"].uncertainty
+    batch = twin_prediction_sd(params, uncertainty, schedule, times)
+    np.testing.assert_allclose(
+        batch["balance.mass_g"], predicted["both"][1]["balance.mass_g"], rtol=1e-3
+    )
+
+
+def test_twin_uncertainty_from_a_stored_calibration() -> None:
+    params = {
+        "pump.syringe.inner_diameter_mm": {"value": 26.3, "stderr": 0.002},
+        "pump.drive.wear_percent_per_h": {"value": 1.0, "stderr": 0.01},
+        "pump.drive.wear_onset_s": {"value": 1800.0, "stderr": None},
+    }
+    names = ["pump.syringe.inner_diameter_mm", "pump.drive.wear_percent_per_h"]
+    # a calibration stored before the covariance was: rebuilt from stderr and ρ
+    old = TwinUncertainty.from_calibration(
+        params, {"names": names, "matrix": [[1.0, 0.9], [0.9, 1.0]]}
+    )
+    assert old is not None
+    assert old.names == tuple(names)
+    np.testing.assert_allclose(old.covariance, [[4e-6, 1.8e-5], [1.8e-5, 1e-4]])
+    # the stored covariance wins when there is one
+    cov = [[5e-6, 1e-5], [1e-5, 2e-4]]
+    new = TwinUncertainty.from_calibration(
+        params, {"names": names, "matrix": [[1.0, 0.3], [0.3, 1.0]], "covariance": cov}
+    )
+    assert new is not None
+    np.testing.assert_allclose(new.covariance, cov)
+    assert TwinUncertainty.from_calibration({"a": {"value": 1.0, "stderr": None}}, None) is None

@@ -30,6 +30,7 @@ from medtwin.hil.report import (
     save_report,
     write_report,
 )
+from medtwin.hil.report.figures import twin_band
 from medtwin.hil.runner import RunResult
 from medtwin.hil.store import CalibrationRecord, ChannelData, RunData, RunStatus, RunStore
 
@@ -355,9 +356,7 @@ def test_the_verdict_table_shows_the_stored_outcomes_side_by_side(
                     informational = key[0] in disclosed
                     # (INFO since the outcome exists; PASS in runs stored before it)
                     label = (
-                        "info"
-                        if informational and shown[key] in ("PASS", "INFO")
-                        else shown[key]
+                        "info" if informational and shown[key] in ("PASS", "INFO") else shown[key]
                     )
                     assert label in cell.classes()
                     assert label in cell.text()
@@ -885,3 +884,39 @@ def test_long_traces_are_reduced_to_an_envelope_that_keeps_extremes_and_gaps() -
     assert np.array_equal(short_t, t_s[:100])
     assert np.array_equal(short_v, values[:100])
     assert math.isfinite(float(np.nanmean(v_out)))
+
+
+def test_the_demo_report_draws_the_twins_band_and_the_drift_leaves_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # medtwin demo: the drifting pump fails, and the report shows real, twin and the
+    # twin's band; the mass residual leaves the band (the drift is outside what the twin
+    # predicts), and the twin's prediction SD is stored with the run.
+    monkeypatch.chdir(tmp_path)
+    db = f"sqlite:///{tmp_path / 'demo.db'}"
+    result = CliRunner().invoke(main, ["demo", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "DRIFT" in result.output
+    (html_file,) = tmp_path.glob("report-*.html")
+    tree = parse(html_file.read_text(encoding="utf-8"))
+    flow = section(tree, "flow")
+    captions = " ".join(f.text() for f in flow.find_all("figcaption"))
+    assert "Shaded: the twin's band" in captions
+    assert "balance.mass_g widened to k times the twin's prediction standard deviation" in (
+        captions
+    )
+    with RunStore(db, create=False) as store:
+        run = store.load_run(1)
+    sd = run.channel("balance.mass_g.sd", source="twin")
+    assert np.all(np.isfinite(sd.values))
+    assert np.all(sd.values > 0)
+    band = twin_band(run, "balance.mass_g")
+    assert band is not None
+    _, twin, half = band
+    # the scenario declares 0.01 g + 1 % of the twin; the nominal twin's noise is far less
+    np.testing.assert_allclose(half, np.maximum(0.01 + 0.01 * np.abs(twin), 3.0 * sd.values))
+    real = run.channel("balance.mass_g", source="real")
+    assert real is not None
+    outside = np.abs(real.values - twin) > half
+    assert outside[-100:].all()  # by the end of the run the pump is far outside the band
+    assert not outside[:100].any()  # and at the start well inside it

@@ -18,6 +18,7 @@ from medtwin.hil.report.figures import (
     _mark_drift,
     _plot_pair,
     _plot_residual,
+    band_caption,
 )
 from medtwin.hil.report.markup import _drift_caption, _esc, _figure_html, _na, _num, _table
 from medtwin.hil.report.model import _FLOW_KIND, _accuracy_limits, _Context, _Procedure
@@ -245,6 +246,7 @@ def _section_flow(ctx: _Context) -> tuple[bool, str]:
         "real − twin of the flow and of the balance mass"
         + (f" and of {', '.join(others)}" if others else "")
         + "."
+        + band_caption(ctx.run, [flow_name, *panels])
         + _drift_caption(marked)
     )
     return True, _figure_html(item, _esc(caption))
