@@ -4,16 +4,21 @@ its phases, which the pump receives and the twin records alike."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+from pathlib import Path
 
 import pytest
 from medtwin.device_models.schedule import CommandKind
 from medtwin.device_models.syringes import default_library
+from medtwin.drivers.clock import VirtualClock
 from medtwin.drivers.errors import ConfigurationError
 from medtwin.drivers.ne1000.program import Phase, PhaseFunction, expand_program
 from medtwin.hil.actions import ACTIONS, PlanContext, PlannedStep
 from medtwin.hil.config import load_bench, scenario_from_text
 from medtwin.hil.packaged import bench_path
+from medtwin.hil.runner import Runner
+from medtwin.hil.store import RunStore
 
 PROGRAM = """phases = [
   {function = "RAT", rate_ml_h = 60.0, volume_ml = 0.5},
@@ -112,3 +117,45 @@ def test_a_program_step_needs_its_phases() -> None:
             'name = "s"\nduration = "1h"\n[sampling]\npump = "10s"\n[[steps]]\n'
             'at = "0s"\naction = "program"\n'
         )
+
+
+@pytest.mark.slow
+async def test_a_program_step_runs_on_the_emulated_bench_and_the_twin_follows(
+    tmp_path: Path,
+) -> None:
+    # The runner sends the expanded commands to the emulated NE-1000; the twin records
+    # exactly what the pump acknowledged, so the two agree with no drift, and the pump's
+    # counter holds the program's volume (0.5 + 2 × 0.5 mL).
+    scenario = scenario_from_text(
+        'name = "program"\nduration = "10min"\n[sampling]\npump = "5s"\nbalance = "5s"\n'
+        '[[steps]]\nat = "0s"\naction = "tare"\n'
+        '[[steps]]\nat = "30s"\naction = "set_diameter"\nsyringe = "BD Plastipak 50 mL"\n'
+        '[[steps]]\nat = "60s"\naction = "program"\n' + PROGRAM
+    )
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    with RunStore(db) as store:
+        runner = Runner(
+            load_bench(bench_path("emulated-nominal")), scenario, store=store, clock=VirtualClock()
+        )
+        async with asyncio.timeout(300):
+            result = await runner.run()
+    assert result.status == "completed"
+    assert result.drift_events == []
+    with RunStore(db) as store:
+        run = store.load_run(result.run_id)
+    commands = [e for e in run.events if e.kind == "command" and "(program)" in e.message]
+    assert [e.data["action"] for e in commands] == [
+        "set_target",
+        "set_rate",
+        "start",
+        "stop",
+        "set_rate",
+        "start",
+        "stop",
+        "set_rate",
+        "start",
+        "stop",
+    ]
+    assert [round(e.t_s) for e in commands][-1] == 135
+    infused = run.channel("pump.infused_ml")
+    assert infused.values[-1] == pytest.approx(1.5, abs=2e-3)
