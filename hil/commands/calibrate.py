@@ -2,7 +2,7 @@
 
     medtwin calibrate RUN [--params a,b,...] [--fix NAME=VALUE ...] [--start NAME=VALUE ...]
                           [--db URL] [--validate RUN2] [--json] [--note TEXT]
-                          [--max-evaluations N]
+                          [--max-evaluations N] [--max-correlation R]
 
 Fits the named twin parameters (default: the syringe's inner diameter and the lead screw's
 wear rate) to the balance mass of run ``RUN`` (see :mod:`medtwin.hil.calibration` for the method),
@@ -10,6 +10,10 @@ prints the estimates with standard errors, their correlation and the residual RM
 and after, and stores the fit as the next calibration version of the pump (``model/serial``
 as the pump reported itself in the run). A bench with ``[twin] calibration = "latest"``
 uses it from then on.
+
+Pairs of fitted parameters whose estimates are correlated beyond ``--max-correlation``
+(default 0.95) are printed as identifiability warnings, naming the experiment that would
+separate them, and stored with the calibration.
 
 ``--validate RUN2`` replays a second run of the same device with the nominal and with the
 calibrated twin and prints both residual RMS values.
@@ -132,11 +136,25 @@ def _print_human(doc: dict[str, Any]) -> None:
             _fmt(ch["rms_after"], 4),
         )
     console.print(channels)
-    console.print(
-        f"standard errors: from the Jacobian at the optimum, scaled by the residual "
-        f"variance s² = {_fmt(fit['residual_variance'], 3)} ({fit['dof']} degrees of freedom)",
-        highlight=False,
-    )
+    if fit.get("covariance_method") == "newey-west":
+        console.print(
+            "standard errors: Newey-West (autocorrelation-robust) sandwich from the Jacobian "
+            f"at the optimum, Bartlett bandwidth {fit['bandwidth']:g} samples (Andrews 1991) "
+            f"after VAR(1) prewhitening; residual variance s² = "
+            f"{_fmt(fit['residual_variance'], 3)} ({fit['dof']} degrees of freedom)",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"standard errors: from the Jacobian at the optimum, scaled by the residual "
+            f"variance s² = {_fmt(fit['residual_variance'], 3)} ({fit['dof']} degrees of "
+            "freedom)",
+            highlight=False,
+        )
+    for warning in doc.get("identifiability", []):
+        console.print(
+            f"[bold yellow]identifiability warning:[/] {warning['message']}", highlight=False
+        )
     validation = doc.get("validation")
     if validation:
         verdict = "[green]better[/]" if validation["improved"] else "[bold red]not better[/]"
@@ -192,6 +210,13 @@ def _print_human(doc: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 @click.option("--note", default="", help="free text stored with the calibration")
 @click.option(
+    "--max-correlation",
+    default=0.95,
+    show_default=True,
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True, max_open=True),
+    help="warn about pairs of parameters correlated beyond this |ρ| (cannot be told apart)",
+)
+@click.option(
     "--max-evaluations",
     default=100,
     show_default=True,
@@ -208,6 +233,7 @@ def calibrate(
     validate_id: int | None,
     as_json: bool,
     note: str,
+    max_correlation: float,
     max_evaluations: int,
 ) -> None:
     """Fit the twin's parameters to recorded run RUN and store them as a calibration."""
@@ -228,7 +254,12 @@ def calibrate(
             except RunNotFound as error:
                 raise ConfigurationError(str(error), source="--validate") from None
         result = calibration.calibrate(
-            run, parameters=names, fixed=fixed, start=start, max_evaluations=max_evaluations
+            run,
+            parameters=names,
+            fixed=fixed,
+            start=start,
+            max_evaluations=max_evaluations,
+            correlation_threshold=max_correlation,
         )
         validation = (
             None
