@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from medtwin.drivers.ne1000.program import MAX_SPEED_MM_H, MIN_SPEED_MM_H
 from medtwin.drivers.protocol import (
     MODBUS_SETTINGS,
     SERIAL_SETTINGS,
@@ -61,6 +62,10 @@ class NE1000EmulatorOptions(ProtocolOptions):
     inter_byte_timeout_s: float = Field(0.5, gt=0)
     reply_to_system_commands: bool = True
     poll_interval_s: float = Field(0.1, gt=0)
+    # The drive's plunger-speed range that bounds RAT per syringe (manual §12.7; the
+    # defaults, from New Era's specification, are unverified: see docs/protocols/ne1000.md).
+    min_plunger_speed_mm_h: float = Field(MIN_SPEED_MM_H, gt=0)
+    max_plunger_speed_mm_h: float = Field(MAX_SPEED_MM_H, gt=0)
 
 
 NE1000 = ProtocolDescriptor(
