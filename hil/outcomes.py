@@ -13,10 +13,11 @@ of :data:`SEVERITY`.
 
 INFO versus a PASS without limits
 ---------------------------------
-Today a measurement declared without limits still records PASS when it has a value (stored
-runs hold it that way, and the CLI's JSON says so); tables show such a PASS as ``info``.
-:func:`outcome_label` is the single place that makes that choice, for an INFO outcome and
-for a PASS without limits alike, so stored runs read back and render unchanged.
+A measurement declared without limits records INFO when it has a value
+(:meth:`medtwin.hil.measurements.Measurement.outcome`); runs stored before INFO existed hold
+PASS for such values. :func:`outcome_label` shows both as ``info``, so those stored runs
+read back and render unchanged. INFO judges nothing: it ranks below PASS, so it decides an
+overall outcome only when nothing else was measured.
 """
 
 from __future__ import annotations
