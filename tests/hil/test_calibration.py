@@ -670,3 +670,35 @@ def test_twin_uncertainty_from_a_stored_calibration() -> None:
     assert new is not None
     np.testing.assert_allclose(new.covariance, cov)
     assert TwinUncertainty.from_calibration({"a": {"value": 1.0, "stderr": None}}, None) is None
+
+
+def test_identifiability_warnings_reach_the_cli_and_the_stored_calibration(
+    runs: Runs, tmp_path: Path
+) -> None:
+    # On the drift run the bore and the wear rate are correlated (0.5 < ρ < 0.99, above):
+    # below the default threshold no warning; at --max-correlation 0.5 the pair is named
+    # with the experiment that separates them, printed, in the JSON and stored.
+    db_url = _private_db(runs, tmp_path)
+    quiet = invoke(str(runs.drift), "--db", db_url, "--fix", "pump.drive.wear_onset_s=1800")
+    assert quiet.exit_code == 0, quiet.output
+    assert "identifiability warning" not in quiet.stdout
+    assert "Newey-West" in quiet.stdout
+    args = [str(runs.drift), "--db", db_url, "--fix", "pump.drive.wear_onset_s=1800"]
+    loud = invoke(*args, "--max-correlation", "0.5")
+    assert loud.exit_code == 0, loud.output
+    out = " ".join(loud.stdout.split())  # rich wraps long lines
+    assert "identifiability warning: pump.syringe.inner_diameter_mm and" in out
+    assert "pump.drive.wear_percent_per_h are correlated at ρ = +0." in out
+    assert "a longer run" in out
+    doc = json.loads(invoke(*args, "--max-correlation", "0.5", "--json").stdout)
+    (warning,) = doc["identifiability"]
+    assert warning["parameters"] == list(DEFAULT_PARAMETERS["syringe"])
+    assert 0.5 < warning["rho"] < 0.99
+    assert doc["fit"]["covariance_method"] == "newey-west"
+    assert set(doc["fit"]["stderr_iid"]) == set(doc["params"])
+    with RunStore(db_url) as store:
+        latest = store.calibrations(DRIFT_KEY)[-1]
+    assert latest.correlation["warnings"] == doc["identifiability"]
+    assert latest.correlation["method"] == "newey-west"
+    assert len(latest.correlation["covariance"]) == 2
+    assert invoke(*args, "--max-correlation", "1.5").exit_code == 2
