@@ -2,7 +2,7 @@
 
     medtwin calibrate RUN [--params a,b,...] [--fix NAME=VALUE ...] [--start NAME=VALUE ...]
                           [--db URL] [--validate RUN2] [--json] [--note TEXT]
-                          [--max-evaluations N] [--max-correlation R]
+                          [--max-evaluations N] [--max-correlation R] [--allow-partial]
 
 Fits the named twin parameters (default: the syringe's inner diameter and the lead screw's
 wear rate) to the balance mass of run ``RUN`` (see :mod:`medtwin.hil.calibration` for the method),
@@ -15,11 +15,19 @@ Pairs of fitted parameters whose estimates are correlated beyond ``--max-correla
 (default 0.95) are printed as identifiability warnings, naming the experiment that would
 separate them, and stored with the calibration.
 
+A run that did not go to its end (``aborted`` by Ctrl-C, ``interrupted`` because its
+process died, or still ``running``) is refused unless ``--allow-partial`` is given: a fit to
+the first 45 minutes of a 2-hour test would otherwise become the calibration that
+``calibration = "latest"`` uses. When the fit leaves residuals far above the noise
+(RMS after > :data:`MISFIT_RATIO` × the channel's noise σ) the model cannot describe the
+run; a warning names the likely cause (a wear onset held at the twin's value while the
+wear rate is fitted) and the option that frees or fixes it.
+
 ``--validate RUN2`` replays a second run of the same device with the nominal and with the
 calibrated twin and prints both residual RMS values.
 
 Bad input (unknown run, unknown parameter, a run without balance readings, an invalid
-``--db``) exits with status 2; a fit that does not converge exits with status 1. Either way
+``--db``) exits with status 2; a fit that does not converge exits with status 3. Either way
 nothing is stored. ``--json`` prints exactly one JSON document.
 """
 
@@ -34,7 +42,96 @@ from medtwin.drivers.errors import ConfigurationError, RunNotFound
 from medtwin.hil.cli import handle_errors, parse_assignments
 from medtwin.hil.commands.runs import db_option, open_store, run_not_found
 
-__all__ = ["calibrate"]
+__all__ = ["MISFIT_RATIO", "calibrate", "misfit_warnings"]
+
+#: Residual RMS after the fit, in units of the channel's noise σ, above which the model is
+#: said not to fit: a model that describes the device leaves residuals at the noise (RMS
+#: ≈ σ); a systematic misfit shows as an RMS orders of magnitude above it.
+MISFIT_RATIO = 10.0
+
+#: Run statuses of a run that went to its end (degraded: a device was lost for a while
+#: but the scenario ran through).
+_WHOLE_RUN = frozenset({"completed", "degraded"})
+
+
+def _twin_value(twin_params: Any, dotted: str) -> float | None:
+    node = twin_params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return float(node) if isinstance(node, int | float) else None
+
+
+def misfit_warnings(doc: dict[str, Any], twin_params: Any = None) -> list[str]:
+    """One warning per channel the fit leaves far above its noise, naming the likely cause.
+
+    ``doc`` is the calibration's JSON document; ``twin_params`` the run's twin parameters
+    (for the value a held parameter kept).
+    """
+    warnings = []
+    fitted = set(doc["params"])
+    held = set(doc["fixed"]) | set(doc["carried"])
+    for name, ch in doc["channels"].items():
+        sigma, rms = ch.get("sigma"), ch.get("rms_after")
+        if not sigma or rms is None or not math.isfinite(rms) or rms <= MISFIT_RATIO * sigma:
+            continue
+        unit = ch["unit"]
+        text = (
+            f"the fit leaves {name} at RMS {rms:.4g} {unit}, {rms / sigma:,.0f}× its noise "
+            f"σ = {sigma:.3g} {unit}: the model cannot fit this run"
+        )
+        rates = [p for p in fitted if p.endswith("wear_percent_per_h")]
+        onsets = [r.removesuffix("wear_percent_per_h") + "wear_onset_s" for r in rates]
+        free = [o for o in onsets if o not in fitted and o not in held]
+        if free:
+            onset = free[0]
+            rate = rates[onsets.index(onset)]
+            value = _twin_value(twin_params, onset)
+            kept = "" if value is None else f" (held at the twin's {value:g} s)"
+            # Fitting the onset from a wear rate of 0 is refused (the onset has no effect
+            # there), so the suggestion carries a starting rate when the twin's is 0.
+            start = "" if doc["params"][rate]["before"] else f" --start {rate}=0.5"
+            text += (
+                f". Likely cause: the wear onset {onset}{kept} should be fixed at the device's "
+                f"value (--fix {onset}=SECONDS) or fitted (--params "
+                f"{','.join(doc['params'])},{onset}{start})"
+            )
+        else:
+            text += (
+                ". Likely cause: a parameter held at the twin's value differs on the device: "
+                "fit it (--params) or fix it at the device's value (--fix NAME=VALUE)"
+            )
+        warnings.append(text)
+    return warnings
+
+
+def _refuse_partial(run: Any) -> None:
+    """A run that stopped before its end cannot calibrate without --allow-partial."""
+    status = str(run.info.status)
+    if status in _WHOLE_RUN:
+        return
+    summary = run.summary if isinstance(run.summary, dict) else {}
+    reached, total = summary.get("scenario_time_s"), summary.get("duration_s")
+    if reached is None:
+        ends = [float(ch.t_s[-1]) for ch in run.channels if len(ch.t_s)]
+        reached = max(ends) if ends else None
+    where = ""
+    if reached is not None:
+        where = f" at {_hms(reached)}" + ("" if total is None else f" of {_hms(total)}")
+        where += " (scenario time)"
+    raise ConfigurationError(
+        f"run {run.info.id} is {status}{where}: a calibration from part of a run would be "
+        'used by every bench with calibration = "latest"; pass --allow-partial to fit it '
+        "anyway",
+        source="RUN",
+    )
+
+
+def _hms(t: float) -> str:
+    h, rest = divmod(round(t), 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h:d}:{m:02d}:{sec:02d}"
 
 
 def _parameter_list(text: str | None) -> list[str] | None:
@@ -66,6 +163,14 @@ def _fmt(value: float | None, digits: int = 6) -> str:
     if not math.isfinite(value):
         return "undetermined"
     return f"{value:.{digits}g}"
+
+
+def _change(change: float, before: float, unit: str) -> str:
+    """``-0.1376 mm (-0.52 %)``: every change with its unit, and relative when it can be."""
+    text = f"{change:+.4g} {unit}".strip()
+    if before:
+        text += f" ({100 * change / abs(before):+.3g} %)"
+    return text
 
 
 def _print_human(doc: dict[str, Any]) -> None:
@@ -101,7 +206,7 @@ def _print_human(doc: dict[str, Any]) -> None:
             _fmt(p["before"]),
             _fmt(p["value"], 8) + flag,
             "undetermined" if p["stderr"] is None else _fmt(p["stderr"], 3),
-            f"{change:+.4g}",
+            _change(change, p["before"], p["unit"]),
         )
     console.print(table)
     for key, label in (("fixed", "held fixed"), ("carried", "carried over from the run's twin")):
@@ -155,6 +260,8 @@ def _print_human(doc: dict[str, Any]) -> None:
         console.print(
             f"[bold yellow]identifiability warning:[/] {warning['message']}", highlight=False
         )
+    for warning in doc.get("warnings", []):
+        console.print(f"[bold yellow]fit warning:[/] {warning}", highlight=False)
     validation = doc.get("validation")
     if validation:
         verdict = "[green]better[/]" if validation["improved"] else "[bold red]not better[/]"
@@ -223,6 +330,11 @@ def _print_human(doc: dict[str, Any]) -> None:
     type=click.IntRange(min=1),
     help="give up (and store nothing) after this many residual evaluations",
 )
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="fit a run that did not go to its end (aborted, interrupted, still running)",
+)
 @handle_errors
 def calibrate(
     run_id: int,
@@ -235,6 +347,7 @@ def calibrate(
     note: str,
     max_correlation: float,
     max_evaluations: int,
+    allow_partial: bool,
 ) -> None:
     """Fit the twin's parameters to recorded run RUN and store them as a calibration."""
     from medtwin.hil import calibration
@@ -247,6 +360,8 @@ def calibrate(
             run = store.load_run(run_id)
         except RunNotFound as error:
             raise run_not_found(error) from None
+        if not allow_partial:
+            _refuse_partial(run)
         other = None
         if validate_id is not None:
             try:
@@ -276,6 +391,10 @@ def calibrate(
         "created_utc": record.created_utc.isoformat(),
         "note": record.note,
     }
+    doc["warnings"] = misfit_warnings(doc, run.twin_params)
+    if as_json:
+        for warning in doc["warnings"]:
+            click.echo(f"medtwin: warning: {warning}", err=True)
     if validation is not None:
         doc["validation"] = validation.as_json()
         if validation.device_key != result.device_key:
