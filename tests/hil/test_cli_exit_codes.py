@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -170,3 +171,74 @@ def test_ctrl_c_while_a_command_is_imported_exits_130(monkeypatch: pytest.Monkey
     result = invoke("runs")
     assert result.exit_code == ExitCode.INTERRUPTED
     assert result.stderr == "medtwin: interrupted\n"
+
+
+def _result(status: str, *, lost: list[str], outcomes: list[tuple[str, str]], drift: int) -> Any:
+    from types import SimpleNamespace
+
+    from medtwin.hil.runner import RunResult
+
+    verdicts = [SimpleNamespace(name="m", source=s, outcome=o) for s, o in outcomes]
+    return RunResult(
+        run_id=1,
+        status=status,
+        bench="b",
+        scenario="s",
+        clock="virtual",
+        duration_s=60.0,
+        wall_s=1.0,
+        samples={},
+        channels={},
+        drift_events=[object()] * drift,  # type: ignore[list-item]
+        events={},
+        identities={},
+        db="sqlite:///x.db",
+        lost=lost,
+        procedures=[SimpleNamespace(verdicts=verdicts)],  # type: ignore[list-item]
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "lost", "outcomes", "drift", "fail_on", "code"),
+    [
+        (
+            "completed",
+            [],
+            [("real", "PASS"), ("real", "MARGINAL"), ("real", "INFO")],
+            0,
+            "verdict",
+            0,
+        ),
+        ("completed", [], [("real", "FAIL")], 0, "verdict", 1),
+        ("completed", [], [("real", "UNSET")], 0, "verdict", 1),
+        ("completed", [], [("real", "PASS"), ("twin", "FAIL")], 0, "verdict", 0),
+        ("completed", [], [("real", "PASS")], 2, "verdict", 0),
+        ("completed", [], [("real", "PASS")], 2, "drift", 1),
+        ("completed", [], [("real", "FAIL")], 2, "never", 0),
+        ("degraded", ["bench-io"], [("real", "PASS")], 0, "verdict", 3),
+        ("aborted", [], [], 0, "never", 130),
+    ],
+    ids=[
+        "pass-marginal-info",
+        "fail",
+        "unset",
+        "twin-fail-only",
+        "drift-default",
+        "drift-fail-on-drift",
+        "never",
+        "device-lost",
+        "interrupted",
+    ],
+)
+def test_the_exit_status_of_a_run(
+    status: str,
+    lost: list[str],
+    outcomes: list[tuple[str, str]],
+    drift: int,
+    fail_on: str,
+    code: int,
+) -> None:
+    from medtwin.hil.session import outcome_exit_code
+
+    result = _result(status, lost=lost, outcomes=outcomes, drift=drift)
+    assert outcome_exit_code(result, fail_on) == code
