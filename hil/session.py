@@ -31,7 +31,7 @@ from medtwin.hil.analysis.gravimetry import GravimetricPolicy
 from medtwin.hil.config import BenchConfig, ScenarioConfig
 from medtwin.hil.outcomes import Outcome, format_limits
 from medtwin.hil.rig import BenchRig
-from medtwin.hil.runner import Runner, RunPlan, RunResult
+from medtwin.hil.runner import ProgressHook, Runner, RunPlan, RunResult
 from medtwin.hil.store import DEFAULT_URL, RunStore
 
 __all__ = [
@@ -81,7 +81,7 @@ class _RunName:
         return "run" if writer is None else f"run {writer.run_id}"
 
 
-def _plain_lines(run: _RunName, total_s: float, stream: TextIO, interval_s: float) -> Any:
+def _plain_lines(run: _RunName, total_s: float, stream: TextIO, interval_s: float) -> ProgressHook:
     """A progress hook printing one plain line every ``interval_s`` of wall time."""
     start = time.monotonic()
     last = start
@@ -106,7 +106,9 @@ def _plain_lines(run: _RunName, total_s: float, stream: TextIO, interval_s: floa
 
 
 @contextlib.contextmanager
-def _progress(mode: Literal["bar", "lines"] | None, total_s: float, run: _RunName) -> Iterator[Any]:
+def _progress(
+    mode: Literal["bar", "lines"] | None, total_s: float, run: _RunName
+) -> Iterator[ProgressHook | None]:
     if mode is None:
         yield None
         return
@@ -158,7 +160,7 @@ async def _run(
     plan: RunPlan,
     clock: Clock,
     db_url: str,
-    hook: Any,
+    hook: ProgressHook | None,
     run: _RunName,
 ) -> RunResult:
     stop = asyncio.Event()
