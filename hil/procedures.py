@@ -267,7 +267,6 @@ class FlowProcedure(Procedure):
             curve, measurements, source=side.source, note=_density_note(self._policy(side))
         )
         analysis = {**self._settings(side), "trumpet": curve.as_dict(), "startup": startup}
-        analysis["parameters"]["accuracy_percent"] = {"value": accuracy, "source": limits_source}
         return analysis, verdicts
 
     def analyse_curves(self, side: RunSeries) -> tuple[dict[str, Any], str]:
@@ -303,13 +302,17 @@ class FlowProcedure(Procedure):
 
     def _settings(self, side: RunSeries) -> dict[str, Any]:
         policy = self._policy(side)
+        parameters = self.parameters()
+        # The claim actually applied (the pump kind's default when the scenario has none).
+        accuracy, limits_source = self.accuracy(side.pump_kind)
+        parameters["accuracy_percent"] = {"value": accuracy, "source": limits_source}
         return {
             "rate_ml_h": self.rate_ml_h,
             "interval_min": self.interval / 60.0,
             "analysis_period_min": [p / 60.0 for p in self.analysis_period],
             "density_g_ml": policy.density_g_ml,
             "gravimetry": policy.as_dict(),
-            "parameters": self.parameters(),
+            "parameters": parameters,
         }
 
     def _trumpet(self, side: RunSeries) -> iec.TrumpetCurve:

@@ -256,9 +256,14 @@ def _resolve_analysis(run: RunData, procedure: _Procedure) -> None:
 def _accuracy_limits(
     procedure: _Procedure, verdicts: Sequence[VerdictRecord]
 ) -> tuple[float | None, float | None]:
-    """The declared flow accuracy (lower, upper) in %: the procedure's claim, else the
-    limits stored with the mean-error verdict."""
+    """The declared flow accuracy (lower, upper) in %: the procedure's claim, else the claim
+    its analysis applied (the pump kind's default), else the limits stored with the
+    mean-error verdict."""
     accuracy = _finite(getattr(procedure.parsed, "accuracy_percent", None))
+    for analysis in procedure.analysis.values():
+        if accuracy is None:
+            applied = _dict(_dict(analysis.get("parameters")).get("accuracy_percent"))
+            accuracy = _finite(applied.get("value"))
     if accuracy is not None:
         return -accuracy, accuracy
     for verdict in verdicts:

@@ -266,3 +266,12 @@ def test_analysis_parameters_are_validated_by_file_and_field(
 ) -> None:
     with pytest.raises(ConfigurationError, match=rf"s.toml:procedures\[0\].{where}"):
         parse_procedures([fields], source="s.toml")
+
+
+def test_curves_of_an_unanalysed_run_carry_the_claim_and_the_density_they_used() -> None:
+    # An aborted run's report recomputes the curves: they carry the pump kind's default
+    # claim (for the limit lines) and the gravimetric policy, like a stored analysis.
+    analysis, why_not = _flow().analyse_curves(_flow_side(5.0, pump_kind="volumetric"))
+    assert why_not == ""
+    assert analysis["parameters"]["accuracy_percent"] == {"value": 5.0, "source": "default"}
+    assert analysis["gravimetry"] == GravimetricPolicy().as_dict()
