@@ -6,9 +6,12 @@ declared range, ``x_scale="jac"``) minimises the weighted residuals of
 evaluated for all parameters in **one** vectorised model call (the base point plus one
 perturbed row per parameter) instead of one simulation per parameter;
 ``benchmarks/bench_calibration.py`` measures it against scipy's default ``2-point`` scheme.
-Before the fit the Jacobian at the start is checked, so that a parameter the channels do not
-depend on, or parameters whose effects are proportional, are refused rather than fitted to a
-meaningless value.
+Standard errors are the Newey–West sandwich of
+:func:`medtwin.hil.calibration.results.covariance` (autocorrelated residuals), and pairs of
+parameters correlated beyond a threshold are reported by
+:func:`medtwin.hil.calibration.results.identifiability`. Before the fit the Jacobian at
+the start is checked, so that a parameter the channels do not depend on, or parameters
+whose effects are proportional, are refused rather than fitted to a meaningless value.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ evaluated at the real samples' timestamps). The residual ``r = real − twin`` i
 
 1. a **tolerance band** ``|r| > abs_tol + rel_tol·|twin|`` that must persist for
    ``persistence_s`` (and, once fired, be respected again for ``persistence_s`` before it can
-   fire again);
+   fire again); when the twin gives the standard deviation ``sd`` of its prediction
+   (``twin_sd``: a calibrated twin's uncertainty plus the model's noise), the half-width is
+   ``max(abs_tol + rel_tol·|twin|, band_k·sd)``, so a drift is a reading outside what the
+   twin predicts;
 2. a **two-sided CUSUM** (Page 1954) on ``z = r/σ`` with reference value ``k`` and decision
    interval ``h`` in σ units. Each side is the Lindley recursion ``S_n = max(0, S_{n−1} + x_n)``
    (``x = z − k`` upwards, ``x = −z − k`` downwards), evaluated in closed form per segment as
