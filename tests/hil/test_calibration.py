@@ -357,6 +357,21 @@ def test_latest_calibration_takes_the_drift_out_of_the_next_run(
     assert run.twin_params["pump"]["syringe"]["inner_diameter_mm"] == pytest.approx(
         TRUE_DIAMETER_MM, abs=2e-4
     )
+    # The calibrated twin predicts with its covariance: the stored SD of the mass grows
+    # with the delivered volume above the model's noise (the bore's and the wear's
+    # uncertainty: a bore known to ~3e-5 mm is ~2e-5 g on 10 g), and the real mass stays
+    # inside ±3 SD of the twin.
+    sd = run.channel("balance.mass_g.sd", source="twin").values
+    noise = sd[0]
+    assert np.all(sd >= noise * (1 - 1e-9))
+    assert 5e-6 < math.sqrt(sd[-1] ** 2 - noise**2) < 1e-3
+    real = run.channel("balance.mass_g", source="real").values
+    twin = run.channel("balance.mass_g", source="twin").values
+    ok = np.isfinite(real)
+    inside = np.abs(real[ok] - twin[ok]) <= 3 * sd[ok] + 2e-4  # + a tare offset, ~1σ
+    assert inside.mean() > 0.99
+    # every channel of a calibrated twin carries its SD
+    assert np.isfinite(run.channel("pump.infused_ml.sd", source="twin").values).all()
 
 
 VOLUMETRIC_BENCH = """
