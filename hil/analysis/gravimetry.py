@@ -55,6 +55,7 @@ from medtwin.drivers.errors import AnalysisError
 
 __all__ = [
     "DEFAULT_AIR_DENSITY_G_ML",
+    "DEFAULT_DENSITY_G_ML",
     "DEFAULT_WATER_TEMPERATURE_C",
     "DEFAULT_WEIGHT_DENSITY_G_ML",
     "GravimetricPolicy",
@@ -250,3 +251,8 @@ def policy_from_balance_params(
         air_buoyancy=bool(buoyancy),
         evaporation_g_h=evaporation_g_h,
     )
+
+
+#: d of the default policy: water at 20 °C with the air-buoyancy correction, 0.997156 g/mL;
+#: the default of every analysis function in this package.
+DEFAULT_DENSITY_G_ML = GravimetricPolicy().density_g_ml

@@ -38,6 +38,14 @@ Times in a log are seconds in any time base (0 at pump start, or a Unix timestam
 test starts at ``start_s`` (default: the first sample) and every period and window is in
 minutes after that.
 
+Layout
+------
+This module holds the flow analyses (resampling, Q_i, start-up, A/B, trumpet) and is the
+one import path for all of them: the result dataclasses live in
+:mod:`medtwin.hil.analysis.results`, the occlusion and bolus analyses in
+:mod:`medtwin.hil.analysis.occlusion_bolus`, the input checks in ``_inputs``, and d in
+:mod:`medtwin.hil.analysis.gravimetry`; every public name is re-exported here.
+
 Why hand-written
 ----------------
 No maintained library implements IEC 60601-2-24 (the packages that do, e.g. INFUSCALE or
@@ -50,14 +58,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from medtwin.device_models.water import water_density_g_ml as _model_water_density
 from medtwin.drivers.errors import AnalysisError
-from medtwin.hil.analysis.gravimetry import GravimetricPolicy
+from medtwin.hil.analysis._inputs import _array, _non_negative, _positive, _time_and_values
+from medtwin.hil.analysis.gravimetry import DEFAULT_DENSITY_G_ML
+from medtwin.hil.analysis.occlusion_bolus import bolus_accuracy, occlusion_analysis
+from medtwin.hil.analysis.results import (
+    BolusAccuracy,
+    GravimetricSeries,
+    MeanFlowError,
+    OcclusionResult,
+    StartupCurve,
+    TrumpetCurve,
+    TrumpetWindow,
+)
 
 __all__ = [
     "DEFAULT_ANALYSIS_PERIOD_MIN",
@@ -92,11 +109,9 @@ FloatArray = npt.NDArray[np.float64]
 DEFAULT_SAMPLE_INTERVAL_MIN = 0.5
 #: 0.998 g/mL, the d many IFUs and analysers quote for water at about 20 °C (0.99821 g/mL by
 #: Tanaka 2001). Kept for ``--density 0.998``-style comparisons; the analyses default to
-#: :data:`DEFAULT_DENSITY_G_ML`.
+#: :data:`DEFAULT_DENSITY_G_ML`, the d of the default gravimetric policy
+#: (:mod:`medtwin.hil.analysis.gravimetry`: water at 20 °C with air buoyancy, 0.997156 g/mL).
 DEFAULT_WATER_DENSITY_G_ML = 0.998
-#: d of the default gravimetric policy (:mod:`medtwin.hil.analysis.gravimetry`): water at
-#: 20 °C with the air-buoyancy correction, 0.997160 g/mL, the default of every analysis here.
-DEFAULT_DENSITY_G_ML = GravimetricPolicy().density_g_ml
 #: T0, the start-up period plotted as Q_i against time.
 DEFAULT_STARTUP_PERIOD_MIN = 120.0
 #: T1, the second hour of the test, from which the trumpet curve is derived.
@@ -112,287 +127,6 @@ WINDOWS_WITH_1MIN: tuple[float, ...] = (1.0, *DEFAULT_WINDOWS_MIN)
 # (0.1 + 0.2) must not make an on-grid log look off-grid, while a real timing offset
 # (milliseconds) must.
 _GRID_TOLERANCE = 1e-6
-
-# Tanaka M., Girard G., Davis R., Peuto A., Bignell N., "Recommended table for the density
-# of water between 0 °C and 40 °C based on recent experimental reports", Metrologia 38
-# (2001) 301-309, eq. (1): air-free SMOW at 101.325 kPa, a1..a4 in °C, °C, °C², °C.
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True, eq=False)
-class GravimetricSeries:
-    """A balance log on the S grid.
-
-    Attributes
-    ----------
-    t_min : ndarray, shape (n,)
-        Grid times in min after the test start: ``0, S, 2S, …``.
-    mass_g : ndarray, shape (n,)
-        Balance reading at each grid time in g.
-    sample_interval_min : float
-        S in min.
-    start_s : float
-        Test start in the log's own time base, s.
-    coverage_min : float
-        How long the raw log runs after the test start, min (the grid may end up to one S
-        earlier).
-    source_samples : int
-        Number of samples in the raw log.
-    resampled : bool
-        True when the raw log was not already on the grid and the mass was linearly
-        interpolated onto it.
-    max_gap_s : float
-        Largest interval between two raw samples, s.
-    note : str
-        Human-readable account of the resampling ("" when none happened).
-    """
-
-    t_min: FloatArray
-    mass_g: FloatArray
-    sample_interval_min: float
-    start_s: float
-    coverage_min: float
-    source_samples: int
-    resampled: bool
-    max_gap_s: float
-    note: str
-
-
-@dataclass(frozen=True, eq=False)
-class StartupCurve:
-    """Start-up curve over T0: Q_i against time (IEC 60601-2-24:1998 50.102).
-
-    Attributes
-    ----------
-    t_min : ndarray, shape (k,)
-        End of each sample interval in min after the test start (``S, 2S, …, T0``).
-    flow_ml_h : ndarray, shape (k,)
-        Q_i in mL/h.
-    period_min : float
-        T0 in min.
-    sample_interval_min : float
-        S in min.
-    series : GravimetricSeries
-        The gridded log the curve was computed from (carries the resampling note).
-    """
-
-    t_min: FloatArray
-    flow_ml_h: FloatArray
-    period_min: float
-    sample_interval_min: float
-    series: GravimetricSeries
-
-
-@dataclass(frozen=True)
-class MeanFlowError:
-    """Mean flow error over one analysis period (A for the second hour, B for the last).
-
-    Attributes
-    ----------
-    rate_ml_h : float
-        Set rate r in mL/h.
-    analysis_period_min : tuple of float
-        (start, end) of the period in min after the test start.
-    delivered_ml : float
-        Volume delivered over the period in mL (evaporation added back).
-    mean_flow_ml_h : float
-        Q̄ in mL/h.
-    error_percent : float
-        ``100·(Q̄ − r)/r`` in %.
-    resampled : bool
-        Whether the log had to be interpolated onto the S grid.
-    note : str
-        The resampling note ("" when none happened).
-    """
-
-    rate_ml_h: float
-    analysis_period_min: tuple[float, float]
-    delivered_ml: float
-    mean_flow_ml_h: float
-    error_percent: float
-    resampled: bool = False
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class TrumpetWindow:
-    """Ep(max) and Ep(min) for one observation window P.
-
-    Attributes
-    ----------
-    window_min : float
-        P in min.
-    samples_per_window : int
-        ``P/S``.
-    window_count : int
-        m, the number of window positions: ``(T − P)/S + 1``.
-    ep_max_percent, ep_min_percent : float
-        Largest and smallest mean % flow error over any window of length P.
-    ep_max_start_min, ep_min_start_min : float
-        Where those windows start, min after the test start.
-    """
-
-    window_min: float
-    samples_per_window: int
-    window_count: int
-    ep_max_percent: float
-    ep_min_percent: float
-    ep_max_start_min: float
-    ep_min_start_min: float
-
-
-@dataclass(frozen=True)
-class TrumpetCurve:
-    """A trumpet curve with the mean error A of its analysis period (1998 50.102).
-
-    Attributes
-    ----------
-    rate_ml_h : float
-        Set rate r in mL/h.
-    sample_interval_min : float
-        S in min.
-    analysis_period_min : tuple of float
-        (start, end) of the analysis period in min after the test start.
-    density_g_ml : float
-        d used to turn mass into volume.
-    evaporation_loss_g_h : float
-        Evaporation rate added back, g/h.
-    mean_flow_ml_h : float
-        Q̄ over the analysis period, mL/h.
-    mean_error_percent : float
-        A (or B) over the analysis period, %.
-    windows : tuple of TrumpetWindow
-        One per observation window, in the order asked for.
-    resampled : bool
-        Whether the log had to be interpolated onto the S grid.
-    note : str
-        The resampling note ("" when none happened).
-    """
-
-    rate_ml_h: float
-    sample_interval_min: float
-    analysis_period_min: tuple[float, float]
-    density_g_ml: float
-    evaporation_loss_g_h: float
-    mean_flow_ml_h: float
-    mean_error_percent: float
-    windows: tuple[TrumpetWindow, ...]
-    resampled: bool = False
-    note: str = ""
-
-    def window(self, window_min: float) -> TrumpetWindow:
-        """The result for observation window ``window_min`` (KeyError if not computed)."""
-        for entry in self.windows:
-            if math.isclose(entry.window_min, window_min, rel_tol=1e-9, abs_tol=1e-12):
-                return entry
-        raise KeyError(f"no trumpet window of {window_min:g} min was computed")
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able dict; the schema of ``medtwin analyze trumpet --json``.
-
-        Window keys are P in min formatted with ``:g`` (``"1"``, ``"2"``, … ``"31"``).
-        """
-        return {
-            "rate_ml_h": self.rate_ml_h,
-            "interval_min": self.sample_interval_min,
-            "analysis_period_min": list(self.analysis_period_min),
-            "density_g_ml": self.density_g_ml,
-            "evaporation_loss_g_h": self.evaporation_loss_g_h,
-            "mean_flow_ml_h": self.mean_flow_ml_h,
-            "mean_error_percent": self.mean_error_percent,
-            "resampled": self.resampled,
-            "resampling_note": self.note or None,
-            "windows": {
-                f"{w.window_min:g}": {
-                    "ep_max": w.ep_max_percent,
-                    "ep_min": w.ep_min_percent,
-                    "samples_per_window": w.samples_per_window,
-                    "window_count": w.window_count,
-                    "ep_max_start_min": w.ep_max_start_min,
-                    "ep_min_start_min": w.ep_min_start_min,
-                }
-                for w in self.windows
-            },
-        }
-
-
-@dataclass(frozen=True)
-class OcclusionResult:
-    """One occlusion test (2012 edition, occlusion clause; see the module docstring).
-
-    Attributes
-    ----------
-    occlusion_s, release_s : float
-        When the line was occluded and reopened, in the log's time base, s.
-    baseline_pressure_mmhg : float
-        Median line pressure before the occlusion, mmHg.
-    alarm_s : float or None
-        First sample at or after the occlusion with the alarm raised; None if the pump did
-        not alarm before the release.
-    time_to_alarm_s : float or None
-        ``alarm_s − occlusion_s``, s.
-    pressure_at_alarm_mmhg : float or None
-        Line pressure at ``alarm_s``, mmHg.
-    peak_pressure_mmhg : float
-        Highest line pressure between occlusion and release, mmHg.
-    bolus_end_s : float
-        End of the bolus collection, s.
-    bolus_mass_g : float
-        Mass collected from release to ``bolus_end_s``, g.
-    bolus_volume_ml : float
-        ``bolus_mass_g / d``, mL.
-    """
-
-    occlusion_s: float
-    release_s: float
-    baseline_pressure_mmhg: float
-    alarm_s: float | None
-    time_to_alarm_s: float | None
-    pressure_at_alarm_mmhg: float | None
-    peak_pressure_mmhg: float
-    bolus_end_s: float
-    bolus_mass_g: float
-    bolus_volume_ml: float
-
-    @property
-    def alarm_raised(self) -> bool:
-        """Whether the pump alarmed between occlusion and release."""
-        return self.alarm_s is not None
-
-
-@dataclass(frozen=True, eq=False)
-class BolusAccuracy:
-    """Bolus volume accuracy over n boluses (1998 clause 50.106; see the module docstring).
-
-    Attributes
-    ----------
-    expected_ml : ndarray, shape (n,)
-        Set volume of each bolus, mL.
-    measured_ml : ndarray, shape (n,)
-        Delivered volume (mass / d), mL.
-    deviation_percent : ndarray, shape (n,)
-        ``100·(measured − expected)/expected`` per bolus, %.
-    mean_deviation_percent : float
-        Mean of the deviations, %.
-    max_deviation_percent, min_deviation_percent : float
-        Largest and smallest (most negative) single deviation, %.
-    worst_deviation_percent : float
-        The single deviation of largest magnitude, with its sign, %.
-    worst_index : int
-        Index (0-based) of that bolus.
-    """
-
-    expected_ml: FloatArray
-    measured_ml: FloatArray
-    deviation_percent: FloatArray
-    mean_deviation_percent: float
-    max_deviation_percent: float
-    min_deviation_percent: float
-    worst_deviation_percent: float
-    worst_index: int
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -412,56 +146,6 @@ def water_density_g_ml(temperature_c: float) -> float:
         return float(_model_water_density(float(temperature_c)))
     except (TypeError, ValueError) as exc:
         raise AnalysisError(str(exc)) from None
-
-
-def _positive(value: float, name: str, unit: str) -> float:
-    number = float(value)
-    if not math.isfinite(number) or number <= 0:
-        raise AnalysisError(f"{name} must be a finite number > 0 {unit}, got {value!r}")
-    return number
-
-
-def _non_negative(value: float, name: str, unit: str, hint: str = "") -> float:
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise AnalysisError(f"{name} must be a finite number >= 0 {unit}, got {value!r}{hint}")
-    return number
-
-
-def _array(values: npt.ArrayLike, name: str) -> FloatArray:
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise AnalysisError(f"{name} must be numeric: {exc}") from None
-    if array.ndim != 1:
-        raise AnalysisError(f"{name} must be one-dimensional, got shape {array.shape}")
-    finite = np.isfinite(array)
-    if not finite.all():
-        index = int(np.flatnonzero(~finite)[0])
-        raise AnalysisError(
-            f"{name} has a non-finite value ({float(array[index])!r}) at index {index}; "
-            f"{int((~finite).sum())} of {array.size} values are NaN or infinite"
-        )
-    return array
-
-
-def _time_and_values(
-    t_s: npt.ArrayLike, values: npt.ArrayLike, name: str, *, min_samples: int = 2
-) -> tuple[FloatArray, FloatArray]:
-    t = _array(t_s, "t_s")
-    v = _array(values, name)
-    if t.shape != v.shape:
-        raise AnalysisError(f"t_s has {t.size} samples but {name} has {v.size}")
-    if t.size < min_samples:
-        raise AnalysisError(f"the log has {t.size} samples; at least {min_samples} are needed")
-    steps = np.diff(t)
-    if (steps <= 0).any():
-        index = int(np.flatnonzero(steps <= 0)[0]) + 1
-        raise AnalysisError(
-            f"t_s is not strictly increasing: sample {index} is at {float(t[index])!r} s, "
-            f"sample {index - 1} at {float(t[index - 1])!r} s"
-        )
-    return t, v
 
 
 def _steps(length_min: float, interval_min: float, what: str) -> int:
@@ -965,203 +649,4 @@ def trumpet_curve(
         windows=windows,
         resampled=series.resampled,
         note=series.note,
-    )
-
-
-# --------------------------------------------------------------------------- occlusion
-
-
-def occlusion_analysis(
-    t_s: npt.ArrayLike,
-    pressure_mmhg: npt.ArrayLike,
-    alarm: npt.ArrayLike,
-    mass_g: npt.ArrayLike,
-    *,
-    occlusion_s: float,
-    release_s: float,
-    density_g_ml: float = DEFAULT_DENSITY_G_ML,
-    bolus_end_s: float | None = None,
-    settled_margin_mmhg: float = 5.0,
-) -> OcclusionResult:
-    """Time to alarm, pressure at alarm and unintended bolus of one occlusion test.
-
-    2012 edition (AS 60601.2.24:2018), occlusion clause under 201.12.4.4 — the sub-clause
-    number is not confirmed. Procedure **[src]**: run at the chosen rate and alarm threshold
-    until flow is constant, occlude, measure the pressure at alarm and the time from
-    occlusion to alarm, empty the vessel, reopen and collect the unintended bolus "until the
-    pressure is reduced".
-
-    The alarm is the first sample at or after ``occlusion_s`` (and no later than
-    ``release_s``) with the flag set. Unless ``bolus_end_s`` is given, the bolus ends at the
-    first sample after the release whose pressure is within ``settled_margin_mmhg`` of the
-    pre-occlusion baseline (the median pressure before the occlusion); that rule is our
-    reading of "until the pressure is reduced" **[std?]**, hence configurable. The bolus is
-    the balance mass at that time minus the mass at the release (both linearly
-    interpolated), so emptying the vessel before the release does not matter.
-
-    Parameters
-    ----------
-    t_s : array_like, shape (n,)
-        Sample times, s, strictly increasing.
-    pressure_mmhg : array_like, shape (n,)
-        Line pressure downstream of the pump, mmHg.
-    alarm : array_like of bool or 0/1, shape (n,)
-        Occlusion alarm flag of the pump.
-    mass_g : array_like, shape (n,)
-        Balance reading, g.
-    occlusion_s, release_s : float
-        When the stopcock was closed and reopened, s (in the log's time base).
-    density_g_ml : float
-        d to turn the bolus mass into volume, g/mL.
-    bolus_end_s : float, optional
-        End of bolus collection, s; default the pressure rule above.
-    settled_margin_mmhg : float
-        Margin above the baseline at which the pressure counts as reduced, mmHg.
-
-    Raises
-    ------
-    AnalysisError
-        On NaNs, mismatched lengths, non-increasing time, times outside the log, an alarm
-        already raised at the occlusion, or a pressure that never settles after release.
-    """
-    t, pressure = _time_and_values(t_s, pressure_mmhg, "pressure_mmhg")
-    _, mass = _time_and_values(t, mass_g, "mass_g")
-    flags_raw = _array(alarm, "alarm")
-    if flags_raw.shape != t.shape:
-        raise AnalysisError(f"t_s has {t.size} samples but alarm has {flags_raw.size}")
-    if not np.isin(flags_raw, (0.0, 1.0)).all():
-        index = int(np.flatnonzero(~np.isin(flags_raw, (0.0, 1.0)))[0])
-        raise AnalysisError(
-            f"alarm must be true/false (or 0/1); index {index} is {float(flags_raw[index])!r}"
-        )
-    flags = flags_raw.astype(bool)
-    density = _positive(density_g_ml, "the density d", "g/mL")
-    margin = _non_negative(settled_margin_mmhg, "settled_margin_mmhg", "mmHg")
-    occluded = float(occlusion_s)
-    released = float(release_s)
-    t_first, t_last = float(t[0]), float(t[-1])
-    if not (math.isfinite(occluded) and t_first < occluded <= t_last):
-        raise AnalysisError(
-            f"the occlusion time {occlusion_s!r} s must lie after the first sample and "
-            f"within the log ({t_first!r}–{t_last!r} s)"
-        )
-    if not (math.isfinite(released) and occluded < released <= t_last):
-        raise AnalysisError(
-            f"the release time {release_s!r} s must lie after the occlusion "
-            f"({occluded!r} s) and within the log (ends at {t_last!r} s)"
-        )
-
-    before = t < occluded
-    baseline = float(np.median(pressure[before]))
-    i_occ = int(np.searchsorted(t, occluded, side="left"))
-    i_rel = int(np.searchsorted(t, released, side="right"))
-    if flags[i_occ]:
-        raise AnalysisError(
-            f"the alarm is already raised at the occlusion ({float(t[i_occ])!r} s); "
-            "acknowledge it and let the flow settle before occluding"
-        )
-    during = flags[i_occ:i_rel]
-    if during.any():
-        i_alarm = i_occ + int(np.argmax(during))
-        alarm_s: float | None = float(t[i_alarm])
-        time_to_alarm: float | None = float(t[i_alarm]) - occluded
-        pressure_at_alarm: float | None = float(pressure[i_alarm])
-    else:
-        alarm_s = time_to_alarm = pressure_at_alarm = None
-    peak = float(np.max(pressure[i_occ:i_rel]))
-
-    if bolus_end_s is None:
-        after = np.flatnonzero((t >= released) & (pressure <= baseline + margin))
-        if after.size == 0:
-            raise AnalysisError(
-                f"the pressure never returned to within {margin:g} mmHg of the "
-                f"pre-occlusion baseline {baseline:g} mmHg after the release at {released!r} "
-                "s; pass bolus_end_s or a larger settled_margin_mmhg"
-            )
-        end_s = float(t[after[0]])
-    else:
-        end_s = float(bolus_end_s)
-        if not (math.isfinite(end_s) and released <= end_s <= t_last):
-            raise AnalysisError(
-                f"bolus_end_s {bolus_end_s!r} s must lie between the release ({released!r} s) "
-                f"and the end of the log ({t_last!r} s)"
-            )
-    bolus_mass = float(np.interp(end_s, t, mass) - np.interp(released, t, mass))
-    return OcclusionResult(
-        occlusion_s=occluded,
-        release_s=released,
-        baseline_pressure_mmhg=baseline,
-        alarm_s=alarm_s,
-        time_to_alarm_s=time_to_alarm,
-        pressure_at_alarm_mmhg=pressure_at_alarm,
-        peak_pressure_mmhg=peak,
-        bolus_end_s=end_s,
-        bolus_mass_g=bolus_mass,
-        bolus_volume_ml=bolus_mass / density,
-    )
-
-
-# --------------------------------------------------------------------------- bolus
-
-
-def bolus_accuracy(
-    expected_volume_ml: float | npt.ArrayLike,
-    measured_mass_g: npt.ArrayLike,
-    *,
-    density_g_ml: float = DEFAULT_DENSITY_G_ML,
-) -> BolusAccuracy:
-    """Deviation of each delivered bolus from its set volume (1998 50.106).
-
-    ``deviation_i = 100·(W_i/d − V_i)/V_i``. The standard's number of boluses and which
-    statistics it asks the manufacturer to disclose are **[std?]**; this reports the mean,
-    the largest, the smallest and the worst (largest magnitude) deviation.
-
-    Parameters
-    ----------
-    expected_volume_ml : float or array_like, shape (n,)
-        Set volume of every bolus (one value for all) or of each, mL; each > 0.
-    measured_mass_g : array_like, shape (n,)
-        Mass of each bolus on the balance, g.
-    density_g_ml : float
-        d, g/mL.
-
-    Raises
-    ------
-    AnalysisError
-        No boluses, NaNs, a set volume <= 0, or mismatched lengths.
-    """
-    density = _positive(density_g_ml, "the density d", "g/mL")
-    measured_g = _array(measured_mass_g, "measured_mass_g")
-    if measured_g.size == 0:
-        raise AnalysisError("measured_mass_g is empty: no boluses to evaluate")
-    if np.ndim(expected_volume_ml) == 0:
-        expected = _array(
-            np.full(measured_g.size, expected_volume_ml, dtype=object), "expected_volume_ml"
-        )
-    else:
-        expected = _array(expected_volume_ml, "expected_volume_ml")
-        if expected.size != measured_g.size:
-            raise AnalysisError(
-                f"expected_volume_ml has {expected.size} boluses but measured_mass_g has "
-                f"{measured_g.size}"
-            )
-    if (expected <= 0).any():
-        index = int(np.flatnonzero(expected <= 0)[0])
-        raise AnalysisError(
-            f"expected_volume_ml must be > 0 mL; bolus {index} is {float(expected[index])!r} mL"
-        )
-    measured_ml = measured_g / density
-    deviation = (measured_ml - expected) * 100.0 / expected
-    worst = int(np.argmax(np.abs(deviation)))
-    for array in (expected, measured_ml, deviation):
-        array.setflags(write=False)
-    return BolusAccuracy(
-        expected_ml=expected,
-        measured_ml=measured_ml,
-        deviation_percent=deviation,
-        mean_deviation_percent=float(np.mean(deviation)),
-        max_deviation_percent=float(np.max(deviation)),
-        min_deviation_percent=float(np.min(deviation)),
-        worst_deviation_percent=float(deviation[worst]),
-        worst_index=worst,
     )
