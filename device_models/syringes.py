@@ -33,12 +33,14 @@ __all__ = [
 
 #: The nominal scaling of the stopper mechanics with the barrel's inner diameter ``ID`` (mm),
 #: fitted to the published start-up delays (docs/models.md, "Start-up"), NOT measured per
-#: syringe: breakaway (static) friction ``0.4 N/mm · ID`` and sliding friction
-#: ``0.3 N/mm · ID`` (a stopper's friction grows with its sealing perimeter), assembly
-#: stiffness ``530 N / ID`` (larger syringes have longer plungers and softer stoppers).
-_BREAKAWAY_N_PER_MM = 0.4
+#: syringe: sliding friction ``0.3 N/mm · ID`` (a stopper's friction grows with its sealing
+#: perimeter; 8 N for a 50 mL barrel), breakaway (static) friction ``0.316 N/mm · ID``
+#: (5 % above: a restart after a stop then waits 0.3-1.1 min at 1 mL/h, as after Neff's
+#: pre-bolus), assembly stiffness ``420 N / ID`` (larger syringes have longer plungers and
+#: softer stoppers; with the breakaway force it sets the first start-up's dead band).
 _SLIDING_N_PER_MM = 0.3
-_STIFFNESS_N = 530.0
+_BREAKAWAY_N_PER_MM = 0.316
+_STIFFNESS_N = 420.0
 
 
 def nominal_stopper_mechanics(inner_diameter_mm: float) -> tuple[float, float, float]:
@@ -86,13 +88,13 @@ class SyringeSpec:
         8.0, unit="N", doc="stopper sliding (dynamic) friction (nominal)", minimum=0.0
     )
     breakaway_force_n: float = param(
-        10.6,
+        8.4,
         unit="N",
         doc="stopper breakaway (static) friction, >= the sliding friction (nominal)",
         minimum=0.0,
     )
     assembly_stiffness_n_per_mm: float = param(
-        19.9,
+        15.8,
         unit="N/mm",
         doc="stiffness of plunger rod, stopper and clamp between drive and rim (nominal)",
         minimum=1e-3,

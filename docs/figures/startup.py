@@ -51,7 +51,7 @@ def main(path: Path) -> None:
     ax_v.set_ylabel("delivered volume (mL)")
     ax_v.legend(fontsize=8, loc="upper left")
     ax_q.axhspan(0.9 * RATE_ML_H, 1.1 * RATE_ML_H, color="0.85", label="±10 % of set rate")
-    ax_q.set_ylim(0.0, 3.5 * RATE_ML_H)
+    ax_q.set_ylim(0.0, 2.0 * RATE_ML_H)
     ax_q.set_ylabel("flow, 2 min average (mL/h)")
     ax_q.set_xlabel("time since start (min)")
     ax_q.legend(fontsize=8, loc="upper right")

@@ -102,8 +102,8 @@ def test_startup_closed_form(continuous: SystemParams) -> None:
     delivered = q * x - q * tau * (1.0 - decay) + np.where(on, jump * (1.0 - decay), 0.0)
     np.testing.assert_allclose(ours["line_pressure_mmhg"], pressure, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(ours["delivered_ml"], delivered, rtol=1e-9, atol=1e-12)
-    # BD 50 mL at 2 mL/h: 0.2 mm of backlash plus 10.6 N / 19.9 N/mm of assembly loading
-    # is 0.733 mm of travel at 3.6 mm/h, about 733 s of no delivery (backlash alone, the
+    # BD 50 mL at 2 mL/h: 0.2 mm of backlash plus 8.4 N / 15.8 N/mm of assembly loading
+    # is 0.732 mm of travel at 3.6 mm/h, about 731 s of no delivery (backlash alone, the
     # model before the stopper mechanics, gave about 200 s)
     assert 700.0 < t_e < 770.0
 
