@@ -23,6 +23,7 @@ from medtwin.hil.analysis.gravimetry import GravimetricPolicy
 from medtwin.hil.cli import main
 from medtwin.hil.commands.analyze import read_balance_csv
 from medtwin.hil.runner import RunResult
+from medtwin.hil.store import RunStore
 
 RATE = 10.0
 EXPECTED_EP = {"1": 3.0, "2": 3.0, "5": 0.0, "11": 3 / 11, "19": 3 / 19, "31": 3 / 31}
@@ -451,3 +452,11 @@ def test_analyze_of_a_runs_exported_balance_channel_gives_the_runs_a_and_ep(
                 assert window[f"ep_{which}"] == pytest.approx(verdict.value, rel=1e-12, abs=1e-12)
         # The d both used is printed and stored beside the verdicts.
         assert f"d = {document['density_g_ml']:.6f} g/mL" in run_a.note
+    with RunStore(db) as store:
+        stored = store.load_run(result.run_id)
+    records = {(str(v.source), v.measurement): v for v in stored.verdicts}
+    ep = records[("real", "ep_max_2min")]
+    assert str(ep.outcome) == "INFO"  # stored as disclosed, not as a pass
+    assert "d = 0.997156 g/mL (20 °C, air buoyancy)" in ep.note
+    analysis = stored.summary["procedures"][0]["analysis"]["real"]
+    assert analysis["gravimetry"]["density_g_ml"] == analysis["density_g_ml"]
