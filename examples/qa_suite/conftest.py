@@ -27,7 +27,9 @@ class Declared:
     models: tuple[str, ...] = ("NE-1000", "NE-500", "NE-1600", "NE-1800")
     intermediate_rate_ml_h: float = 5.0
     accuracy_percent: float = 2.0
-    max_time_to_occlusion_alarm: str = "25min"
+    #: The NE-1000 senses no pressure: its occlusion alarm is the motor stall at the drive's
+    #: force limit, ~1900 mmHg with a BD 50 mL syringe, ~62 min at 5 mL/h.
+    max_time_to_occlusion_alarm: str = "75min"
     #: Resolution of the diameter the pump reports (NE-1000: 4 digits, 0.01 mm above 10 mm).
     diameter_resolution_mm: float = 0.01
 
