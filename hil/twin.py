@@ -34,6 +34,7 @@ from medtwin.device_models.system import ParameterBatch, SystemParams, SystemSim
 from medtwin.drivers.base import DeviceIdentity
 from medtwin.drivers.errors import ConfigurationError
 from medtwin.hil.actions import ACTIONS
+from medtwin.hil.analysis.gravimetry import policy_from_balance_params
 from medtwin.hil.config import BenchConfig, EmulationConfig, TwinConfig
 from medtwin.hil.store import RunStore
 from numpy.typing import NDArray
@@ -319,7 +320,8 @@ class Twin:
         self.schedule = Schedule()
         self.uncertainty = uncertainty
         self.noise_sd = model_noise_sd(params)
-        self._grams_per_ml = params.balance.grams_per_ml
+        # d of the one gravimetric policy (hil/analysis/gravimetry.py), as the analyses use it
+        self._grams_per_ml = policy_from_balance_params(params.balance).density_g_ml
         moved = [] if uncertainty is None else _perturbed(params, uncertainty)
         self._moved = [(SystemSimulator(p), h) for p, h in moved]
 
@@ -368,7 +370,8 @@ class Twin:
         previous_mass_g: NDArray[np.float64],
         dt_s: NDArray[np.float64],
     ) -> NDArray[np.float64]:
-        """Flow (mL/h) between balance readings, with the twin's density and buoyancy."""
+        """Flow (mL/h) between balance readings, with d of the run's gravimetric policy (the
+        twin's water temperature and air buoyancy)."""
         with np.errstate(divide="ignore", invalid="ignore"):
             flow = (mass_g - previous_mass_g) / self._grams_per_ml / dt_s * 3600.0
         return np.where(dt_s > 0, flow, np.nan)
