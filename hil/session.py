@@ -186,6 +186,9 @@ async def _run(
         # The ports first: a bench that cannot stand up (a missing port, a device that
         # does not answer) fails here, before a store is created or a run recorded.
         await rig.start()
+        if stop.is_set():
+            # Ctrl-C while the bench stood up: nothing ran, so nothing is recorded.
+            raise KeyboardInterrupt
         with _open_store(db_url) as store:
             runner = Runner(
                 bench, scenario, store=store, clock=clock, progress=hook, rig=rig, plan=plan
@@ -224,9 +227,14 @@ def run_scenario(
         mode = "bar" if progress else None
     run = _RunName()
     with _progress(mode, scenario.duration, run) as hook:
-        return asyncio.run(
-            _run(bench, scenario, plan=plan, clock=chosen, db_url=db_url, hook=hook, run=run)
-        )
+        try:
+            return asyncio.run(
+                _run(bench, scenario, plan=plan, clock=chosen, db_url=db_url, hook=hook, run=run)
+            )
+        except asyncio.CancelledError:
+            # A second Ctrl-C stopped the wait for the first one's clean stop (the pumps
+            # were stopped, the run closed as aborted): an interruption all the same.
+            raise KeyboardInterrupt from None
 
 
 def failed_verdicts(result: RunResult) -> list[Any]:

@@ -271,3 +271,22 @@ def test_the_quickstart_calibration_recovers_the_demo_truth(
         assert doc["warnings"] == []
     onset = json.loads(fitted.stdout)["params"]["pump.drive.wear_onset_s"]["value"]
     assert onset == pytest.approx(1800.0, abs=15.0)
+
+
+def test_ctrl_c_while_the_bench_stands_up_records_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medtwin.hil.rig import BenchRig
+
+    start = BenchRig.start
+
+    async def interrupted_start(self: BenchRig) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the runner's handler takes it
+        await start(self)
+
+    monkeypatch.setattr(BenchRig, "start", interrupted_start)
+    db = tmp_path / "runs.db"
+    result = invoke("run", DRIFT, IEC, "--db", f"sqlite:///{db}")
+    assert result.exit_code == ExitCode.INTERRUPTED, result.output
+    assert result.stderr == "medtwin: interrupted\n"
+    assert not db.exists()
