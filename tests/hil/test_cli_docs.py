@@ -26,19 +26,39 @@ def _commands() -> Iterator[tuple[str, click.Command]]:
                 yield f"{name} {sub}", found
 
 
-def test_every_command_and_option_is_documented() -> None:
-    text = PAGE.read_text(encoding="utf-8")
+def _sections(text: str) -> dict[str, str]:
+    """``### `medtwin NAME ...` `` heading → the section's text (up to the next heading)."""
+    parts = re.split(r"^### `(medtwin [^`]*)`[^\n]*$", text, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def _section_of(sections: dict[str, str], name: str) -> str | None:
+    top, _, sub = name.partition(" ")
+    for heading, body in sections.items():
+        words = heading.split()
+        if words[1] != top:
+            continue
+        if not sub or (len(words) > 2 and sub in words[2].split("|")):
+            return body
+    return None
+
+
+def test_every_command_and_option_is_documented_in_its_section() -> None:
+    sections = _sections(PAGE.read_text(encoding="utf-8"))
     missing = []
     for name, command in _commands():
-        if f"`medtwin {name.split()[0]}" not in text:
-            missing.append(f"medtwin {name}")
+        if isinstance(command, click.Group):
+            continue  # documented through its subcommands
+        body = _section_of(sections, name)
+        if body is None:
+            missing.append(f"a section for medtwin {name}")
+            continue
         for param in command.params:
             if not isinstance(param, click.Option) or "--help" in param.opts:
                 continue
             for opt in (*param.opts, *param.secondary_opts):
-                if opt.startswith("--") and not re.search(
-                    rf"(?<![\w-]){re.escape(opt)}(?![\w-])", text
-                ):
+                pattern = rf"(?<![\w-]){re.escape(opt)}(?![\w-])"
+                if opt.startswith("--") and not re.search(pattern, body):
                     missing.append(f"medtwin {name} {opt}")
     assert not missing, f"not in {PAGE.name}: {', '.join(missing)}"
 
