@@ -60,8 +60,9 @@ class ExitCode(enum.IntEnum):
     device pass?); ``BAD_INPUT`` means the question was malformed (fix the command line or
     the files), ``RUNTIME`` that the bench or the store let the command down (a retry, or a
     look at the hardware, may help). ``BAD_INPUT`` is also what click gives its own usage
-    errors, and ``INTERRUPTED`` is 128 + SIGINT, the shell's convention for a command
-    stopped by Ctrl-C (POSIX.1-2017, Shell Command Language §2.8.2).
+    errors, and ``INTERRUPTED`` is 128 + SIGINT (2): POSIX asks only that a command ended
+    by a signal report a status above 128 (POSIX.1-2017, XCU §2.8.2), and 128 + the signal
+    number is what bash reports for one (Bash Reference Manual, "Exit Status").
     """
 
     #: the command did what was asked; ``medtwin run``: no verdict failed.
