@@ -73,4 +73,7 @@ async def test_it_weighs_what_the_pump_delivers(pair: Any) -> None:
         reading = await pair.device.read(stable=True)
     truth = pair.mechanism.snapshot()
     assert reading.mass_g == pytest.approx(truth.net_g, abs=0.05)
-    assert reading.mass_g == pytest.approx(10.0, rel=0.02)  # water at bench temperature
+    # Grams of water, not mL or a raw count: the drive pushed 10 mL, of which the syringe
+    # assembly keeps its friction preload (about 0.4 mL for the bench's 50 mL syringe,
+    # docs/models.md "Start-up") and the rest reaches the balance at ~0.997 g/mL.
+    assert 9.4 < reading.mass_g < 10.0

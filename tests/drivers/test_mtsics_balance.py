@@ -386,8 +386,10 @@ async def test_weighing_what_the_pump_delivers_on_the_physical_bench(tcp: bool) 
             assert not delivered.stable
             with pytest.raises(CommandRefused, match="'S I'"):
                 await balance.read(stable=True)
-            # About 1 mL of water in a minute at 60 mL/h, less the line's start-up.
-            assert 0.5 < delivered.mass_g < 1.0
+            # The drive pushes 1 mL in a minute at 60 mL/h; about 0.4 mL of it loads the
+            # 50 mL syringe assembly to the stopper's breakaway force before anything
+            # flows (docs/models.md, "Start-up"), then the line's own start-up.
+            assert 0.25 < delivered.mass_g < 0.6
             # Quantised to the 0.1 mg readability, within noise of the truth.
             assert round(delivered.mass_g, 4) == delivered.mass_g
             truth_g = physical.balance.snapshot().net_g

@@ -269,7 +269,10 @@ def test_cli_scenario_the_bench_cannot_run_exits_2_and_creates_no_database(
     ("replace", "field", "message"),
     [
         (
-            ('calibration = "none"', 'calibration = "none"\nparams = { "pump.drive.nope" = 1 }'),
+            (
+                '"pump.pressure_sensor" = false',
+                '"pump.pressure_sensor" = false\n"pump.drive.nope" = 1',
+            ),
             "twin.params",
             "unknown parameter 'pump.drive.nope'",
         ),
