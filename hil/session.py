@@ -291,6 +291,7 @@ def _verdict_pairs(result: RunResult) -> Any:
             column,
             justify="left" if column == "measurement" else "right",
             no_wrap=column == "measurement",
+            overflow="fold",  # a narrow terminal folds a cell, never cuts it with "…"
         )
 
     def cell(v: Any) -> str:
@@ -386,6 +387,7 @@ def print_result(result: RunResult, *, as_json: bool, report_path: str | None = 
             column,
             justify="right" if column not in ("channel", "unit") else "left",
             no_wrap=column == "channel",  # a channel name is never cut
+            overflow="fold",
         )
     for name, stats in result.channels.items():
         cells = [
@@ -406,7 +408,7 @@ def print_result(result: RunResult, *, as_json: bool, report_path: str | None = 
     if result.drift_events:
         events = Table(title=f"drift events ({len(result.drift_events)})")
         for column in ("channel", "real vs twin", "detector", "onset", "detected", "magnitude"):
-            events.add_column(column, no_wrap=column == "channel")
+            events.add_column(column, no_wrap=column == "channel", overflow="fold")
         for e in result.drift_events:
             rel = f" ({100 * e.magnitude_rel:+.2f} %)" if e.magnitude_rel is not None else ""
             events.add_row(

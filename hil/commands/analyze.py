@@ -450,11 +450,8 @@ def _print_table(curve: TrumpetCurve, csv_path: str, policy: GravimetricPolicy) 
         markup=False,
     )
     table = Table(title="Trumpet curve (IEC 60601-2-24 50.102)")
-    table.add_column("P (min)", justify="right")
-    table.add_column("P/S", justify="right")
-    table.add_column("m", justify="right")
-    table.add_column("Ep(max) %", justify="right")
-    table.add_column("Ep(min) %", justify="right")
+    for column in ("P (min)", "P/S", "m", "Ep(max) %", "Ep(min) %"):
+        table.add_column(column, justify="right", overflow="fold")
     for window in curve.windows:
         table.add_row(
             f"{window.window_min:g}",

@@ -196,6 +196,7 @@ def _print_human(doc: dict[str, Any]) -> None:
             column,
             justify="left" if column in ("parameter", "unit") else "right",
             no_wrap=column == "parameter",
+            overflow="fold",  # a narrow terminal folds a cell, never cuts it with "…"
         )
     for name, p in doc["params"].items():
         change = p["value"] - p["before"]
@@ -218,9 +219,9 @@ def _print_human(doc: dict[str, Any]) -> None:
     names = doc["correlation"]["names"]
     if len(names) > 1:
         corr = Table(title="correlation", title_justify="left", box=box.SIMPLE_HEAD)
-        corr.add_column("", no_wrap=True)
+        corr.add_column("", no_wrap=True, overflow="fold")
         for i in range(len(names)):
-            corr.add_column(f"[{i + 1}]", justify="right")
+            corr.add_column(f"[{i + 1}]", justify="right", overflow="fold")
         for i, (name, row) in enumerate(zip(names, doc["correlation"]["matrix"], strict=True)):
             corr.add_row(f"[{i + 1}] {name}", *(_fmt(v, 3) for v in row))
         console.print(corr)
@@ -230,6 +231,7 @@ def _print_human(doc: dict[str, Any]) -> None:
             column,
             justify="left" if column in ("channel", "unit") else "right",
             no_wrap=column == "channel",
+            overflow="fold",
         )
     for name, ch in doc["channels"].items():
         channels.add_row(

@@ -56,7 +56,7 @@ def _print_table(found: list[ProtocolDescriptor]) -> None:
         console = Console(width=200)
     table = Table(title="registered protocols", title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("protocol", "kind", "driver", "emulator", "line", "source"):
-        table.add_column(column, no_wrap=column != "source")
+        table.add_column(column, no_wrap=column != "source", overflow="fold")
     for item in found:
         table.add_row(
             item.name,

@@ -3,6 +3,7 @@ the "see more" hint, and one way of writing limits everywhere (issue 18 §3)."""
 
 from __future__ import annotations
 
+import ast
 import re
 import shlex
 from datetime import UTC, datetime
@@ -190,3 +191,23 @@ def test_see_more_hint_leaves_out_the_default_store(
     absolute = f"sqlite:///{(tmp_path / 'medtwin.db').resolve()}"
     assert "--db" not in session.see_more_hint(3, absolute)
     assert "--db" not in session.see_more_hint(3, "sqlite:///medtwin.db")
+
+
+def test_every_cli_table_column_folds_instead_of_cutting() -> None:
+    """rich cuts a cell that does not fit with "…" unless the column says otherwise: every
+    column of every table the CLI prints folds (a narrow terminal or an 80-column CI log
+    then shows the whole detector, channel or parameter name over two lines)."""
+    package = Path(__file__).resolve().parents[2] / "hil"
+    cutting = []
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "add_column"
+            ):
+                overflow = {k.arg: k.value for k in node.keywords}.get("overflow")
+                if not (isinstance(overflow, ast.Constant) and overflow.value == "fold"):
+                    cutting.append(f"{path.relative_to(package.parent)}:{node.lineno}")
+    assert not cutting, f"table columns that cut with an ellipsis: {cutting}"
