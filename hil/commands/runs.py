@@ -55,9 +55,19 @@ def open_store(db_url: str, *, write: bool = False) -> RunStore:
     cannot write is then refused at once, naming the file, before any work is done.
     """
     try:
-        return RunStore(db_url, create=False, read_only=False if write else None)
+        store = RunStore(db_url, create=False, read_only=False if write else None)
     except StorageError as error:
         raise ConfigurationError(str(error), source="--db") from error
+    if write and store.read_only:
+        # The URL itself asked for read-only (``?mode=ro``): refuse before any work.
+        store.close()
+        raise ConfigurationError(
+            f"the run store {db_url} is opened read-only (the URL asks for mode=ro): it can "
+            "be listed, reported and exported, but nothing can be stored in it; use a --db "
+            "you can write",
+            source="--db",
+        )
+    return store
 
 
 def run_not_found(error: RunNotFound) -> ConfigurationError:

@@ -226,3 +226,18 @@ def test_calibrate_into_a_read_only_store_is_refused_before_any_fit(
     assert result.exit_code != 0
     assert "is read-only" in result.output
     assert "cannot be stored in it" in result.output
+
+
+def test_calibrate_into_a_store_opened_with_mode_ro_is_refused_before_any_fit(
+    archived: tuple[Path, int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, done, _dead = archived
+
+    def no_fit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the fit ran although nothing could be stored")
+
+    monkeypatch.setattr("medtwin.hil.calibration.calibrate", no_fit)
+    result = CliRunner().invoke(main, ["calibrate", str(done), "--db", f"sqlite:///{path}?mode=ro"])
+    assert result.exit_code == 2, result.output
+    assert "opened read-only" in result.output
+    assert "nothing can be stored in it" in result.output
