@@ -1,0 +1,1 @@
+"""Fluke Biomedical ProSim 8 vital-signs simulator: its remote-control protocol."""
