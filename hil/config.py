@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
+from medtwin.device_models.base import ParameterError
+from medtwin.device_models.patient.demographics import Demographics
 from medtwin.drivers.errors import ConfigurationError
 from medtwin.drivers.protocol import DeviceKind
 from medtwin.drivers.registry import descriptor, protocols
@@ -40,6 +42,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -51,6 +54,7 @@ __all__ = [
     "EmulationConfig",
     "LimitsConfig",
     "LineConfig",
+    "PatientConfig",
     "ScenarioConfig",
     "Step",
     "TwinConfig",
@@ -300,6 +304,46 @@ def step_from_mapping(data: Mapping[str, Any], *, source: str) -> Step:
         raise ConfigurationError(message, source=source, field=field) from None
 
 
+def _covariate(name: str, value: float) -> float:
+    """One covariate checked against the one range table, ``Demographics``'s own."""
+    try:
+        Demographics(**{name: value})
+    except ParameterError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class PatientConfig(_Strict):
+    """The scenario's ``[patient]`` table: the patient the bench's pump infuses.
+
+    The pump's delivered flow (mL/h) times ``concentration_mg_ml`` is the patient's drug
+    input, once from the real device's measured delivery and once from the twin's
+    (:mod:`medtwin.hil.patient_link`). Whether ``model`` exists for ``drug`` and the
+    covariates fit it, and that ``pump`` is a pump on the bench, are checked when the run is
+    planned (:class:`medtwin.hil.plan.RunPlan`), naming ``patient.<field>``.
+    """
+
+    #: The bench device (a pump) that infuses the drug; default: the bench's pump.
+    pump: str | None = None
+    drug: Literal["propofol", "remifentanil"]
+    #: The PK model's name (``schnider``, ``marsh``, ``minto``, ...).
+    model: str = Field(min_length=1)
+    concentration_mg_ml: float = Field(gt=0.0)
+    age_y: float
+    weight_kg: float
+    height_cm: float
+    sex: Literal["male", "female"]
+    #: Where the real delivered flow comes from: ``balance`` (the balance's mass, through
+    #: the run's gravimetric policy), ``pump`` (the pump's reported infused volume), or
+    #: ``auto`` (the balance when the bench has one, else the pump).
+    delivery: Literal["auto", "balance", "pump"] = "auto"
+
+    @field_validator("age_y", "weight_kg", "height_cm")
+    @classmethod
+    def _in_range(cls, value: float, info: ValidationInfo) -> float:
+        return _covariate(str(info.field_name), value)
+
+
 class ScenarioConfig(_FileModel):
     name: str = Field(min_length=1)
     description: str = ""
@@ -308,6 +352,7 @@ class ScenarioConfig(_FileModel):
     steps: list[Step] = Field(default_factory=list)
     tolerances: dict[str, dict[str, Any]] = Field(default_factory=dict)
     procedures: list[dict[str, Any]] = Field(default_factory=list)
+    patient: PatientConfig | None = None
 
     @field_validator("sampling")
     @classmethod
