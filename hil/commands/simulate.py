@@ -1,7 +1,14 @@
-"""``medtwin simulate``: the twin alone, for a design engineer's what-if.
+"""``medtwin simulate``: the models alone, for a design engineer's what-if.
 
-Runs the device model (pump + line + balance) on a constant-rate schedule, optionally with
-an occlusion, and writes one CSV row per output interval. Nothing touches hardware.
+Two subcommands, nothing touches hardware:
+
+* ``medtwin simulate pump`` runs the device model (pump + line + balance) on a
+  constant-rate schedule, optionally with an occlusion, and writes one CSV row per output
+  interval. It is also what ``medtwin simulate`` runs when no subcommand is named
+  (``medtwin simulate --rate 5 --duration 2h --out sim.csv``), the form the command had
+  before it had subcommands;
+* ``medtwin simulate patient`` runs the patient (PK/PD, vital signs) and optionally a
+  monitor's view of it (:mod:`medtwin.hil.commands.simulate_patient`).
 
 ``--list-params`` lists every parameter name ``--set`` accepts (the same names calibration's
 ``--params``/``--fix`` take): a table on a terminal, whose name column is never cut, and
@@ -80,7 +87,23 @@ def _format(value: Any) -> str:
     return "nan" if np.isnan(value) else repr(value)
 
 
-@click.command("simulate")
+class _DefaultPumpGroup(click.Group):
+    """A group whose arguments go to ``pump`` when they do not start with a subcommand's
+    name: ``medtwin simulate --rate 5 ...`` is ``medtwin simulate pump --rate 5 ...``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["pump", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group("simulate", cls=_DefaultPumpGroup)
+def simulate() -> None:
+    """Simulate the models alone: the pump twin (`pump`, also what options without a
+    subcommand run) or the patient and a monitor (`patient`)."""
+
+
+@simulate.command("pump")
 @click.option(
     "--pump", type=click.Choice(["syringe", "volumetric"]), default="syringe", show_default=True
 )
@@ -99,7 +122,7 @@ def _format(value: Any) -> str:
 @click.option("--list-params", is_flag=True, help="list parameter names, units and defaults")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 @handle_errors
-def simulate(
+def simulate_pump(
     pump: str,
     syringe: str | None,
     syringes_file: str | None,
@@ -114,7 +137,9 @@ def simulate(
     list_params: bool,
     as_json: bool,
 ) -> None:
-    """Simulate the twin alone (pump + line + balance) and write a CSV."""
+    """Simulate the twin alone (pump + line + balance) and write a CSV.
+
+    `medtwin simulate --rate ...` (no subcommand) is the same command."""
     params = _params(pump, syringe, syringes_file, parse_assignments(sets))
     if list_params:
         _list(params, as_json)
