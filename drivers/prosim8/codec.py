@@ -627,8 +627,22 @@ def encode_rtc_reply(moment: _dt.datetime) -> bytes:
     return time_line + RtcDateReply(moment.month, moment.day, moment.year).encode()
 
 
-def rtc_datetime(time: RtcTimeReply, date: RtcDateReply) -> _dt.datetime:
-    """The clock reading of the two ``GETRTC`` lines (naive: the simulator has no zone)."""
+def rtc_datetime(time: Reply, date: Reply, *, device: str | None = None) -> _dt.datetime:
+    """The clock reading of the two ``GETRTC`` lines (naive: the simulator has no zone).
+
+    Raises
+    ------
+    ProtocolError
+        If ``time`` is not a time line or ``date`` not a date line (the simulator
+        answered ``ERR=nn``, or the lines came in another order).
+    """
+    if not isinstance(time, RtcTimeReply) or not isinstance(date, RtcDateReply):
+        raise ProtocolError(
+            f"GETRTC answered {type(time).__name__}, {type(date).__name__}: expected a time "
+            "line, then a date line",
+            raw=time.encode() + date.encode(),
+            device=device,
+        )
     return _dt.datetime(date.year, date.month, date.day, time.hour, time.minute, time.second)
 
 

@@ -356,6 +356,11 @@ def test_getrtc_two_lines() -> None:
     assert isinstance(time, RtcTimeReply)
     assert isinstance(date, RtcDateReply)
     assert rtc_datetime(time, date) == moment
+    with pytest.raises(ProtocolError, match="expected a time line, then a date line"):
+        rtc_datetime(date, time)
+    with pytest.raises(ProtocolError) as caught:
+        rtc_datetime(time, ErrorReply(5), device="sim")
+    assert caught.value.raw == b"09:05:03\r\nERR=05\r\n"
 
 
 def test_reply_constructors_validate() -> None:
