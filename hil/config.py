@@ -9,8 +9,9 @@ twin (model kind and parameters, or the latest calibration of the device). See
 ``docs/benches-and-scenarios.md``.
 
 A **scenario file** says what happens: a timeline of steps (set rate, start, stop, bolus,
-occlude/release, tare, mark ...), how often each device is sampled, and the acceptance
-tolerances per channel.
+occlude/release, tare, mark ...), how often each device is sampled, the acceptance
+tolerances per channel, and optionally the patient the pump infuses (``[patient]``: drug,
+concentration, PK model, covariates; :mod:`medtwin.hil.patient_link`).
 
 Every error names ``file:field`` and what was expected (:class:`ConfigurationError`);
 all the errors of a file come in one message (its procedures' included), a misspelt key
@@ -306,8 +307,9 @@ def step_from_mapping(data: Mapping[str, Any], *, source: str) -> Step:
 
 def _covariate(name: str, value: float) -> float:
     """One covariate checked against the one range table, ``Demographics``'s own."""
+    given: dict[str, Any] = {name: value}
     try:
-        Demographics(**{name: value})
+        Demographics(**given)
     except ParameterError as exc:
         raise ValueError(str(exc)) from None
     return value

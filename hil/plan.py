@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from medtwin.device_models.syringes import SyringeLibrary, default_library
 from medtwin.drivers.errors import ConfigurationError
 from medtwin.hil.actions import ACTIONS, PlanContext, PlannedStep, PlanState, StepArguments
 from medtwin.hil.comparator import ChannelSpec
 from medtwin.hil.config import BenchConfig, DeviceConfig, ScenarioConfig
+from medtwin.hil.patient_link import PatientPlan, plan_patient
 from medtwin.hil.procedures import Procedure, parse_procedures
 from medtwin.hil.rig import check_bench
 from medtwin.hil.twin import CHANNEL_KINDS, twin_params
@@ -137,6 +140,8 @@ class RunPlan:
     ticks: dict[float, list[str]]
     specs: dict[str, ChannelSpec]
     procedures: list[Procedure]
+    #: The scenario's ``[patient]`` checked against the bench (None without one).
+    patient: PatientPlan | None = None
 
     @classmethod
     def of(cls, bench: BenchConfig, scenario: ScenarioConfig) -> RunPlan:
@@ -144,25 +149,34 @@ class RunPlan:
         # the errors its start would raise after the store had been opened.
         check_bench(bench)
         twin_params(bench)
+        patient = plan_patient(bench, scenario)
         return cls(
             steps=plan_steps(bench, scenario),
             ticks=_sample_ticks(bench, scenario),
-            specs=_channel_specs(bench, scenario),
+            specs=_channel_specs(bench, scenario, patient),
             procedures=parse_procedures(scenario.procedures, source=scenario.source),
+            patient=patient,
         )
 
 
-def _channel_specs(bench: BenchConfig, scenario: ScenarioConfig) -> dict[str, ChannelSpec]:
+def _channel_specs(
+    bench: BenchConfig, scenario: ScenarioConfig, patient: PatientPlan | None = None
+) -> dict[str, ChannelSpec]:
     specs: dict[str, ChannelSpec] = {}
     known: set[str] = set()
-    for cfg in bench.devices:
-        for ch in CHANNEL_KINDS[cfg.kind]:
-            name = f"{cfg.name}.{ch.quantity}"
-            known.add(name)
-            options = {**ch.defaults, **scenario.tolerances.get(name, {})}
-            specs[name] = ChannelSpec.from_mapping(
-                name, {"unit": ch.unit, **options}, source=scenario.source
-            )
+    channels: list[tuple[str, str, Mapping[str, Any]]] = [
+        (f"{cfg.name}.{ch.quantity}", ch.unit, ch.defaults)
+        for cfg in bench.devices
+        for ch in CHANNEL_KINDS[cfg.kind]
+    ]
+    if patient is not None:  # the patient's channels are judged like any other
+        channels += [(ch.name, ch.unit, ch.defaults) for ch in patient.channels]
+    for name, unit, defaults in channels:
+        known.add(name)
+        options = {**defaults, **scenario.tolerances.get(name, {})}
+        specs[name] = ChannelSpec.from_mapping(
+            name, {"unit": unit, **options}, source=scenario.source
+        )
     unknown = sorted(set(scenario.tolerances) - known)
     if unknown:
         raise ConfigurationError(

@@ -8,7 +8,10 @@ One run walks a merged timeline of scenario steps and sample ticks on one
    the twin sees exactly what the device saw;
 2. at a device's sample tick it is read; the twin is evaluated at the reading's own
    timestamp; both go to the run store and the residual to the live comparator, whose
-   drift events are stored as they happen.
+   drift events are stored as they happen;
+3. with a scenario's ``[patient]``, the delivery those readings measure (the balance's
+   flow, or the pump's counter) drives the patient's PK/PD model, once for the real
+   device and once for the twin (:mod:`medtwin.hil.patient_link`).
 
 Before anything moves, the scenario is planned (:mod:`medtwin.hil.plan`): every step is
 checked against the bench's declared limits, and a step the pump would refuse stops the
@@ -43,6 +46,7 @@ from medtwin.hil.analysis.gravimetry import policy_from_balance_params
 from medtwin.hil.comparator import DriftEvent, LiveComparator
 from medtwin.hil.config import BenchConfig, ScenarioConfig
 from medtwin.hil.measurements import Verdict
+from medtwin.hil.patient_link import PatientLink
 from medtwin.hil.plan import RunPlan, plan_steps
 from medtwin.hil.procedures import (
     ProcedureResult,
@@ -222,6 +226,8 @@ class Runner:
         self.procedures = plan.procedures
         self._reached_s = 0.0  # scenario time of the last tick run
         self.procedure_results: list[ProcedureResult] = []
+        # The scenario's [patient], driven by the real and the twin delivery (patient_link).
+        self.patient = None if plan.patient is None else PatientLink(plan.patient)
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -246,6 +252,8 @@ class Runner:
                     _Channel(name, ch.unit, cfg.name, key, real_id, twin_id, True, sd_id)
                 )
             self._channels[cfg.name] = channels
+        if self.patient is not None:
+            self.patient.open(writer, self.comparator)
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -380,6 +388,8 @@ class Runner:
         )
         if twin_input is not None:
             twin.command(self._t0 + t, *twin_input)
+            if self.patient is not None:
+                self.patient.command(device.name, twin_input[0])
 
     async def _command(self, device: Device, step: PlannedStep) -> tuple[CommandKind, float] | None:
         """Send one step to its device (the action table's device call); return the twin's
@@ -512,6 +522,9 @@ class Runner:
                 known = np.isfinite(w)  # e.g. no flow before the second balance reading
                 band_sd = None if sd is None else sd[known]
                 for event in self.comparator.update(ch.name, t[known], r[known], w[known], band_sd):
+                    self._drift(event)
+            if self.patient is not None:
+                for event in self.patient.update(name, t, real, twin):
                     self._drift(event)
 
     def _flows(
