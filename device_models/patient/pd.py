@@ -71,7 +71,7 @@ def hill(c: ArrayLike, c50: float, gamma: float, emax: float = 1.0) -> FloatArra
     finite for any ``C >= 0``.
     """
     conc = np.maximum(np.asarray(c, dtype=float), 0.0)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):  # (C50/C)^γ → inf: no effect, exactly
         ratio = np.where(conc > 0.0, (c50 / np.where(conc > 0.0, conc, 1.0)) ** gamma, np.inf)
     out: FloatArray = emax / (1.0 + ratio)
     return out
