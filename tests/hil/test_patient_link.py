@@ -120,7 +120,17 @@ def test_table_errors_name_file_and_field_when_loaded(
             "patient.pump",
             "'balance' is a balance, not a pump",
         ),
-        (('model = "minto"', 'model = "mintoo"'), "patient.model", "mintoo"),
+        (
+            ('model = "minto"', 'model = "mintoo"'),
+            "patient.model",
+            "model = 'mintoo': remifentanil models are ['minto']",
+        ),
+        (
+            ("age_y = 40", "age_y = 90"),
+            "patient.age_y",
+            "outside the remifentanil minto model's range [20, 85]",
+        ),
+        (('drug = "remifentanil"', 'drug = "propofol"'), "patient.model", "propofol models"),
         (
             ('balance = "5s"\n', ""),
             "patient.delivery",
@@ -132,7 +142,15 @@ def test_table_errors_name_file_and_field_when_loaded(
             "no channel 'patient.cpp'",
         ),
     ],
-    ids=["unknown-device", "not-a-pump", "unknown-model", "source-not-sampled", "unknown-channel"],
+    ids=[
+        "unknown-device",
+        "not-a-pump",
+        "unknown-model",
+        "outside-model-range",
+        "model-of-another-drug",
+        "source-not-sampled",
+        "unknown-channel",
+    ],
 )
 def test_plan_errors_exit_2_name_file_and_field_and_create_no_database(
     tmp_path: Path,
