@@ -109,8 +109,9 @@ _FORMAT2_START: Final = 0x01
 class Status(enum.IntFlag):
     """STATUS byte of a #2/#7 frame (9560 OEM spec pp. 9 and 13). Bit 7 is always set.
 
-    ``SNSD`` (sensor disconnect) is bit 6 in the OEM III module specification (as
-    pufferfish ``Types.h`` masks it); the 9560 marks bit 6 reserved.
+    ``SNSD`` (sensor disconnect, bit 6) is secondary: it is the mask of an open OEM III
+    driver (pez-globo/pufferfish-software ``Types.h``); the OEM III specification text was
+    not read, and the 9560 marks bit 6 reserved.
     """
 
     ALWAYS_SET = 0x80
