@@ -34,7 +34,15 @@ value per reading of the source device:
 ``patient.cp``             ng/mL     plasma concentration (µg/mL, "ug/mL", for propofol)
 ``patient.ce``             ng/mL     effect-site concentration (likewise)
 ``patient.bis``            –         BIS, the PD model's response to ``ce``
+``patient.map_mmhg``       mmHg      mean arterial pressure: resting mean × the drug's factor
+``patient.hr_bpm``         1/min     heart rate, likewise
+``patient.rr_min``         1/min     respiratory rate, likewise
 =========================  ========  =====================================================
+
+The vital signs are the patient's resting means by age and sex
+(:func:`~medtwin.device_models.patient.vitals.baseline_for`) scaled by the PD model's
+factors: the drug's effect on the mean, without the physiological variability (which would
+differ between the two sides by chance, not by the pump).
 
 The comparator judges them with the tolerance band only (they are smooth, deterministic
 functions of the delivered volume): :func:`patient_channels` gives the defaults, which a
@@ -58,6 +66,7 @@ from medtwin.device_models.base import ParameterError
 from medtwin.device_models.patient.demographics import Demographics
 from medtwin.device_models.patient.pd import drug_effects
 from medtwin.device_models.patient.pk import DRUGS, PKIntegrator, PKParams, pk_params
+from medtwin.device_models.patient.vitals import baseline_for, mean_arterial_pressure
 from medtwin.device_models.schedule import CommandKind
 from medtwin.drivers.errors import ConfigurationError
 from medtwin.hil.comparator import DriftEvent, LiveComparator
@@ -122,6 +131,10 @@ class PatientPlan:
     pk : PKParams
         The PK model's parameters (:func:`medtwin.device_models.patient.pk.pk_params`).
     channels : tuple of PatientChannel
+    baseline : mapping
+        ``map_mmhg``, ``hr_bpm``, ``rr_min``: the patient's resting means by age and sex
+        (:func:`medtwin.device_models.patient.vitals.baseline_for`; MAP from its systolic
+        and diastolic pressures by the one-third rule), without variability.
     """
 
     config: PatientConfig
@@ -131,6 +144,8 @@ class PatientPlan:
     demographics: Demographics
     pk: PKParams
     channels: tuple[PatientChannel, ...]
+    #: The patient's resting MAP (mmHg), HR and RR (1/min), which the drug's effects scale.
+    baseline: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def source_kind(self) -> str:
@@ -198,6 +213,7 @@ def plan_patient(bench: BenchConfig, scenario: ScenarioConfig) -> PatientPlan | 
         demographics=demographics,
         pk=pk,
         channels=(),
+        baseline=_baseline(demographics),
     )
     return _with_channels(plan)
 
@@ -255,7 +271,16 @@ class _Side:
                 self.t_s = float(t[k])
             cp[k], ce[k] = float(self.state.cp[0]), float(self.state.ce[0])
         effects = drug_effects({self.plan.pk.drug: np.maximum(ce, 0.0)})
-        return {"dose_mg_min": dose, "cp": cp, "ce": ce, "bis": effects.bis}
+        base = self.plan.baseline
+        return {
+            "dose_mg_min": dose,
+            "cp": cp,
+            "ce": ce,
+            "bis": effects.bis,
+            "map_mmhg": base["map_mmhg"] * effects.map_factor,
+            "hr_bpm": base["hr_bpm"] * effects.hr_factor,
+            "rr_min": base["rr_min"] * effects.rr_factor,
+        }
 
 
 class PatientLink:
@@ -329,6 +354,15 @@ def _pk_params(cfg: PatientConfig, demographics: Demographics, fail: Any) -> PKP
         raise fail(str(exc), _field(exc)) from None
 
 
+def _baseline(patient: Demographics) -> dict[str, float]:
+    vitals = baseline_for(patient)
+    return {
+        "map_mmhg": float(mean_arterial_pressure(vitals.nibp_sys_mmhg, vitals.nibp_dia_mmhg)),
+        "hr_bpm": vitals.hr_bpm,
+        "rr_min": vitals.rr_min,
+    }
+
+
 def _with_channels(plan: PatientPlan) -> PatientPlan:
     return dataclasses.replace(plan, channels=patient_channels(plan))
 
@@ -349,4 +383,7 @@ def patient_channels(plan: PatientPlan) -> tuple[PatientChannel, ...]:
         PatientChannel("cp", unit, {**band, "abs_tol": conc_tol}),
         PatientChannel("ce", unit, {**band, "abs_tol": conc_tol}),
         PatientChannel("bis", "", {**band, "rel_tol": 0.0, "abs_tol": _BIS_ABS_TOL}),
+        PatientChannel("map_mmhg", "mmHg", {**band, "abs_tol": 0.0}),
+        PatientChannel("hr_bpm", "1/min", {**band, "abs_tol": 0.0}),
+        PatientChannel("rr_min", "1/min", {**band, "abs_tol": 0.0}),
     )

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from medtwin.device_models.patient.pd import drug_effects
 from medtwin.device_models.patient.pk import simulate
+from medtwin.device_models.patient.vitals import baseline_for
 from medtwin.device_models.schedule import CommandKind
 from medtwin.drivers.errors import ConfigurationError
 from medtwin.hil.cli import main
@@ -29,7 +30,7 @@ from medtwin.hil.runner import RunResult
 from medtwin.hil.store import RunStore
 
 SCENARIO = "remifentanil-infusion"
-QUANTITIES = ("dose_mg_min", "cp", "ce", "bis")
+QUANTITIES = ("dose_mg_min", "cp", "ce", "bis", "map_mmhg", "hr_bpm", "rr_min")
 PATIENT = """
 [patient]
 drug = "remifentanil"
@@ -236,7 +237,15 @@ def _load(db: str, run_id: int):  # type: ignore[no-untyped-def]
 def test_run_stores_every_patient_channel_for_real_and_twin(nominal: tuple[str, RunResult]) -> None:
     db, result = nominal
     run = _load(db, result.run_id)
-    units = {"dose_mg_min": "mg/min", "cp": "ng/mL", "ce": "ng/mL", "bis": ""}
+    units = {
+        "dose_mg_min": "mg/min",
+        "cp": "ng/mL",
+        "ce": "ng/mL",
+        "bis": "",
+        "map_mmhg": "mmHg",
+        "hr_bpm": "1/min",
+        "rr_min": "1/min",
+    }
     balance = run.channel("balance.mass_g")
     for quantity, unit in units.items():
         for source in ("real", "twin"):
@@ -304,7 +313,19 @@ def test_patient_is_the_pk_model_applied_to_the_delivered_flow(
     # BIS is the PD model's response to the stored effect-site concentration
     ce = run.channel("patient.ce", source=source).values
     bis = run.channel("patient.bis", source=source).values
-    np.testing.assert_array_equal(bis, drug_effects({"remifentanil": ce}).bis)
+    effects = drug_effects({"remifentanil": ce})
+    np.testing.assert_array_equal(bis, effects.bis)
+    # and the vital signs the patient's resting means (40-year-old man) times its factors
+    baseline = baseline_for(plan.patient.demographics)
+    assert plan.patient.baseline["hr_bpm"] == baseline.hr_bpm
+    for quantity, factor in (
+        ("map_mmhg", effects.map_factor),
+        ("hr_bpm", effects.hr_factor),
+        ("rr_min", effects.rr_factor),
+    ):
+        stored = run.channel(f"patient.{quantity}", source=source).values
+        np.testing.assert_array_equal(stored, plan.patient.baseline[quantity] * factor)
+        assert stored[0] == plan.patient.baseline[quantity]  # drug-free at the start
     assert bis[0] == pytest.approx(97.4)
     assert 60.0 < bis.min() < 95.0
 
