@@ -612,8 +612,8 @@ def simulate(
     phi, gamma = _patients_last(*_transitions(batch, unique_h))
     # The rate in force on [points[j], points[j+1]): the last change at or before points[j].
     which = np.searchsorted(rt, points[:-1], side="right") - 1
-    padded = np.concatenate([np.zeros((batch.size, 1)), rates], axis=1)
-    u_steps = np.ascontiguousarray(padded[:, which + 1].T)  # (P-1, B)
+    levels = np.ascontiguousarray(np.concatenate([np.zeros((batch.size, 1)), rates], axis=1).T)
+    level_of_step = which + 1  # row of ``levels`` (m + 1, B) in force on each step
 
     # Only the states at output times are kept, time-major (each write is contiguous).
     out_t = np.unique(t)
@@ -627,7 +627,7 @@ def simulate(
         stored = 1
     for j in range(steps_min.shape[0]):
         kind = step_kind[j]
-        xt = _step(phi[kind], gamma[kind], xt, u_steps[j])
+        xt = _step(phi[kind], gamma[kind], xt, levels[level_of_step[j]])
         if keep[j + 1]:
             states[stored] = xt
             stored += 1
