@@ -198,7 +198,8 @@ def plan_patient(bench: BenchConfig, scenario: ScenarioConfig) -> PatientPlan | 
     if source.name not in scenario.sampling:
         raise fail(
             f"the patient's delivery is read from {source.name!r}, which [sampling] does not "
-            "sample; add it there",
+            "sample; add it there"
+            + ("" if source.kind == "pump" else ', or set delivery = "pump"'),
             "patient.delivery",
         )
     demographics = Demographics(

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from medtwin.device_models.patient.pd import drug_effects
-from medtwin.device_models.patient.pk import simulate
+from medtwin.device_models.patient.pk import DRUGS, MODELS, simulate
 from medtwin.device_models.patient.vitals import baseline_for
 from medtwin.device_models.schedule import CommandKind
 from medtwin.drivers.errors import ConfigurationError
@@ -205,6 +205,17 @@ def test_balance_delivery_on_a_bench_without_a_balance_is_refused(
     plan = plan_patient(bench, auto)
     assert plan is not None
     assert (plan.source, plan.quantity) == ("pump", "infused_ml")
+
+
+@pytest.mark.parametrize(("drug", "model"), sorted(MODELS))
+def test_every_pk_model_plans_with_its_drugs_unit(drug: str, model: str) -> None:
+    text = _scenario_text(('drug = "remifentanil"', f'drug = "{drug}"'))
+    text = text.replace('model = "minto"', f'model = "{model}"')
+    plan = plan_patient(load_bench(bench_path("emulated-nominal")), scenario_from_text(text))
+    assert plan is not None
+    assert (plan.pk.drug, plan.pk.model) == (drug, model)
+    units = {ch.quantity: ch.unit for ch in plan.channels}
+    assert units["cp"] == units["ce"] == DRUGS[drug][0]
 
 
 def test_tolerances_of_patient_channels_override_the_defaults() -> None:
