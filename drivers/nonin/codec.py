@@ -514,6 +514,12 @@ class NoninStreamDecoder:
     that is not valid there, a missing SYNC at a packet start or an early SYNC drops the
     packet under way and it hunts again (an early SYNC starts the next packet at once).
 
+    An ACK (``06``) or NAK (``15``) byte where a frame is due while synchronised is the
+    answer to a format-select command sent while the oximeter streams: no frame of either
+    format starts with those bytes (#2 starts with ``01``, #7 with a byte >= 0x80), so it
+    is taken out into :attr:`replies` and the packet under way goes on. While hunting such
+    a byte cannot be told from data and is dropped.
+
     Attributes
     ----------
     fmt : {2, 7}
@@ -526,7 +532,11 @@ class NoninStreamDecoder:
     incomplete_packets : int
         Packets begun and dropped.
     dropped_bytes : int
-        Bytes in no decoded packet; always ``fed - pending - 125 * packets``.
+        Bytes in no decoded packet or reply; always
+        ``fed - pending - 125 * packets - len(replies)``.
+    replies : list of bool
+        ACK (True) and NAK (False) bytes taken out of the stream, oldest first; the reader
+        may clear it.
     """
 
     fmt: FrameFormat = 2
@@ -536,6 +546,7 @@ class NoninStreamDecoder:
     lost_sync: int = 0
     incomplete_packets: int = 0
     dropped_bytes: int = 0
+    replies: list[bool] = field(default_factory=list)
     _buffer: bytearray = field(default_factory=bytearray, repr=False)
     _frames: list[NoninFrame] = field(default_factory=list, repr=False)
     _synced: bool = field(default=False, repr=False)
@@ -566,7 +577,14 @@ class NoninStreamDecoder:
         buffer, fmt = self._buffer, self.fmt
         out: list[NoninPacket] = []
         pos = 0
-        while len(buffer) - pos >= FRAME_LENGTH:
+        while pos < len(buffer):
+            if self._synced and buffer[pos] in (ACK, NAK):
+                # Where a frame is due no frame starts with these bytes: a reply.
+                self.replies.append(buffer[pos] == ACK)
+                pos += 1
+                continue
+            if len(buffer) - pos < FRAME_LENGTH:
+                break
             raw = bytes(buffer[pos : pos + FRAME_LENGTH])
             framing = _framing_ok(raw, fmt)
             valid = framing and checksum(raw[:4]) == raw[4]

@@ -396,6 +396,25 @@ def test_stream_early_sync_starts_the_next_packet() -> None:
     assert _counters(decoder) == (2, 0, 1, 1, 50)
 
 
+@pytest.mark.parametrize("fmt", [2, 7])
+def test_stream_takes_ack_and_nak_out_between_frames(fmt: int) -> None:
+    first, second = _packets(2, fmt)
+    decoder = NoninStreamDecoder(fmt=fmt)  # type: ignore[arg-type]
+    out = decoder.feed(first + second[:40] + bytes([ACK]))
+    assert (len(out), decoder.replies, decoder.pending) == (1, [True], 40)
+    out = decoder.feed(second[40:] + bytes([NAK]))
+    assert [p.values.timer for p in out] == [1]
+    assert decoder.replies == [True, False]
+    assert (decoder.lost_sync, decoder.dropped_bytes) == (0, 0)
+
+
+def test_stream_drops_a_reply_byte_while_hunting() -> None:
+    decoder = NoninStreamDecoder()
+    out = decoder.feed(bytes([ACK]) + _packets(1)[0])
+    assert len(out) == 1
+    assert (decoder.replies, decoder.dropped_bytes) == ([], 1)
+
+
 def test_stream_reset_counts_pending_bytes() -> None:
     decoder = NoninStreamDecoder()
     decoder.feed(_packets(1)[0][:63])
@@ -509,7 +528,9 @@ def test_stream_fuzz_never_raises_and_accounts_for_every_byte(
     assert all(isinstance(p, NoninPacket) for p in out)
     fed = sum(map(len, chunks))
     assert decoder.packets == len(out)
-    assert decoder.dropped_bytes == fed - decoder.pending - PACKET_LENGTH * len(out)
+    assert decoder.dropped_bytes == (
+        fed - decoder.pending - PACKET_LENGTH * len(out) - len(decoder.replies)
+    )
     assert decoder.lost_sync >= decoder.incomplete_packets
 
 
@@ -524,8 +545,10 @@ def test_format8_stream_fuzz(chunks: list[bytes]) -> None:
 @given(data=st.data())
 def test_stream_recovers_every_packet_behind_garbage(fmt: int, data: st.DataObject) -> None:
     # Garbage that cannot start a frame (#2: no 01 byte; #7: no byte with bit 7 set), so
-    # no false frame can begin in it; every packet after it must come out intact.
-    byte = st.integers(0, 255).filter(lambda b: b != 0x01) if fmt == 2 else st.integers(0, 0x7F)
+    # no false frame can begin in it, and holds no ACK/NAK byte (taken out as a reply);
+    # every packet after it must come out intact.
+    frame_start = (lambda b: b == 0x01) if fmt == 2 else (lambda b: b >= 0x80)
+    byte = st.integers(0, 255).filter(lambda b: not frame_start(b) and b not in (ACK, NAK))
     garbage = st.lists(byte, max_size=12).map(bytes)
     items = data.draw(st.lists(st.tuples(packets(fmt), garbage), min_size=1, max_size=4))
     stream = b"".join(g + p[3] for p, g in items)
