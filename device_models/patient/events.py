@@ -22,7 +22,8 @@ Kinds and their time courses (``t`` from the event's ``at_s``):
     The arterial PO2 approaches the PO2 of ``to_percent`` exponentially (``fall_tau_s``),
     holds for ``duration_s`` and recovers exponentially (``recovery_tau_s``); SpO2 is the
     Severinghaus oxygen dissociation curve of that PO2 (J Appl Physiol 1979;46:599,
-    doi:10.1152/jappl.1979.46.3.599), seen at the finger ``circulation_delay_s`` later.
+    doi:10.1152/jappl.1979.46.3.599; as implemented in :mod:`.pd`), seen at the finger
+    ``circulation_delay_s`` later.
     The shape is sigmoid in SpO2, as observed desaturations are: slow while the PO2 is on
     the flat top of the curve, fast once it is on the steep part.
 ``apnoea``
@@ -50,6 +51,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from medtwin.device_models.base import ParameterError
+from medtwin.device_models.patient.pd import severinghaus_pao2_mmhg, severinghaus_spo2_percent
 from medtwin.device_models.patient.vitals import VITALS, time_grid
 from numpy.typing import ArrayLike, NDArray
 
@@ -67,30 +69,15 @@ __all__ = [
     "apply_events",
     "event_from_mapping",
     "events_from_mappings",
-    "po2_from_spo2",
-    "spo2_from_po2",
 ]
 
 FloatArray = NDArray[np.float64]
 _INF = math.inf
 
 
-def spo2_from_po2(po2_mmhg: ArrayLike) -> FloatArray:
-    """Severinghaus (1979): ``S = 100 / (1 + 23400 / (P³ + 150·P))`` (%), P in mmHg."""
-    p = np.maximum(np.asarray(po2_mmhg, dtype=np.float64), 0.0)
-    return np.asarray(100.0 * (p**3 + 150.0 * p) / (p**3 + 150.0 * p + 23400.0))
-
-
-def po2_from_spo2(spo2_percent: ArrayLike) -> FloatArray:
-    """The inverse of :func:`spo2_from_po2` (mmHg), by Cardano's formula.
-
-    ``P³ + 150·P − q = 0`` with ``q = 23400·S/(1 − S)`` has one real root. SpO2 is capped
-    at 99.95 % (the curve reaches 100 % only at infinite PO2).
-    """
-    s = np.clip(np.asarray(spo2_percent, dtype=np.float64) / 100.0, 0.0, 0.9995)
-    q = 23400.0 * s / (1.0 - s)
-    root = np.sqrt(q * q / 4.0 + 150.0**3 / 27.0)
-    return np.asarray(np.cbrt(q / 2.0 + root) + np.cbrt(q / 2.0 - root))
+def _po2_from_spo2(spo2_percent: ArrayLike) -> FloatArray:
+    # The curve reaches 100 % only at infinite PO2: cap at 99.95 %.
+    return severinghaus_pao2_mmhg(np.clip(np.asarray(spo2_percent, dtype=float), 0.01, 99.95))
 
 
 @dataclass(frozen=True)
@@ -417,12 +404,12 @@ def apply_events(
             fall = np.clip((event.end_s() + edge - t) / edge, 0.0, 1.0)
             env = np.minimum(rise, fall)
             out["hr_bpm"] = m * (1.0 - env) + np.minimum(m, event.to_bpm) * env
-    po2_base = po2_from_spo2(out["spo2_percent"])
+    po2_base = _po2_from_spo2(out["spo2_percent"])
     po2 = po2_base.copy()
     for event in ordered:
         if isinstance(event, Desaturation | Apnoea):
             if isinstance(event, Desaturation):
-                po2_goal = float(po2_from_spo2(event.to_percent))
+                po2_goal = float(_po2_from_spo2(event.to_percent))
                 fall_tau = event.fall_tau_s
             else:
                 po2_goal, fall_tau = event.venous_po2_mmhg, event.po2_tau_s
@@ -443,7 +430,9 @@ def apply_events(
             )
     changed = po2 < po2_base
     out["spo2_percent"] = np.where(
-        changed, np.minimum(spo2_from_po2(po2), out["spo2_percent"]), out["spo2_percent"]
+        changed,
+        np.minimum(severinghaus_spo2_percent(po2), out["spo2_percent"]),
+        out["spo2_percent"],
     )
     out["rr_min"] = np.where(apnoea, 0.0, out["rr_min"])
     return EventEffects(

@@ -20,9 +20,9 @@ from medtwin.device_models.patient.events import (
     apply_events,
     event_from_mapping,
     events_from_mappings,
-    po2_from_spo2,
-    spo2_from_po2,
 )
+from medtwin.device_models.patient.pd import severinghaus_pao2_mmhg as po2_from_spo2
+from medtwin.device_models.patient.pd import severinghaus_spo2_percent as spo2_from_po2
 from medtwin.device_models.patient.vitals import VitalBaseline, baseline_trajectories
 
 T = np.arange(0.0, 900.0, 0.5)
@@ -34,14 +34,6 @@ def _means() -> dict[str, np.ndarray]:
 
 def _at(x: np.ndarray, t: float) -> float:
     return float(np.interp(t, T, x))
-
-
-def test_severinghaus_curve_and_its_inverse() -> None:
-    # Severinghaus 1979: P50 ≈ 26.9 mmHg; 60 mmHg ≈ 90 %.
-    assert float(spo2_from_po2(26.9)) == pytest.approx(50.0, abs=0.5)
-    assert float(spo2_from_po2(60.0)) == pytest.approx(90.0, abs=1.0)
-    s = np.linspace(20.0, 99.9, 200)
-    np.testing.assert_allclose(spo2_from_po2(po2_from_spo2(s)), s, rtol=1e-10)
 
 
 def test_from_mapping_and_toml() -> None:
