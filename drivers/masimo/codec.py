@@ -297,7 +297,9 @@ _LAYOUTS: Final[dict[Variant, tuple[_Field, ...]]] = {
 }
 _TIMESTAMP = r"(?P<timestamp>[0-9]{2}/[0-9]{2}/[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2})"
 _LINE_RES: Final[dict[Variant, re.Pattern[str]]] = {
-    variant: re.compile(_TIMESTAMP + "".join(" " + f.pattern() for f in fields))
+    # Runs of spaces and trailing spaces are read (OpenICE's expression allows them too);
+    # the writer always uses single spaces.
+    variant: re.compile(_TIMESTAMP + "".join(" +" + f.pattern() for f in fields) + " *")
     for variant, fields in _LAYOUTS.items()
 }
 _TIMESTAMP_FORMAT: Final = "%m/%d/%y %H:%M:%S"
@@ -341,8 +343,10 @@ def detect_variant(line: bytes) -> Variant:
 def parse_line(line: bytes, *, device: str | None = None) -> MasimoReading:
     """Parse one ASCII 1 line (with or without its CR LF).
 
-    Strict: single spaces, the fields in the device's order and widths, dashes only as a
-    whole field. ALARM and EXC accept 1-8 hex digits (widths differ between models).
+    Strict about the fields' order and widths and dashes only as a whole field; lenient
+    where a reader can be without ambiguity: fields may be separated by more than one
+    space, trailing spaces are ignored, and ALARM and EXC accept 1-8 hex digits (widths
+    differ between models).
 
     Raises
     ------

@@ -133,6 +133,11 @@ def test_every_field_with_a_value() -> None:
     assert b" PIDELTA=+09 " in positive
 
 
+def test_extra_spaces_on_input_are_read() -> None:
+    spaced = GOOD.replace(b"BPM=097 ", b"BPM=097   ").replace(b"\r\n", b"  \r\n")
+    assert parse_line(spaced) == parse_line(GOOD)
+
+
 def test_alarm_and_exception_width_on_input_is_lenient() -> None:
     # A Radical-7 colour unit sends six ALARM and seven EXC digits.
     line = RAD8_BPM_LOW.replace(b"ALARM=0038 EXC=000800", b"ALARM=000038 EXC=0000C00")
@@ -193,7 +198,8 @@ GOOD = RAD8_CAPTURE[0][0]
         GOOD.replace(b"SPO2=098%", b"SPO2=0-8%"),  # dashes only as a whole field
         GOOD.replace(b"SPO2=098%", b"SPO2=101%"),  # range
         GOOD.replace(b"PI=03.60%", b"PI=03.60"),  # unit
-        GOOD.replace(b"BPM=097 ", b"BPM=097  "),  # spacing
+        GOOD.replace(b"BPM=097 ", b"BPM=097\t"),  # separator
+        GOOD.replace(b" BPM", b"BPM"),  # no separator
         GOOD.replace(b"SN=", b"sn="),  # key case
         GOOD.replace(b" EXC=000800", b""),  # missing field
         GOOD.replace(b"02/22/16", b"02/30/16"),  # no such date
