@@ -199,12 +199,13 @@ class VariabilityParams:
 
     The standard deviations and correlation times are model choices of this project
     (slow minute-scale drifts of a resting patient, not fitted to a data set); the
-    bounds are the physiological ranges a monitor can display. Diastolic pressure is
+    bounds are the ranges a monitor can display (SpO2 0–100 %, as a drug-induced apnoea
+    can take it far below the 70 % where oximeters stop being calibrated). Diastolic pressure is
     correlated with systolic pressure (``bp_correlation``).
     """
 
     hr: WalkParams = field(default_factory=partial(WalkParams, 2.0, 120.0, 20.0, 250.0))
-    spo2: WalkParams = field(default_factory=partial(WalkParams, 0.4, 30.0, 50.0, 100.0))
+    spo2: WalkParams = field(default_factory=partial(WalkParams, 0.4, 30.0, 0.0, 100.0))
     rr: WalkParams = field(default_factory=partial(WalkParams, 1.0, 60.0, 0.0, 80.0))
     nibp_sys: WalkParams = field(default_factory=partial(WalkParams, 4.0, 300.0, 40.0, 260.0))
     nibp_dia: WalkParams = field(default_factory=partial(WalkParams, 2.5, 300.0, 20.0, 160.0))
@@ -389,6 +390,9 @@ def add_variability(
         mean = np.asarray(means[name], dtype=np.float64)
         if mean.shape != t.shape:
             raise ParameterError(f"means[{name!r}] has shape {mean.shape}, expected {t.shape}")
+        # A mean outside the bounds (a drug effect, an event) is clipped first: reflecting
+        # it whole would fold it to the far side of the range.
+        mean = np.clip(mean, walk.lower, walk.upper)
         value = mean * np.exp(dev[name]) if walk.log_scale else mean + dev[name]
         out[name] = reflect(value, walk.lower, walk.upper)
     if rr_hold_zero is not None:

@@ -170,3 +170,15 @@ def test_map_rule_and_grid_checks() -> None:
         baseline_trajectories([0.0, 2.0, 1.0], VitalBaseline())
     with pytest.raises(ParameterError, match="means lacks"):
         add_variability([0.0, 1.0], {}, VariabilityParams(), np.random.default_rng(0))
+
+
+def test_a_mean_outside_the_bounds_is_clipped_not_folded() -> None:
+    # A drug can take the SpO2 mean near 0 and an event could push HR past its bound:
+    # the values stay next to the bound they crossed.
+    t = np.arange(0.0, 2000.0)
+    means = baseline_trajectories(t, VitalBaseline())
+    means["spo2_percent"][:] = -3.0
+    means["hr_bpm"][:] = 300.0
+    v = add_variability(t, means, VariabilityParams(), np.random.default_rng(2))
+    assert v.spo2_percent.max() < 2.0
+    assert v.hr_bpm.min() > 240.0
