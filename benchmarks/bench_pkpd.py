@@ -47,8 +47,8 @@ def _pkpd(cohort: list[Demographics], t_s: np.ndarray) -> dict[str, np.ndarray]:
     remi = pk_batch("remifentanil", "minto", cohort)
     prop_rates = weights[:, None] * PROPOFOL_MG_KG_MIN[None, :]
     remi_rates = weights[:, None] * REMIFENTANIL_UG_KG_MIN[None, :] / 1000.0
-    ce_p = simulate(prop, t_s, CHANGES_S, prop_rates).ce
-    ce_r = simulate(remi, t_s, CHANGES_S, remi_rates).ce
+    ce_p = simulate(prop, t_s, CHANGES_S, prop_rates, with_amounts=False).ce
+    ce_r = simulate(remi, t_s, CHANGES_S, remi_rates, with_amounts=False).ce
     effects = drug_effects({"propofol": ce_p, "remifentanil": ce_r})
     spo2 = spo2_from_ventilation(t_s, effects.ventilation_fraction, np.full(len(cohort), 97.0))
     return {"ce_p": ce_p, "ce_r": ce_r, "bis": effects.bis, "spo2": spo2}

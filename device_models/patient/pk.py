@@ -517,8 +517,9 @@ class PKResult:
     ----------
     t_s : ndarray, shape (n,)
         Output times (s).
-    amounts_mg : ndarray, shape (B, 3, n)
-        Drug in the central, fast and slow compartments (mg).
+    amounts_mg : ndarray, shape (B, 3, n), or None
+        Drug in the central, fast and slow compartments (mg); None when simulated
+        ``with_amounts=False``.
     cp : ndarray, shape (B, n)
         Plasma (central) concentration in :attr:`concentration_unit`.
     ce : ndarray, shape (B, n)
@@ -528,7 +529,7 @@ class PKResult:
     """
 
     t_s: FloatArray
-    amounts_mg: FloatArray
+    amounts_mg: FloatArray | None
     cp: FloatArray
     ce: FloatArray
     concentration_unit: str
@@ -569,6 +570,7 @@ def simulate(
     rates_mg_min: ArrayLike = (),
     *,
     initial_state: ArrayLike | None = None,
+    with_amounts: bool = True,
 ) -> PKResult:
     """Simulate a batch of patients on a piecewise-constant dose-rate schedule, exactly.
 
@@ -586,6 +588,9 @@ def simulate(
         The dose rate (mg/min) from each change on; shared or per patient.
     initial_state : array_like, shape (4,) or (B, 4), optional
         ``[A1, A2, A3 (mg), Ce (mg/L)]`` at ``t = 0``.
+    with_amounts : bool
+        Keep the compartment amounts (``PKResult.amounts_mg``); False halves the memory
+        of a large batch (``amounts_mg`` is then None).
 
     Returns
     -------
@@ -615,29 +620,31 @@ def simulate(
     levels = np.ascontiguousarray(np.concatenate([np.zeros((batch.size, 1)), rates], axis=1).T)
     level_of_step = which + 1  # row of ``levels`` (m + 1, B) in force on each step
 
-    # Only the states at output times are kept, time-major (each write is contiguous).
+    # Only the states at output times are kept, time-major (each write is contiguous);
+    # without amounts only A1 and Ce (half the memory, which dominates for big batches).
     out_t = np.unique(t)
     keep = np.zeros(points.shape[0], dtype=bool)
     keep[np.searchsorted(points, out_t)] = True
-    states = np.empty((out_t.shape[0], 4, batch.size))
+    rows = slice(0, 4) if with_amounts else slice(0, 4, 3)
+    states = np.empty((out_t.shape[0], 4 if with_amounts else 2, batch.size))
     xt = np.ascontiguousarray(x.T)  # (4, B)
     stored = 0
     if keep[0]:
-        states[0] = xt
+        states[0] = xt[rows]
         stored = 1
     for j in range(steps_min.shape[0]):
         kind = step_kind[j]
         xt = _step(phi[kind], gamma[kind], xt, levels[level_of_step[j]])
         if keep[j + 1]:
-            states[stored] = xt
+            states[stored] = xt[rows]
             stored += 1
 
     sel = states if out_t.shape[0] == t.shape[0] else states[np.searchsorted(out_t, t)]
     factor = batch.concentration_factor
     # (B, ...) views of the time-major store; arithmetic on them keeps that memory order.
-    amounts = sel[:, :3, :].transpose(2, 1, 0)
+    amounts = sel[:, :3, :].transpose(2, 1, 0) if with_amounts else None
     cp = sel[:, 0, :].T * (factor / batch.v1_l[:, None])
-    ce = sel[:, 3, :].T * factor
+    ce = sel[:, -1, :].T * factor
     return PKResult(
         t_s=t, amounts_mg=amounts, cp=cp, ce=ce, concentration_unit=batch.concentration_unit
     )

@@ -415,3 +415,13 @@ def test_property_nonnegative_and_linear_in_dose(
         x12.amounts_mg, a * x1.amounts_mg + b * x2.amounts_mg, rtol=1e-9, atol=1e-11 * scale
     )
     np.testing.assert_allclose(x12.ce, a * x1.ce + b * x2.ce, rtol=1e-9, atol=1e-12 * scale)
+
+
+def test_without_amounts_same_concentrations() -> None:
+    batch = pk_batch("propofol", "marsh", PATIENTS)
+    t_s = np.arange(0.0, 1200.0, 20.0)
+    full = simulate(batch, t_s, [0.0, 300.0], [5.0, 1.0])
+    lean = simulate(batch, t_s, [0.0, 300.0], [5.0, 1.0], with_amounts=False)
+    assert lean.amounts_mg is None
+    np.testing.assert_array_equal(lean.cp, full.cp)
+    np.testing.assert_array_equal(lean.ce, full.ce)
