@@ -33,7 +33,7 @@ from medtwin.device_models.monitor.spo2 import (
     signal_valid,
     spo2_at,
 )
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "CONDITIONS",
@@ -395,12 +395,12 @@ class MonitorStream:
 
     def push(
         self,
-        t_s: FloatArray,
-        spo2_true_percent: FloatArray,
-        pi_percent: FloatArray,
-        sensor_off: BoolArray,
-        motion: BoolArray,
-        r_peak_times_s: FloatArray | None = None,
+        t_s: ArrayLike,
+        spo2_true_percent: ArrayLike,
+        pi_percent: ArrayLike,
+        sensor_off: ArrayLike,
+        motion: ArrayLike,
+        r_peak_times_s: ArrayLike | None = None,
     ) -> MonitorOutput:
         """Add grid samples (and R-peaks); return the updates now complete.
 
