@@ -8,6 +8,8 @@ by the encoder under test.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,14 +18,18 @@ from medtwin.drivers.nonin import (
     ACK,
     FRAME_DATA,
     FRAMES_PER_PACKET,
+    MAX_COMMAND_DATA,
     MISSING_HR,
     MISSING_SPO2,
     NAK,
     PACKET_LENGTH,
+    STX,
     Format8Decoder,
     Format8Record,
     Format8Status1,
     Format8Status2,
+    NoninCommand,
+    NoninCommandFramer,
     NoninFrame,
     NoninPacket,
     NoninStreamDecoder,
@@ -38,8 +44,11 @@ from medtwin.drivers.nonin import (
     encode_frame,
     encode_packet,
     encode_set_format,
+    encode_set_time,
+    parse_command,
     parse_format_reply,
     parse_set_format,
+    parse_set_time,
     perfusion,
 )
 
@@ -309,6 +318,110 @@ def test_bad_format_select(wire: bytes) -> None:
         parse_set_format(wire)
 
 
+def test_set_clock_golden_bytes_from_the_spec_example() -> None:
+    # 9560 OEM spec p. 4: 12-31-2050 14:30:15 is 02 72 06 32 0C 1F 0E 1E 0F 03.
+    wire = bytes.fromhex("02 72 06 32 0C 1F 0E 1E 0F 03")
+    assert encode_set_time(datetime(2050, 12, 31, 14, 30, 15)) == wire
+    assert parse_set_time(wire) == datetime(2050, 12, 31, 14, 30, 15)
+    assert parse_command(wire) == NoninCommand(0x72, bytes.fromhex("32 0C 1F 0E 1E 0F"))
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        (bytes.fromhex("02 72 06 32 0D 1F 0E 1E 0F 03"), "no such date"),  # month 13
+        (bytes.fromhex("02 72 06 64 0C 1F 0E 1E 0F 03"), "no such date"),  # year 100
+        (bytes.fromhex("02 72 05 32 0C 1F 0E 1E 03"), "set-clock"),
+        (bytes.fromhex("02 70 02 02 07 03"), "set-clock"),
+    ],
+)
+def test_bad_set_clock(wire: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        parse_set_time(wire)
+
+
+def test_set_clock_refuses_a_year_it_cannot_carry() -> None:
+    with pytest.raises(ValueError, match="2000-2099"):
+        encode_set_time(datetime(2100, 1, 1))
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"\x02\x70\x00",  # too short
+        bytes.fromhex("03 70 00 03"),  # no STX
+        bytes.fromhex("02 70 01 03"),  # size says one data byte, none before ETX
+        bytes.fromhex("02 70 00 04"),  # no ETX
+        bytes([STX, 0x70, MAX_COMMAND_DATA + 1]),
+    ],
+)
+def test_bad_commands(wire: bytes) -> None:
+    with pytest.raises(ProtocolError, match="not a Nonin command"):
+        parse_command(wire)
+
+
+def test_command_validation() -> None:
+    assert NoninCommand(0x74, b"\x02\x02").encode() == bytes.fromhex("02 74 02 02 02 03")
+    with pytest.raises(ValueError, match="op code"):
+        NoninCommand(256)
+    with pytest.raises(ValueError, match="at most"):
+        NoninCommand(0x70, bytes(MAX_COMMAND_DATA + 1))
+
+
+def test_command_framer_splits_commands_and_drops_noise() -> None:
+    select = encode_set_format(7)
+    clock = encode_set_time(datetime(2026, 12, 4, 20, 0, 0))
+    framer = NoninCommandFramer()
+    stream = b"\x00\xff" + select + b"\x06" + clock + select[:3]
+    assert framer.feed(stream) == [select, clock]
+    assert (framer.pending, framer.dropped) == (3, 3)
+    assert framer.on_silence() == []
+    assert (framer.pending, framer.dropped) == (0, 6)
+    # One byte at a time gives the same commands.
+    framer = NoninCommandFramer()
+    assert [f for b in select + clock for f in framer.feed(bytes([b]))] == [select, clock]
+
+
+def test_command_framer_ends_an_oversized_command_at_once() -> None:
+    framer = NoninCommandFramer()
+    frames = framer.feed(bytes([0x02, 0x70, 0xFF]) + encode_set_format(2))
+    assert frames == [bytes([0x02, 0x70, 0xFF]), encode_set_format(2)]
+    with pytest.raises(ProtocolError):
+        parse_command(frames[0])
+    assert framer.break_checksum(encode_set_format(2)) != encode_set_format(2)
+
+
+@given(st.lists(st.binary(max_size=40), max_size=10))
+def test_command_framer_fuzz(chunks: list[bytes]) -> None:
+    framer = NoninCommandFramer()
+    frames = [f for chunk in chunks for f in framer.feed(chunk)]
+    assert all(f[0] == STX for f in frames)
+    assert framer.dropped + framer.pending + sum(map(len, frames)) == sum(map(len, chunks))
+    for frame in frames:
+        try:
+            parse_command(frame)
+        except ProtocolError as exc:
+            assert exc.raw == frame  # noqa: PT017 - every rejection carries the bytes
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.builds(NoninCommand, st.integers(0, 255), st.binary(max_size=MAX_COMMAND_DATA)),
+            st.binary(max_size=6).filter(lambda b: STX not in b),
+        ),
+        max_size=5,
+    )
+)
+def test_command_framer_recovers_every_command_behind_noise(
+    items: list[tuple[NoninCommand, bytes]],
+) -> None:
+    framer = NoninCommandFramer()
+    stream = b"".join(noise + command.encode() for command, noise in items)
+    assert [parse_command(f) for f in framer.feed(stream)] == [c for c, _ in items]
+    assert framer.dropped == sum(len(noise) for _, noise in items)
+
+
 def test_ack_and_nak() -> None:
     assert parse_format_reply(bytes([ACK])) is True
     assert parse_format_reply(b"\x15") is False
@@ -511,6 +624,8 @@ def test_single_decoders_fuzz_raise_only_protocol_error(data: bytes, fmt: int) -
         lambda: decode_packet(data, fmt),  # type: ignore[arg-type]
         lambda: decode_format8(data),
         lambda: parse_set_format(data),
+        lambda: parse_set_time(data),
+        lambda: parse_command(data),
         lambda: parse_format_reply(data),
     ):
         try:
