@@ -220,9 +220,8 @@ def _toml(example: Example, block: Block, page_run: PageRun) -> None:
     if "parse-only" in options:  # valid TOML; medtwin cannot load it here (reason given)
         pass
     elif "bench-part" in options or "scenario-part" in options:
-        packaged = bench_path("emulated-nominal")
-        if "scenario-part" in options:
-            packaged = scenario_path("iec-flow-5mlh")
+        bench_file = bench_path("emulated-nominal")
+        packaged = scenario_path("iec-flow-5mlh") if "scenario-part" in options else bench_file
         base = tomllib.loads(packaged.read_text(encoding="utf-8"))
         if "device" in options:
             devices = [
@@ -235,7 +234,9 @@ def _toml(example: Example, block: Block, page_run: PageRun) -> None:
         if "bench-part" in options:
             _check_bench(text, source)
         else:
-            RunPlan.of(_check_bench(packaged.read_text(), "bench"), scenario_from_text(text))
+            # the fragment is part of a scenario, planned against the packaged bench
+            bench = _check_bench(bench_file.read_text(encoding="utf-8"), "bench")
+            RunPlan.of(bench, scenario_from_text(text))
     elif "register-map" in options or {"map", "registers"} <= data.keys():
         from medtwin.drivers.register_map import RegisterMap
 
