@@ -269,3 +269,10 @@ def _list(params: SystemParams, as_json: bool) -> None:
         title=f"parameters ({params.pump_kind} pump); set with --set NAME=VALUE",
     )
     console.print(table)
+
+
+# The patient subcommand lives in its own module; registered here so that `simulate` is the
+# one entry of the command table (medtwin.hil.cli.COMMANDS).
+from medtwin.hil.commands.simulate_patient import simulate_patient  # noqa: E402
+
+simulate.add_command(simulate_patient)
