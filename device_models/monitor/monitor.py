@@ -98,6 +98,22 @@ class MonitorInput:
         if r.ndim != 1 or np.any(np.diff(r) <= 0):
             raise ValueError("r_peak_times_s must be a strictly increasing 1-D array")
 
+    @classmethod
+    def from_record(cls, record: Any, acknowledge_s: ArrayLike = ()) -> MonitorInput:
+        """The input from a patient record (duck-typed: a
+        :class:`~medtwin.device_models.patient.model.PatientRecord` or anything with
+        ``t_s``, ``spo2_percent``, ``pi_percent``, ``sensor_off``, ``motion`` and an
+        ``r_peak_times_s()`` method)."""
+        return cls(
+            t_s=np.asarray(record.t_s, dtype=float),
+            spo2_true_percent=np.asarray(record.spo2_percent, dtype=float),
+            pi_percent=np.asarray(record.pi_percent, dtype=float),
+            sensor_off=np.asarray(record.sensor_off, dtype=bool),
+            motion=np.asarray(record.motion, dtype=bool),
+            r_peak_times_s=np.asarray(record.r_peak_times_s(), dtype=float),
+            acknowledge_s=np.asarray(acknowledge_s, dtype=float),
+        )
+
 
 @dataclass(frozen=True)
 class MonitorOutput:

@@ -220,3 +220,26 @@ def test_calibration_recovers_bias_and_averaging() -> None:
     assert fit.x[0] == pytest.approx(1.5, abs=0.05)
     assert fit.x[1] == pytest.approx(12.0, abs=0.2)
     assert np.sqrt(np.mean(fit.fun**2)) < 0.35  # what is left is the display's rounding
+
+
+def test_input_from_a_patient_record() -> None:
+    from medtwin.device_models.patient.events import events_from_mappings
+    from medtwin.device_models.patient.model import simulate_patient
+
+    t = np.arange(0.0, 900.0)
+    events = events_from_mappings(
+        [
+            {"kind": "desaturation", "at_s": 120, "to_percent": 82, "duration_s": 90},
+            {"kind": "sensor_off", "at_s": 500, "duration_s": 40},
+        ]
+    )
+    # Seed 2024: the patient page's example; any seed gives the same events.
+    rec = simulate_patient(t, rng=np.random.default_rng(2024), events=events)
+    out = simulate_monitor(MonitorInput.from_record(rec), monitor_preset("philips"))
+    low = [a for a in out.alarms if a.condition == "spo2_low"]
+    off = [a for a in out.alarms if a.condition == "spo2_sensor_off"]
+    assert low
+    assert low[0].t1_s >= 120.0
+    assert low[0].t1_s <= low[0].t2_s < low[0].t3_s
+    assert [(a.t1_s, a.t2_s) for a in off] == [(500.0, 500.0)]
+    assert np.nanmean(out.hr_bpm) == pytest.approx(np.mean(rec.hr_bpm), rel=0.05)
