@@ -270,15 +270,13 @@ def event_from_mapping(spec: Mapping[str, Any], *, where: str = "event") -> Even
     """
     if not isinstance(spec, Mapping):
         raise ParameterError(f"{where}: expected a table, got {type(spec).__name__}")
-    kind = spec.get("kind")
-    kind = _ALIASES.get(kind, kind) if isinstance(kind, str) else kind
-    if kind not in EVENT_KINDS:
-        raise ParameterError(
-            f"{where}.kind = {spec.get('kind')!r}: expected one of {', '.join(EVENT_KINDS)}"
-        )
-    cls = EVENT_KINDS[kind]
+    raw = spec.get("kind")
+    kind = _ALIASES.get(raw, raw) if isinstance(raw, str) else ""
+    cls = EVENT_KINDS.get(kind)
+    if cls is None:
+        raise ParameterError(f"{where}.kind = {raw!r}: expected one of {', '.join(EVENT_KINDS)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(spec) - set(fields) - {"kind"})
+    unknown = sorted(str(key) for key in set(spec) - set(fields) - {"kind"})
     if unknown:
         raise ParameterError(
             f"{where}.{unknown[0]}: unknown field of a {kind} event (fields: {', '.join(fields)})"
@@ -296,7 +294,10 @@ def event_from_mapping(spec: Mapping[str, Any], *, where: str = "event") -> Even
         elif isinstance(value, bool) or not isinstance(value, int | float):
             raise ParameterError(f"{where}.{name} = {value!r}: expected a number")
         else:
-            values[name] = float(value)
+            try:
+                values[name] = float(value)
+            except OverflowError:
+                raise ParameterError(f"{where}.{name} = {value!r}: out of range") from None
     try:
         return cls(**values)
     except ParameterError as exc:
@@ -382,7 +383,15 @@ def apply_events(
     EventEffects
     """
     t = time_grid(t_s)
-    out = {name: np.array(np.broadcast_to(means[name], t.shape), dtype=float) for name in VITALS}
+    missing = [name for name in VITALS if name not in means]
+    if missing:
+        raise ParameterError(f"means lacks {', '.join(missing)}")
+    out: dict[str, FloatArray] = {}
+    for name in VITALS:
+        value = np.asarray(means[name], dtype=float)
+        if value.shape not in ((), t.shape):
+            raise ParameterError(f"means[{name!r}] has shape {value.shape}, expected {t.shape}")
+        out[name] = np.array(np.broadcast_to(value, t.shape))
     apnoea = np.zeros(t.size, dtype=bool)
     sensor_off = np.zeros(t.size, dtype=bool)
     motion_amplitude = np.zeros(t.size)

@@ -7,6 +7,8 @@ import tomllib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from medtwin.device_models.base import ParameterError
 from medtwin.device_models.patient.events import (
     EVENT_KINDS,
@@ -199,3 +201,69 @@ def test_flags() -> None:
     assert _at(fx.motion_amplitude, 32.0) == 0.5
     assert not fx.apnoea.any()
     np.testing.assert_array_equal(fx.means["hr_bpm"], 70.0)
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=2),
+)
+_KEYS = st.sampled_from(
+    [
+        "kind",
+        "at_s",
+        "duration_s",
+        "to",
+        "by",
+        "vital",
+        "to_percent",
+        "to_bpm",
+        "onset_s",
+        "amplitude",
+        "po2_tau_s",
+        "venous_po2_mmhg",
+        "fall_tau_s",
+        "recovery_tau_s",
+        "circulation_delay_s",
+        "colour",
+    ]
+)
+
+
+@given(
+    kind=st.one_of(st.sampled_from([*EVENT_KINDS, "apnea", "nonesuch"]), _VALUES),
+    rest=st.dictionaries(_KEYS, _VALUES, max_size=6),
+    vital=st.sampled_from(["hr_bpm", "spo2_percent", "pulse"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_any_mapping_gives_an_event_or_a_parameter_error(
+    kind: object, rest: dict[str, object], vital: str
+) -> None:
+    spec = {**rest, "kind": kind}
+    if kind in ("step", "ramp"):
+        spec.setdefault("vital", vital)
+    try:
+        event = event_from_mapping(spec, where="events[3]")
+    except ParameterError as exc:
+        message = str(exc)
+    else:
+        message = ""
+    if message:
+        assert message.startswith("events[3]")
+        return
+    fx = apply_events(
+        np.arange(0.0, 20.0), baseline_trajectories(np.arange(0.0, 20.0), VitalBaseline()), [event]
+    )
+    assert all(np.all(np.isfinite(v)) for v in fx.means.values())
+
+
+def test_apply_events_checks_its_means() -> None:
+    with pytest.raises(ParameterError, match="means lacks"):
+        apply_events(T, {"hr_bpm": np.zeros(T.size)}, [])
+    means = _means()
+    means["hr_bpm"] = np.zeros(3)
+    with pytest.raises(ParameterError, match="hr_bpm"):
+        apply_events(T, means, [])
