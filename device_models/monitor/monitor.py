@@ -29,6 +29,7 @@ from medtwin.device_models.monitor.params import MonitorParams
 from medtwin.device_models.monitor.spo2 import (
     beat_exponential,
     cumulative_integrals,
+    grid_index,
     loss_start_s,
     signal_valid,
     spo2_at,
@@ -224,7 +225,7 @@ def _valid_beats(
     r: FloatArray, t: FloatArray, spo2: FloatArray, valid: BoolArray
 ) -> tuple[FloatArray, FloatArray]:
     """The beats that fall on valid signal and the true SpO2 each one samples."""
-    idx = np.searchsorted(t, r, side="right") - 1
+    idx = grid_index(t, r)
     ok = idx >= 0
     ok[ok] = valid[idx[ok]]
     return r[ok], spo2[idx[ok]]
@@ -261,7 +262,7 @@ def _frame(
         beat_values=ema_v,
         first_run_start_s=first_run_start_s,
     )
-    idx = np.searchsorted(t, tau_s, side="right") - 1
+    idx = grid_index(t, tau_s)
     safe = np.maximum(idx, 0)
     inside = idx >= 0
     hr = hr_at(u - p.hr.processing_delay_s, hr_t, hr_v, p.hr)

@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 from medtwin.device_models.monitor.monitor import simulate_monitor
 from medtwin.device_models.monitor.params import Spo2Params, monitor_preset
-from medtwin.device_models.monitor.spo2 import beat_exponential, cumulative_integrals
+from medtwin.device_models.monitor.spo2 import (
+    beat_exponential,
+    cumulative_integrals,
+    grid_index,
+)
 
 T_STEP = 60.0
 
@@ -158,3 +162,19 @@ def test_cumulative_integrals_are_exact_for_sample_and_hold() -> None:
     c, v = cumulative_integrals(t, x, valid)
     np.testing.assert_array_equal(c, [0.0, 90.0, 90.0, 125.0])
     np.testing.assert_array_equal(v, [0.0, 1.0, 1.0, 1.5])
+
+
+@pytest.mark.parametrize("kind", ["uniform", "jittered", "irregular"])
+def test_grid_index_is_searchsorted(kind: str) -> None:
+    rng = np.random.default_rng(3)  # seed 3: any grid and queries will do
+    n = 5000
+    if kind == "uniform":
+        t = np.arange(n) / 75.0 + 12.5
+    elif kind == "jittered":
+        t = np.arange(n) * 0.2 + rng.uniform(0.0, 0.05, n)
+    else:
+        t = np.cumsum(rng.exponential(0.3, n))
+    x = np.concatenate(
+        [rng.uniform(t[0] - 5, t[-1] + 5, 3000), t, np.nextafter(t, -np.inf), [np.nan]]
+    )
+    np.testing.assert_array_equal(grid_index(t, x), np.searchsorted(t, x, side="right") - 1)
