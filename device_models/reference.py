@@ -4,17 +4,22 @@ This is the *test* reference (docs/models.md, "How it is solved"), not the model
 equations as :mod:`medtwin.device_models.system` with continuous plunger motion (a staircase
 of microsteps is no input for an ODE solver), integrated by ``scipy.integrate.solve_ivp``
 (RK45, tight tolerances) and restarted at every discontinuity (rate changes, the end of the
-dead band of backlash plus loading of the syringe assembly to the stopper's breakaway
-friction, where the rim's jump enters the line as an impulse, the wear onset) rather than
+backlash, the stopper's breakaway — located by ``solve_ivp``'s event finder on the spring's
+force — where the rim's jump enters the line as an impulse, the wear onset) rather than
 stepping across it. The tests and the benchmark compare the closed-form model against it.
 
-State: drive travel in steps ``n``, line pressure ``P`` (mmHg), outlet volume ``V`` (mL),
-weighing-cell output ``M`` (g). Line open throughout.
+State: drive travel in steps ``n``, the drive's travel ahead of the stopper's rim ``L`` (as
+true volume, mL; the assembly's spring carries ``k·L``), line pressure ``P`` (mmHg), outlet
+volume ``V`` (mL), weighing-cell output ``M`` (g). While the rim sticks it creeps at
+``κ·L`` (κ = stiffness/creep resistance) and ``dL/dt = q_drive − κL``; once the force
+reaches the breakaway friction the rim jumps to the sliding friction's ``L`` and then
+follows the drive. Line open throughout.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from medtwin.device_models.syringe_pump import SyringePumpParams
@@ -36,8 +41,13 @@ def reference_constants(p: SystemParams) -> dict[str, float]:
     return {
         "dv": pump.syringe.area_mm2 * travel / 1000.0,
         "dv_cfg": pump.volume_per_step_ml(),
-        "sigma": (pump.drive.backlash_mm + pump.syringe.stick_travel_mm) / travel,
+        "sigma": pump.drive.backlash_mm / travel,
         "bolus": pump.syringe.breakaway_bolus_ml,
+        "kappa": pump.syringe.assembly_stiffness_n_per_mm
+        / pump.syringe.creep_resistance_n_s_per_mm,
+        "n_per_ml": pump.syringe.assembly_stiffness_n_per_mm * 1000.0 / pump.syringe.area_mm2,
+        "f_static": pump.syringe.breakaway_force_n,
+        "f_sliding": pump.syringe.stopper_friction_n,
         "C": C,
         "lam": 1.0 / (R * C),
         "p_eq": p.line.equilibrium_pressure_mmhg,
@@ -74,26 +84,41 @@ def solve_reference(
                 value = r
         return value
 
-    def rhs(t: float, y: NDArray[np.float64], f: float, engaged: bool) -> NDArray[np.float64]:
-        _, P, V, M = y
+    def rhs(
+        t: float, y: NDArray[np.float64], f: float, engaged: bool, sliding: bool
+    ) -> NDArray[np.float64]:
+        _, lag, P, V, M = y
         dv = k["dv"] * (1.0 - k["wear"] * max(0.0, t - k["wear_on"]))
-        q = f * dv if engaged else 0.0
+        drive = f * dv if engaged else 0.0
+        q = drive if sliding else k["kappa"] * lag
         load = k["vessel"] + k["kb"] * V - k["evap"] * t
         return np.array(
             [
                 f,
+                0.0 if sliding else drive - k["kappa"] * lag,
                 q / k["C"] - k["lam"] * (P - k["p_eq"]),
                 k["lam"] * k["C"] * (P - k["p_eq"]),
                 (load - M) / k["tau_b"],
             ]
         )
 
-    y = np.array([0.0, k["p_eq"], 0.0, k["vessel"]])
-    out = np.zeros((4, t_out.size))
+    def breakaway(
+        t: float, y: NDArray[np.float64], f: float, engaged: bool, sliding: bool
+    ) -> float:
+        return float(k["n_per_ml"] * y[1] - k["f_static"])
+
+    breakaway.terminal = True  # type: ignore[attr-defined]
+    breakaway.direction = 1.0  # type: ignore[attr-defined]
+
+    y = np.array([0.0, 0.0, k["p_eq"], 0.0, k["vessel"]])
+    out = np.zeros((5, t_out.size))
     out[:, t_out <= 0.0] = y[:, None]
     t = 0.0
+    sliding = False
     for t_next in breaks:
         f = rate_at(t) / 3600.0 / k["dv_cfg"]
+        if f == 0.0:
+            sliding = False  # a stopped motor lets static friction hold the rim
         cuts = {t_next}
         if f > 0 and y[0] < k["sigma"]:
             t_engage = t + (k["sigma"] - y[0]) / f
@@ -102,27 +127,35 @@ def solve_reference(
         if k["wear"] > 0 and t < k["wear_on"] < t_next:
             cuts.add(k["wear_on"])
         for t_cut in sorted(cuts):
-            engaged = y[0] >= k["sigma"] - 1e-9
-            mask = (t_out > t) & (t_out <= t_cut)
-            t_eval = t_out[mask]
-            if t_eval.size == 0 or t_eval[-1] < t_cut:
-                t_eval = np.append(t_eval, t_cut)  # the state at the cut carries on
-            sol = solve_ivp(
-                rhs,
-                (t, t_cut),
-                y,
-                args=(f, engaged),
-                method="RK45",
-                rtol=rtol,
-                atol=atol,
-                t_eval=t_eval,
-            )
-            if not sol.success:  # pragma: no cover
-                raise RuntimeError(sol.message)
-            out[:, mask] = sol.y[:, : int(mask.sum())]
-            y = sol.y[:, -1].copy()
-            if not engaged and abs(y[0] - k["sigma"]) < 1e-6:
-                y[0] = k["sigma"]
-                y[1] += k["bolus"] / k["C"]  # the stopper breaks away: its rim jumps
-            t = t_cut
-    return {"pressure_mmhg": out[1], "delivered_ml": out[2], "settled_g": out[3]}
+            while t < t_cut:
+                engaged = y[0] >= k["sigma"] - 1e-9
+                events: list[Any] = [] if sliding or f == 0 else [breakaway]
+                sol = solve_ivp(
+                    rhs,
+                    (t, t_cut),
+                    y,
+                    args=(f, engaged, sliding),
+                    method="RK45",
+                    rtol=rtol,
+                    atol=atol,
+                    dense_output=True,
+                    events=events,
+                )
+                if not sol.success:  # pragma: no cover
+                    raise RuntimeError(sol.message)
+                t_end_seg = float(sol.t[-1])
+                mask = (t_out > t) & (t_out <= t_end_seg)
+                if mask.any():
+                    dense = sol.sol
+                    assert dense is not None  # dense_output=True
+                    out[:, mask] = dense(t_out[mask])
+                y = sol.y[:, -1].copy()
+                if sol.status == 1:  # the stopper breaks away: its rim jumps
+                    jump = y[1] - k["f_sliding"] / k["n_per_ml"]
+                    y[1] = k["f_sliding"] / k["n_per_ml"]
+                    y[2] += jump / k["C"]
+                    sliding = True
+                t = t_end_seg
+                if engaged is False and abs(y[0] - k["sigma"]) < 1e-6:
+                    y[0] = k["sigma"]
+    return {"pressure_mmhg": out[2], "delivered_ml": out[3], "settled_g": out[4]}

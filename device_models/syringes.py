@@ -28,6 +28,7 @@ __all__ = [
     "SyringeSpec",
     "UnknownSyringeError",
     "default_library",
+    "nominal_creep_resistance",
     "nominal_stopper_mechanics",
 ]
 
@@ -41,6 +42,12 @@ __all__ = [
 _SLIDING_N_PER_MM = 0.3
 _BREAKAWAY_N_PER_MM = 0.316
 _STIFFNESS_N = 420.0
+#: Creep resistance of the rim ``0.378 N·s/mm⁴ · ID³`` (unverified, fitted): with the
+#: stiffness it sets the creep time ``η/k`` = 450 s for a 50 mL barrel (ID 26.59 mm) and
+#: 39 s for a 10 mL one, scaling as ID⁴, so that the BD 50 mL syringe reaches steady flow
+#: after about 25 min at 1 mL/h and 85 min at 0.1 mL/h and the BD 10 mL after about 4 min
+#: (Neff et al. 2001; Neff et al. 2007, docs/models.md).
+_CREEP_N_S_PER_MM4 = 0.378
 
 
 def nominal_stopper_mechanics(inner_diameter_mm: float) -> tuple[float, float, float]:
@@ -53,6 +60,14 @@ def nominal_stopper_mechanics(inner_diameter_mm: float) -> tuple[float, float, f
         round(_BREAKAWAY_N_PER_MM * d, 1),
         round(_STIFFNESS_N / d, 1),
     )
+
+
+def nominal_creep_resistance(inner_diameter_mm: float) -> float:
+    """The rim's creep resistance (N·s/mm) for a barrel of ``inner_diameter_mm`` by the
+    nominal scaling rule (unverified, fitted to published start-up times), 3 significant
+    digits as the shipped library carries it."""
+    value = _CREEP_N_S_PER_MM4 * inner_diameter_mm**3
+    return float(f"{value:.3g}")
 
 
 class UnknownSyringeError(ParameterError):
@@ -72,7 +87,11 @@ class SyringeSpec:
     and the stopper's sealing rim; the rim sticks until the spring's force reaches
     ``breakaway_force_n`` (static friction) and then slides against
     ``stopper_friction_n`` (sliding friction, also what a force-sensing pump measures on
-    top of the pressure force and what it must overcome before it stalls).
+    top of the pressure force and what it must overcome before it stalls). Below the
+    breakaway force the rim creeps: it moves at ``F/creep_resistance_n_s_per_mm`` under the
+    spring's force ``F`` (the seal's viscoelastic pre-sliding), so the outflow follows the
+    drive with the time constant ``creep_resistance/assembly_stiffness`` until (at higher
+    rates) the force reaches the breakaway.
     """
 
     name: str = param("BD Plastipak 50 mL", unit="", doc="library name")
@@ -99,6 +118,12 @@ class SyringeSpec:
         doc="stiffness of plunger rod, stopper and clamp between drive and rim (nominal)",
         minimum=1e-3,
     )
+    creep_resistance_n_s_per_mm: float = param(
+        7110.0,
+        unit="N·s/mm",
+        doc="viscous resistance of the stopper's rim creeping below breakaway (nominal)",
+        minimum=1e-3,
+    )
     source: str = param("", unit="", doc="where the diameter comes from")
     source_compliance: str = param("", unit="", doc="where the compliance comes from")
     source_mechanics: str = param("", unit="", doc="where the friction and stiffness come from")
@@ -116,6 +141,11 @@ class SyringeSpec:
     def stick_travel_mm(self) -> float:
         """Drive travel that loads the assembly from rest to breakaway."""
         return self.breakaway_force_n / self.assembly_stiffness_n_per_mm
+
+    @property
+    def creep_time_s(self) -> float:
+        """Time constant of the rim's creep, ``creep_resistance/assembly_stiffness``."""
+        return self.creep_resistance_n_s_per_mm / self.assembly_stiffness_n_per_mm
 
     @property
     def breakaway_bolus_ml(self) -> float:
@@ -214,6 +244,12 @@ class SyringeLibrary:
                     assembly_stiffness_n_per_mm=float(
                         entry.get("assembly_stiffness_n_per_mm", stiffness)
                     ),
+                    creep_resistance_n_s_per_mm=float(
+                        entry.get(
+                            "creep_resistance_n_s_per_mm",
+                            nominal_creep_resistance(float(entry["inner_diameter_mm"])),
+                        )
+                    ),
                     source_mechanics=str(
                         entry.get(
                             "source_mechanics",
@@ -241,6 +277,8 @@ class SyringeLibrary:
                 )
             if spec.assembly_stiffness_n_per_mm <= 0:
                 raise ParameterError(f"{where}.assembly_stiffness_n_per_mm: must be positive")
+            if spec.creep_resistance_n_s_per_mm <= 0:
+                raise ParameterError(f"{where}.creep_resistance_n_s_per_mm: must be positive")
             self.add(spec)
 
 

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 __all__ = ["EventHandling"]
 
 
-_EV_FIRE, _EV_WEAR, _EV_TARGET, _EV_CROSS, _EV_STALL, _EV_EMPTY = 1, 2, 3, 4, 5, 6
+_EV_FIRE, _EV_WEAR, _EV_TARGET, _EV_CROSS, _EV_STALL, _EV_EMPTY, _EV_BREAK = 1, 2, 3, 4, 5, 6, 7
 
 
 class EventHandling(PhaseKernel):
@@ -80,7 +80,10 @@ class EventHandling(PhaseKernel):
             else:
                 t_target = t_a + np.maximum(remaining, 0.0) / (dv * safe_f)
             consider(np.where(remaining > 0, t_target, t_a), _EV_TARGET)
-        # 4. crossings: pressure alarm, stall, empty (infusing only)
+        # 4. the stopper's breakaway (the spring's force reaches the static friction)
+        if r.kind == "syringe" and np.any(ph.creep[:, 0] & running):
+            consider(self._find_breakaway(idx, st, ph, ev, t_a), _EV_BREAK)
+        # 5. crossings: pressure alarm, stall, empty (infusing only)
         if self.inputs.direction > 0:
             alarm_p, stall_p = self.thresholds(idx)
             armed = ~np.isfinite(st.pending_alarm_s) & ((st.alarms & int(Alarm.OCCLUSION)) == 0)
@@ -105,6 +108,99 @@ class EventHandling(PhaseKernel):
                 t_event[better] = candidate[better]
                 kind[better] = codes[better]
         return t_event, kind
+
+    def _find_breakaway(
+        self, idx: NDArray[np.intp], st: SystemState, ph: Phase, ev: Eval, t_a: FloatArray
+    ) -> FloatArray:
+        """Instant of the breakaway per row (inf: not in this phase).
+
+        While the rim sticks the spring's force jumps up with each microstep and relaxes by
+        creep between steps, so it first reaches the breakaway force at a step: bisection
+        over step indices on the closed form finds that step; the instant is the fraction of
+        the step's travel that was needed (a step's motion spreads over its period, which
+        keeps the outputs continuous in the parameters). That fraction is kept for
+        :meth:`_apply_events` (the rest of the step is delivered by the next step). With
+        continuous motion the force is continuous and the instant is found by bisection.
+        """
+        r = self.rows
+        size = idx.size
+        t_break = np.full(size, np.inf)
+        if not hasattr(self, "_break_frac"):
+            self._break_frac = np.zeros(r.size)
+            self._break_df = np.zeros(r.size)
+        f = ph.f[:, 0]
+        static = r.breakaway_n[idx]
+        d = ph.d[:, 0]
+        over = (d[:, None] * ev.chain_n >= static[:, None]) & (ev.u <= ph.t_stop)
+        rows_c = np.flatnonzero(over.any(axis=1) & ph.creep[:, 0] & (f > 0) & st.running)
+        if rows_c.size == 0:
+            return t_break
+        j = np.argmax(over[rows_c], axis=1)
+        st_c = st.take(rows_c)
+        ph_c = sub_phase(ph, rows_c)
+        consts = r.take(idx[rows_c])
+        ta = ph_c.t_a[:, 0]
+        fc = ph_c.f[:, 0]
+        dc = d[rows_c]
+        fs = static[rows_c]
+        u_hi = ev.u[rows_c, j]
+        u_lo = np.where(j > 0, ev.u[rows_c, np.maximum(j - 1, 0)], ta)
+
+        def force(u_val: FloatArray) -> FloatArray:
+            e = evaluate(consts, st_c, ph_c, u_val[:, None])
+            return np.asarray(dc * e.chain_n[:, 0])
+
+        if r.quantised:
+            acc = st_c.acc
+            lo = np.floor(acc + fc * (u_lo - ta) + EPS_STEPS)
+            hi = np.floor(acc + fc * (np.minimum(u_hi, ph_c.t_stop[:, 0]) - ta) + EPS_STEPS)
+            lo = np.where(force(ta + (np.maximum(lo, 0.0) - acc) / fc) >= fs, lo - 1.0, lo)
+            lo = np.maximum(lo, 0.0)
+            while np.any(hi - lo > 1):
+                mid = np.floor((lo + hi) / 2.0)
+                c = force(ta + (mid - acc) / fc) >= fs
+                busy = hi - lo > 1
+                hi = np.where(busy & c, mid, hi)
+                lo = np.where(busy & ~c, mid, lo)
+            t_step = ta + (hi - acc) / fc
+            # the force this step adds: its volume times the spring's force per mL
+            partial = hi == ph_c.k_partial[:, 0]
+            vol = (ph_c.alpha[:, 0] + ph_c.beta[:, 0] * t_step) * np.where(
+                partial, ph_c.e_partial[:, 0], np.where(hi >= ph_c.k_full[:, 0], 1.0, 0.0)
+            )
+            df = ph_c.n_per_ml[:, 0] * vol
+            # During the step's period the force is the previous step's, relaxing by
+            # creep, plus the step's travel so far: F_b·e^{−κhe} + e·ΔF. It is below the
+            # breakaway at e = 0 and reaches it by e = 1; convex in e, so Newton's method
+            # from e = 1 converges monotonically to the crossing.
+            f_b = force(t_step - 1.0 / fc)
+            decay = ph_c.kappa[:, 0] / fc
+            frac = np.ones_like(f_b)
+            for _ in range(30):
+                g = f_b * np.exp(-decay * frac) + frac * df - fs
+                slope = df - decay * f_b * np.exp(-decay * frac)
+                step = np.where(slope > 0, g / np.where(slope > 0, slope, 1.0), 0.0)
+                frac = np.clip(frac - step, 0.0, 1.0)
+                if np.all(np.abs(step) < 1e-15):
+                    break
+            frac = np.where(df > 0, frac, 1.0)
+            t_cross = np.maximum(t_step - (1.0 - frac) / fc, ta)
+            self._break_frac[idx[rows_c]] = frac
+            self._break_df[idx[rows_c]] = df
+        else:
+            lo, hi = u_lo.copy(), u_hi.copy()
+            for _ in range(200):
+                if np.all(hi - lo <= 1e-12 * np.maximum(1.0, np.abs(hi))):
+                    break
+                mid = 0.5 * (lo + hi)
+                c = force(mid) >= fs
+                hi = np.where(c, mid, hi)
+                lo = np.where(c, lo, mid)
+            t_cross = hi
+            self._break_frac[idx[rows_c]] = 0.0
+            self._break_df[idx[rows_c]] = 0.0
+        t_break[rows_c] = t_cross
+        return t_break
 
     def _refine_crossing(
         self,
@@ -202,6 +298,33 @@ class EventHandling(PhaseKernel):
         st.running = np.where(target, False, st.running)
         st.alarms = np.where(target, st.alarms | int(Alarm.END_OF_INFUSION), st.alarms)
         st.pending_alarm_s = np.where(target, np.inf, st.pending_alarm_s)
+        broke = kind == _EV_BREAK
+        if np.any(broke) and r.kind == "syringe":
+            # The rim breaks away: the spring relaxes from the breakaway force to the
+            # sliding friction and the rim jumps forward by that travel (an impulse into
+            # the line); then it slides. In a microstep, the part of the step's travel the
+            # force needed counts as done and the rest carries over as free travel, so the
+            # next step delivers only that rest.
+            frac = self._break_frac[idx]
+            d = self.inputs.direction
+            held = d * st.chain_n + np.where(broke, frac * self._break_df[idx], 0.0)
+            per_ml = r.stiffness_n_per_mm[idx] * 1000.0 / r.area_true_mm2[idx]
+            jump = d * np.maximum(held - r.friction_n[idx], 0.0) / per_ml
+            jump = np.where(broke, jump, 0.0)
+            st.plunger_ml = st.plunger_ml + jump
+            st.pressure_mmhg = st.pressure_mmhg + jump / r.C[idx]
+            st.chain_n = np.where(broke, d * r.friction_n[idx], st.chain_n)
+            st.sliding = st.sliding | broke
+            if r.quantised:
+                rest = np.where(frac < 1.0, frac, 0.0)
+                b = self.backlash_steps[idx]
+                free = rest if d > 0 else b - rest
+                st.slack_steps = np.where(broke & (rest > 0), free, st.slack_steps)
+        # An alarm stop (occlusion, stall, empty) leaves the stopper held by the line's
+        # pressure (or the barrel's end), not by the rim's friction: no creep until the
+        # next start, so the released bolus is what the line stored.
+        alarm_stop = fire_now | stall | empty
+        st.creep_held = st.creep_held | alarm_stop
         # a stopped motor lets the stopper's rim stick again (static friction holds the
         # force the assembly carries)
         st.sliding &= st.running

@@ -112,9 +112,12 @@ class Phase:
     alpha: FloatArray  # true volume per step, α + β t (mL)
     beta: FloatArray
     dv_cfg: FloatArray  # pump-counted volume per step (mL)
-    sigma: FloatArray  # steps before the plunger engages (backlash + loading to breakaway)
-    j_bolus: FloatArray  # true volume the stopper's rim jumps at breakaway (mL, 0: none)
-    k_bolus: FloatArray  # first step at or after the breakaway (inf: no breakaway this phase)
+    sigma: FloatArray  # steps of free travel before the drive reaches the stopper (backlash)
+    creep: NDArray[np.bool_]  # syringe: the rim sticks (creeps) in this phase
+    kappa: FloatArray  # the rim's creep rate k/η (1/s; 0 when not creeping)
+    v_ic: FloatArray  # volume the force held at the phase start lets out by creep (mL)
+    chain_a: FloatArray  # force the assembly carries at the phase start (N, signed)
+    n_per_ml: FloatArray  # spring force per mL of drive travel ahead of the rim (N/mL)
     k_full: FloatArray
     k_partial: FloatArray  # index of the partial step (inf: none)
     e_partial: FloatArray
@@ -141,7 +144,7 @@ class Eval:
     load_g: FloatArray
     counted_ml: FloatArray
     peak_pressure_mmhg: FloatArray
-    broke: NDArray[np.bool_]  # the stopper broke away at or before u (this phase)
+    chain_n: FloatArray  # force the syringe assembly carries (N, signed)
 
 
 def col(a: NDArray[Any]) -> NDArray[Any]:
@@ -159,6 +162,15 @@ def evaluate(rows: Rows, st: SystemState, ph: Phase, u: FloatArray) -> Eval:
     safe_f = np.where(f > 0, f, 1.0)
     h = 1.0 / safe_f
 
+    lam_line = None if not np.any(lam) else lam
+    creep = ph.creep
+    any_creep = bool(np.any(creep))
+    # The drive's source at each rate: raw sums T_r = Σ J_i e^{−r(u − t_i)} (impulses) or the
+    # same integral of a continuous flow; rates: 0 (None), the line's, the balance's and,
+    # for rows whose rim sticks, its creep rate κ.
+    rates: list[FloatArray | None] = [None, lam_line, lam_b]
+    if any_creep:
+        rates.append(ph.kappa)
     if ph.quantised:
         x = col(st.acc) + f * tau_run
         n = np.floor(x + EPS_STEPS)
@@ -166,24 +178,13 @@ def evaluate(rows: Rows, st: SystemState, ph: Phase, u: FloatArray) -> Eval:
         # main train: steps k_full..n
         n_main = np.maximum(n - ph.k_full + 1.0, 0.0)
         t_last = ph.t_a + (n - col(st.acc)) * h
-        sums = []
         has_p = ph.k_partial <= n
         any_partial = bool(np.any(has_p))
         t_p = ph.t_a + (np.where(np.isfinite(ph.k_partial), ph.k_partial, 0.0) - col(st.acc)) * h
         j_p = ph.e_partial * (ph.alpha + ph.beta * t_p)
-        lam_line = None if not np.any(lam) else lam
-        # The stopper's breakaway: one impulse at the instant the drive's travel brings the
-        # assembly's force to the breakaway friction (a microstep's motion spreads over its
-        # period; taking the instant rather than the next step keeps every output
-        # continuous in the stopper's parameters, which calibration differentiates).
-        t_bolus = np.maximum(ph.t_a + (ph.sigma - col(st.acc)) * h, ph.t_a)
-        broke = np.isfinite(ph.k_bolus) & (f > 0) & (u_run >= t_bolus)
-        any_bolus = bool(np.any(broke))
-        for lam_i in (None, lam_line, lam_b):
+        raw = []
+        for lam_i in rates:
             s = _train_sum(n_main, t_last, h, ph.alpha, ph.beta, lam_i, u)
-            if any_bolus:
-                decay = 1.0 if lam_i is None else np.exp(-lam_i * np.maximum(u - t_bolus, 0.0))
-                s = s + np.where(broke, ph.j_bolus * decay, 0.0)
             # the partial step where the slack runs out
             if any_partial:
                 decay = 1.0 if lam_i is None else np.exp(-lam_i * np.maximum(u - t_p, 0.0))
@@ -201,32 +202,41 @@ def evaluate(rows: Rows, st: SystemState, ph: Phase, u: FloatArray) -> Eval:
                 s = s + ph.dip_gain * _train_sum(
                     n_dip, t_dip_last, h * period, ph.alpha, ph.beta, lam_i, u
                 )
-            sums.append(ph.d * np.where(f > 0, s, 0.0))
-        s0, s_line, s_bal = sums
+            raw.append(ph.d * np.where(f > 0, s, 0.0))
         steps_done = n
-        last_step_t = np.where(n >= 1, t_last, -np.inf)
-        if any_bolus:  # the last impulse may be the breakaway's
-            last_step_t = np.where(broke, np.maximum(last_step_t, t_bolus), last_step_t)
+        last_step_t = np.where((n >= 1) & ~creep, t_last, -np.inf)
     else:
         steps_cont = f * tau_run
         u_engage = ph.t_a + ph.sigma * h
         start = np.minimum(np.maximum(u_engage, ph.t_a), u_run)
-        sums = []
-        lam_line = None if not np.any(lam) else lam
-        # the stopper's breakaway: one impulse when the dead band (backlash + loading of
-        # the assembly to the breakaway friction) is used up
-        broke = np.isfinite(ph.k_bolus) & (f > 0) & (u_run >= u_engage)
-        any_bolus = bool(np.any(broke))
-        for lam_i in (None, lam_line, lam_b):
+        raw = []
+        for lam_i in rates:
             s = f * ph.mean_gain * _flow_integral(start, u_run, ph.alpha, ph.beta, lam_i, u)
-            if any_bolus:
-                decay = 1.0 if lam_i is None else np.exp(-lam_i * np.maximum(u - u_engage, 0.0))
-                s = s + np.where(broke, ph.j_bolus * decay, 0.0)
-            sums.append(ph.d * np.where(f > 0, s, 0.0))
-        s0, s_line, s_bal = sums
+            raw.append(ph.d * np.where(f > 0, s, 0.0))
         steps_done = steps_cont
         acc = np.broadcast_to(col(st.acc), steps_done.shape)
         last_step_t = np.full_like(steps_done, -np.inf)
+    sums = raw[:3]
+    chain = np.broadcast_to(col(st.chain_n), u.shape)
+    if any_creep:
+        # The rim sticks and creeps: it follows the drive's travel through a first-order
+        # lag of rate κ (spring k against the creep resistance η, κ = k/η), and lets out
+        # the force the spring holds at the phase start (volume v_ic = F_a/k · A). A source
+        # through that lag reaches rate r as κ/(κ − r)·(T_r − T_κ); the start-up force as
+        # v_ic·κ(e^{−rΔ} − e^{−κΔ})/(κ − r).
+        kappa = np.where(creep, ph.kappa, 1.0)
+        t_kappa = raw[3]
+        e_kappa = np.exp(-kappa * (u - ph.t_a))
+        filtered = []
+        for lam_i, s in zip(rates[:3], sums, strict=True):
+            r = 0.0 if lam_i is None else lam_i
+            gain = kappa / (kappa - r)
+            e_r = 1.0 if lam_i is None else np.exp(-r * (u - ph.t_a))
+            s_creep = gain * (s - t_kappa) + ph.v_ic * gain * (e_r - e_kappa)
+            filtered.append(np.where(creep, s_creep, s))
+        sums = filtered
+        chain = np.where(creep, ph.chain_a * e_kappa + ph.n_per_ml * t_kappa, chain)
+    s0, s_line, s_bal = sums
 
     delta = u - ph.t_a
     C = col(rows.C)
@@ -269,7 +279,7 @@ def evaluate(rows: Rows, st: SystemState, ph: Phase, u: FloatArray) -> Eval:
         load_g=load,
         counted_ml=counted,
         peak_pressure_mmhg=np.maximum(peak, pressure),
-        broke=np.broadcast_to(broke, u.shape),
+        chain_n=chain,
     )
 
 
@@ -375,20 +385,21 @@ class PhaseKernel:
         b = self.backlash_steps[idx]
         sigma = np.where(d > 0, st.slack_steps, b - st.slack_steps)
         sigma = np.maximum(sigma, 0.0)
-        # Stopper: unless its rim is already sliding, the drive loads the syringe assembly
-        # (a spring) from the friction force it holds to the breakaway friction, then the
-        # rim breaks away and jumps forward as the spring relaxes to the sliding friction.
-        # The force is linear in the drive's travel, so the breakaway step is exact.
+        # Stopper: unless its rim is sliding (broken away, motor running the same way), it
+        # sticks and creeps: the drive's travel beyond the backlash loads the assembly's
+        # spring and the rim follows through the creep lag; the breakaway, when the
+        # spring's force reaches the static friction, is an event (.events).
         if r.kind == "syringe":
-            sliding = st.sliding & running
-            per_step_n = r.stiffness_n_per_mm[idx] * r.travel_mm[idx]
-            load = np.maximum(r.breakaway_n[idx] - d * st.chain_n, 0.0)
-            sigma = sigma + np.where(sliding, 0.0, load / per_step_n)
-            jump_mm = (r.breakaway_n[idx] - r.friction_n[idx]) / r.stiffness_n_per_mm[idx]
-            j_bolus = np.where(sliding, 0.0, r.area_true_mm2[idx] * jump_mm / 1000.0)
+            creep = ~(st.sliding & running) & ~(st.creep_held & ~running)
+            kappa = np.where(creep, r.kappa[idx], 0.0)
+            area = r.area_true_mm2[idx]
+            n_per_ml = r.stiffness_n_per_mm[idx] * 1000.0 / area
+            v_ic = np.where(creep, st.chain_n / n_per_ml, 0.0)
         else:
-            j_bolus = np.zeros(idx.shape)
-        k_bolus = np.where(j_bolus > 0, np.maximum(1.0, np.ceil(sigma - 1e-12)), np.inf)
+            creep = np.zeros(idx.shape, dtype=bool)
+            kappa = np.zeros(idx.shape)
+            n_per_ml = np.zeros(idx.shape)
+            v_ic = np.zeros(idx.shape)
         frac = sigma - np.floor(sigma)
         k_full = np.floor(sigma) + 1.0 + (frac > 1e-12)
         k_partial = np.where(frac > 1e-12, np.floor(sigma) + 1.0, np.inf)
@@ -407,8 +418,11 @@ class PhaseKernel:
             beta=col(beta),
             dv_cfg=col(dv_cfg),
             sigma=col(sigma),
-            j_bolus=col(j_bolus),
-            k_bolus=col(k_bolus),
+            creep=col(creep),
+            kappa=col(kappa),
+            v_ic=col(v_ic),
+            chain_a=col(st.chain_n),
+            n_per_ml=col(n_per_ml),
             k_full=col(k_full),
             k_partial=col(k_partial),
             e_partial=col(e_partial),
@@ -437,24 +451,9 @@ class PhaseKernel:
             d > 0, np.maximum(st.slack_steps - n, 0.0), np.minimum(st.slack_steps + n, b)
         )
         if self.rows.kind == "syringe":
-            # steps beyond the backlash load the assembly until the rim breaks away; then
-            # it carries the sliding friction for as long as the motor runs this way
-            r = self.rows
-            slack = np.where(d > 0, st.slack_steps, b - st.slack_steps)
-            loading = np.maximum(n - np.maximum(slack, 0.0), 0.0)
-            sliding = st.sliding & st.running
-            broke = ev.broke[rows_i, j]
-            loaded = st.chain_n + d * r.stiffness_n_per_mm[idx] * r.travel_mm[idx] * loading
-            new.chain_n = np.where(
-                broke, d * r.friction_n[idx], np.where(sliding, st.chain_n, loaded)
-            )
-            new.sliding = sliding | broke
-            # Broken away between two microsteps: the part of the dead band the drive has
-            # not travelled yet (under one step) stays as free travel, so that the next
-            # phase's first step is the same partial step this phase would have made.
-            rest = np.maximum(ph.sigma[:, 0] - n, 0.0)
-            free = np.where(d > 0, rest, b - rest)
-            new.slack_steps = np.where(broke & (rest > 0), free, new.slack_steps)
+            # the force the assembly carries: the creep's closed form while the rim sticks,
+            # unchanged while it slides (the breakaway is applied by .events)
+            new.chain_n = np.where(ph.creep[:, 0], ev.chain_n[rows_i, j], st.chain_n)
         period = self.rows.dip_period[idx]
         new.rotor = np.where(
             period > 0, (st.rotor + np.floor(n).astype(np.int64)) % np.maximum(period, 1), 0

@@ -196,6 +196,7 @@ class Model(EventHandling):
             # A fresh start counts the target from here and clears "end of infusion".
             fresh = st.running & ~was_running
             st.run_counted_ml = np.where(fresh, 0.0, st.run_counted_ml)
+            st.creep_held &= ~st.running
             st.alarms = np.where(fresh, st.alarms & ~int(Alarm.END_OF_INFUSION), st.alarms)
         elif kind is CommandKind.STOP:
             st.running[:] = False

@@ -180,6 +180,7 @@ class Rows:
     friction_n: FloatArray  # syringe: stopper sliding friction (N); volumetric: 0
     breakaway_n: FloatArray  # syringe: stopper breakaway friction (N); volumetric: 0
     stiffness_n_per_mm: FloatArray  # syringe: assembly stiffness; volumetric: inf
+    kappa: FloatArray  # syringe: rim creep rate stiffness/creep resistance (1/s); volumetric: 0
     friction_comp_n: FloatArray
     sensor_offset_mmhg: FloatArray
     readability_g: FloatArray
@@ -263,6 +264,8 @@ def rows_from(params: ParamsLike) -> tuple[Rows, SystemParams]:
             "friction_n": f("pump.syringe.stopper_friction_n"),
             "breakaway_n": f("pump.syringe.breakaway_force_n"),
             "stiffness_n_per_mm": f("pump.syringe.assembly_stiffness_n_per_mm"),
+            "kappa": f("pump.syringe.assembly_stiffness_n_per_mm")
+            / f("pump.syringe.creep_resistance_n_s_per_mm"),
             "friction_comp_n": f(drive + "friction_compensation_n"),
             "sensor_offset_mmhg": zeros,
         }
@@ -297,6 +300,7 @@ def rows_from(params: ParamsLike) -> tuple[Rows, SystemParams]:
             "friction_n": zeros,
             "breakaway_n": zeros,
             "stiffness_n_per_mm": np.full(size, np.inf),
+            "kappa": zeros,
             "friction_comp_n": zeros,
             "sensor_offset_mmhg": f("pump.sensor_offset_mmhg"),
         }
@@ -314,4 +318,9 @@ def rows_from(params: ParamsLike) -> tuple[Rows, SystemParams]:
     # Keep λτ_b away from 1 (removable singularity of the cascade formula, see module doc).
     near = np.abs(1.0 - rows.lam_open * rows.tau_b) < 1e-3
     rows.tau_b = np.where(near, rows.tau_b * 1.002, rows.tau_b)
+    # Likewise keep the rim's creep rate away from the line's and the balance's rates (the
+    # filtered-source formula divides by their difference).
+    for other in (rows.lam_open, 1.0 / rows.tau_b):
+        close = (rows.kappa > 0) & (np.abs(rows.kappa - other) < 1e-3 * other)
+        rows.kappa = np.where(close, rows.kappa * 1.002, rows.kappa)
     return rows, rep

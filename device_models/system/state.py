@@ -26,7 +26,9 @@ class SystemState:
     fractional step accumulator, the backlash slack (in steps), the rotor position within
     a finger, the pump's counters and its alarm bits; and the stopper's: the friction force
     the syringe assembly carries (``chain_n``, signed, + pushes the stopper forward) and
-    whether the rim is sliding (after breakaway, until the motor stops or reverses).
+    whether the rim is sliding (after breakaway, until the motor stops or reverses), and
+    whether an alarm stopped the motor (``creep_held``: the line's pressure, not the rim's
+    friction, then holds the stopper, so the rim does not creep until the next start).
     """
 
     acc: FloatArray
@@ -45,6 +47,7 @@ class SystemState:
     engaged_once: NDArray[np.bool_]
     chain_n: FloatArray
     sliding: NDArray[np.bool_]
+    creep_held: NDArray[np.bool_]
 
     def take(self, idx: NDArray[np.intp]) -> SystemState:
         return SystemState(**{k: v[idx].copy() for k, v in self.__dict__.items()})
@@ -77,6 +80,7 @@ def initial_state(rows: Rows, backlash_steps: FloatArray, p0: FloatArray) -> Sys
         engaged_once=np.zeros(size, dtype=bool),
         chain_n=zeros.copy(),
         sliding=np.zeros(size, dtype=bool),
+        creep_held=np.zeros(size, dtype=bool),
     )
 
 

@@ -258,6 +258,8 @@ def test_the_quickstart_calibration_recovers_the_demo_truth(
         "pump.syringe.inner_diameter_mm,pump.drive.wear_percent_per_h,pump.drive.wear_onset_s",
         "--start",
         "pump.drive.wear_percent_per_h=0.5",
+        "--start",
+        "pump.drive.wear_onset_s=600",
         "--json",
     )
     assert fitted.exit_code == 0, fitted.output
