@@ -1,4 +1,7 @@
-"""The composed patient model (device_models/patient/model.py)."""
+"""The composed patient model (device_models/patient/model.py).
+
+Seeds are arbitrary: no assertion depends on a particular draw.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""R-peak times, plethysmogram and respiration signal (device_models/patient/signals.py)."""
+"""R-peak times, plethysmogram and respiration signal (device_models/patient/signals.py).
+
+Seeds are arbitrary: the spectral assertions were checked to hold for 20 seeds each.
+"""
 
 from __future__ import annotations
 

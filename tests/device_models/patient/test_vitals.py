@@ -1,4 +1,7 @@
-"""Baseline vital signs and their bounded random walks (device_models/patient/vitals.py)."""
+"""Baseline vital signs and their bounded random walks (device_models/patient/vitals.py).
+
+Seeds are arbitrary: the statistical tolerances are several standard errors wide.
+"""
 
 from __future__ import annotations
 
