@@ -14,6 +14,7 @@ buffer and calls the same functions).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -403,6 +404,8 @@ class MonitorStream:
         self._deficit: dict[str, list[float]] = {name: [] for name in CONDITIONS}
         self._scan = dict.fromkeys(CONDITIONS, 0)
         self._final: dict[str, list[Alarm]] = {name: [] for name in CONDITIONS}
+        self._starts: dict[str, list[float]] = {name: [] for name in CONDITIONS}
+        self._waiting: dict[str, dict[int, float]] = {name: {} for name in CONDITIONS}
         self._ack: list[float] = []
         self._frames: list[dict[str, NDArray[Any]]] = []
 
@@ -541,6 +544,14 @@ class MonitorStream:
         out: list[Alarm] = []
         ack = np.sort(np.asarray(self._ack, dtype=float))
         for name in CONDITIONS:
+            final = self._final[name]
+            # A latched alarm whose condition has ended waits only for an acknowledgement.
+            waiting = self._waiting[name]
+            for k, t_after in list(waiting.items()):
+                i = int(np.searchsorted(ack, t_after, side="left"))
+                if i < ack.size:
+                    final[k] = dataclasses.replace(final[k], t_end_s=float(ack[i]))
+                    del waiting[k]
             scan = self._scan[name]
             u_tail = np.asarray(self._u[scan:], dtype=float)
             starts, ends = self._runs[name].arrays()
@@ -552,17 +563,20 @@ class MonitorStream:
                 true_starts_s=starts,
                 true_ends_s=ends,
                 acknowledge_s=ack,
-                prior_starts_s=np.asarray([a.t2_s for a in self._final[name]]),
+                prior_starts_s=np.asarray(self._starts[name], dtype=float),
             )
             n = u_tail.size
             settled = 0
             for alarm, j1 in found:
-                if j1 >= n or (alarm.latched and np.isnan(alarm.t_end_s)):
+                if j1 >= n:
                     break
-                self._final[name].append(alarm)
+                if alarm.latched and np.isnan(alarm.t_end_s):
+                    waiting[len(final)] = float(u_tail[j1])
+                final.append(alarm)
+                self._starts[name].append(alarm.t2_s)
                 self._scan[name] = scan + j1
                 settled += 1
-            out.extend(self._final[name])
+            out.extend(final)
             out.extend(a for a, _ in found[settled:])
         return tuple(out)
 

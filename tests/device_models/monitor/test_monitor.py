@@ -45,9 +45,9 @@ def _busy_record(seed: int, hours: float = 1.0, dt: float = 0.2) -> MonitorInput
 
 
 def _feed(record: MonitorInput, params: MonitorParams, rng: np.random.Generator) -> Any:
+    """Push the record in random chunks, acknowledging and reading alarms on the way."""
     stream = MonitorStream(params)
-    for a in record.acknowledge_s:
-        stream.acknowledge(float(a))
+    acks = list(record.acknowledge_s)
     t, r = record.t_s, record.r_peak_times_s
     i = j = 0
     while i < t.size:
@@ -64,6 +64,10 @@ def _feed(record: MonitorInput, params: MonitorParams, rng: np.random.Generator)
         )
         assert part.alarms == ()
         assert np.all(part.t_s <= hi)
+        while acks and acks[0] <= hi:
+            stream.acknowledge(acks.pop(0))
+        if rng.random() < 0.1:
+            stream.alarms()  # reading them on the way must not change the result
         i, j = i + n, k
     return stream.output()
 
