@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import math
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -124,6 +125,8 @@ class PatientRequest:
     interval_s: float
     seed: int = 0
     monitor: str | None = None
+    #: Scripted patient events (:mod:`medtwin.device_models.patient.events`).
+    events: tuple[Any, ...] = ()
 
     @property
     def t_s(self) -> FloatArray:
@@ -180,6 +183,38 @@ def _patient_from(
         raise _model_error(exc, "--age") from None
 
 
+def load_events(path: str) -> tuple[Any, ...]:
+    """The patient events of an events file: a TOML file of ``[[events]]`` tables, each a
+    ``kind`` and that event's fields (:func:`...patient.events.event_from_mapping`).
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the file and ``events[i].field``.
+    """
+    from medtwin.device_models.patient.events import events_from_mappings
+
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError("events file not found", source=path) from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"cannot read the events file: {exc}", source=path) from None
+    unknown = sorted(set(data) - {"events"})
+    if unknown:
+        raise ConfigurationError(
+            f"unknown key {unknown[0]!r}: an events file holds [[events]] tables only",
+            source=path,
+        )
+    specs = data.get("events", [])
+    if not isinstance(specs, list):
+        raise ConfigurationError("expected [[events]] tables", source=path, field="events")
+    try:
+        return tuple(events_from_mappings(specs))
+    except ParameterError as exc:
+        raise ConfigurationError(str(exc), source=path) from None
+
+
 def request_from_options(
     *,
     drug: str | None,
@@ -195,6 +230,7 @@ def request_from_options(
     interval: str,
     seed: int,
     monitor: str | None,
+    events_file: str | None = None,
 ) -> PatientRequest:
     """Check the command line (and the scenario file it names) into a request.
 
@@ -290,6 +326,7 @@ def request_from_options(
         )
     if monitor is not None:
         monitor = _check_monitor(monitor)
+    events = load_events(events_file) if events_file is not None else ()
     return PatientRequest(
         drug=drug,
         model=model,
@@ -299,6 +336,7 @@ def request_from_options(
         interval_s=step_s,
         seed=seed,
         monitor=monitor,
+        events=events,
     )
 
 
@@ -360,6 +398,7 @@ def simulate_record(request: PatientRequest) -> Any:
         grid,
         rng=np.random.default_rng(request.seed),
         demographics=request.patient,
+        events=request.events,
         infusions=infusions,
     )
 
@@ -453,6 +492,8 @@ def simulate_columns(
         ("temp_c", "°C", record.temp_c),
         ("pi_percent", "%", record.pi_percent),
         ("apnoea", "0/1", record.apnoea),
+        ("sensor_off", "0/1", record.sensor_off),
+        ("motion", "0/1", record.motion),
     ):
         columns[name] = values[at]
         units[name] = unit
@@ -513,6 +554,9 @@ def _write_csv(path: Path, columns: dict[str, NDArray[Any]]) -> None:
 @click.option("--duration", default=None, help="e.g. 60min, 2h (default: the scenario's)")
 @click.option("--interval", default="10s", show_default=True, help="output interval")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of every random draw")
+@click.option(
+    "--events", "events_file", default=None, help="patient events: a TOML file of [[events]]"
+)
 @click.option("--monitor", default=None, help="add a monitor's displayed values and alarms")
 @click.option("--out", default=None, help="CSV file to write")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
@@ -530,6 +574,7 @@ def simulate_patient(
     duration: str | None,
     interval: str,
     seed: int,
+    events_file: str | None,
     monitor: str | None,
     out: str | None,
     as_json: bool,
@@ -555,6 +600,7 @@ def simulate_patient(
         interval=interval,
         seed=seed,
         monitor=monitor,
+        events_file=events_file,
     )
     if out is None:
         raise ConfigurationError("give the CSV file to write", source="--out")

@@ -330,6 +330,59 @@ def test_alarms_column_holds_the_alarm_signals_the_summary_times(tmp_path: Path)
     assert not sounding[col["t_s"] < min(a["t3_s"] for a in signalled)].any()
 
 
+EVENTS = """
+[[events]]
+kind = "desaturation"
+at_s = 120
+to_percent = 82
+duration_s = 120
+
+[[events]]
+kind = "sensor_off"
+at_s = 400
+duration_s = 60
+"""
+
+
+def test_events_file_shapes_the_patient_and_the_monitor_alarms(tmp_path: Path) -> None:
+    events = tmp_path / "events.toml"
+    events.write_text(EVENTS)
+    args = ["--duration", "10min", "--interval", "5s", "--monitor", "masimo"]
+    _, col, doc = _simulate(tmp_path, *args, "--events", str(events))
+    _, calm, _ = _simulate(tmp_path, *args, name="calm.csv")
+    t = col["t_s"]
+    assert np.min(col["spo2_percent"][(t > 180) & (t < 240)]) < 86.0
+    assert np.min(calm["spo2_percent"]) > 90.0
+    np.testing.assert_array_equal(col["sensor_off"], ((t >= 400) & (t < 460)).astype(float))
+    assert np.all(np.isnan(col["spo2_displayed"][(t >= 410) & (t < 460)]))  # dashes
+    by_condition = {a["condition"]: a for a in doc["alarms"]}
+    assert set(by_condition) == {"spo2_low", "spo2_sensor_off"}
+    low = by_condition["spo2_low"]
+    assert 120.0 <= low["t1_s"] <= low["t2_s"] <= low["t3_s"] < 240.0
+    assert by_condition["spo2_sensor_off"]["t1_s"] == 400.0
+    assert "spo2_sensor_off" in col["alarms"][t == 420.0][0].split(";")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[events]]\nkind = "seizure"\nat_s = 1', "events[0].kind = 'seizure'"),
+        ('[[events]]\nkind = "desaturation"\nat_s = 1\nto_percent = 200', "events[0].to_percent"),
+        ("[[event]]\nat_s = 1", "unknown key 'event'"),
+        ("[[events]\n", "cannot read the events file"),
+    ],
+)
+def test_a_bad_events_file_exits_2_naming_it(tmp_path: Path, text: str, message: str) -> None:
+    events = tmp_path / "events.toml"
+    events.write_text(text)
+    out = tmp_path / "never.csv"
+    code, output = _run("--duration", "1min", "--events", str(events), "--out", str(out))
+    assert code == 2, output
+    assert output.startswith(f"medtwin: error: {events}: ")
+    assert message in output
+    assert not out.exists()
+
+
 def test_help_states_the_units() -> None:
     result = CliRunner().invoke(main, ["simulate", "patient", "--help"])
     assert result.exit_code == 0
