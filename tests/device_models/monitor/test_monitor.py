@@ -41,7 +41,8 @@ def _busy_record(seed: int, hours: float = 1.0, dt: float = 0.2) -> MonitorInput
     n = int(t[-1] / 0.5)
     rr = np.clip(0.75 + 0.3 * np.sin(np.arange(n) / 50) + rng.normal(0, 0.05, n), 0.3, 2.0)
     r = np.cumsum(rr)
-    return MonitorInput(t, spo2, pi, off, motion, r[r < t[-1]], np.array([700.0, 2500.0]))
+    acks = np.array([0.19, 0.69]) * t[-1]
+    return MonitorInput(t, spo2, pi, off, motion, r[r < t[-1]], acks)
 
 
 def _feed(record: MonitorInput, params: MonitorParams, rng: np.random.Generator) -> Any:
@@ -247,3 +248,51 @@ def test_input_from_a_patient_record() -> None:
     assert low[0].t1_s <= low[0].t2_s < low[0].t3_s
     assert [(a.t1_s, a.t2_s) for a in off] == [(500.0, 500.0)]
     assert np.nanmean(out.hr_bpm) == pytest.approx(np.mean(rec.hr_bpm), rel=0.05)
+
+
+def _random_params(rng: np.random.Generator) -> MonitorParams:
+    return monitor_preset(
+        str(rng.choice(sorted(PRESETS))),
+        {
+            "update_period_s": float(rng.choice([0.5, 1.0, 1.5, 2.0])),
+            "update_phase_s": float(rng.uniform(0.0, 1.0)),
+            "round_display": bool(rng.random() < 0.5),
+            "hr.method": str(rng.choice(["mean", "trimmed_mean"])),
+            "hr.averaging_intervals": int(rng.integers(1, 16)),
+            "hr.processing_delay_s": float(rng.uniform(0.0, 2.0)),
+            "hr.timeout_s": float(rng.uniform(2.0, 12.0)),
+            "spo2.method": str(rng.choice(["window", "beat_exponential"])),
+            "spo2.averaging_s": float(rng.uniform(1.0, 16.0)),
+            "spo2.fast_mode": bool(rng.random() < 0.2),
+            "spo2.exponential_beats": float(rng.uniform(1.0, 10.0)),
+            "spo2.processing_delay_s": float(rng.uniform(0.0, 3.0)),
+            "spo2.freeze_s": float(rng.uniform(0.0, 20.0)),
+            "spo2.bias_percent": float(rng.uniform(-2.0, 2.0)),
+            "spo2.motion_drops_signal": bool(rng.random() < 0.5),
+            "alarms.spo2_delay_s": float(rng.uniform(0.0, 20.0)),
+            "alarms.hr_delay_s": float(rng.uniform(0.0, 10.0)),
+            "alarms.technical_delay_s": float(rng.uniform(0.0, 15.0)),
+            "alarms.spo2_low_strategy": str(rng.choice(["delay", "satseconds"])),
+            "alarms.satseconds_threshold": float(rng.uniform(10.0, 100.0)),
+            "alarms.latching_priorities": str(rng.choice(["", "high", "high,medium"])),
+        },
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_incremental_equals_batch_for_random_parameters(seed: int) -> None:
+    # Seeds 0-5: six random monitors on a 20 min busy record, fed in random chunks.
+    rng = np.random.default_rng(seed)
+    record = _busy_record(100 + seed, hours=1 / 3, dt=float(rng.choice([0.1, 0.25, 1.0])))
+    params = _random_params(rng)
+    batch = simulate_monitor(record, params)
+    live = _feed(record, params, rng)
+    for name in ARRAYS:
+        np.testing.assert_array_equal(getattr(live, name), getattr(batch, name), err_msg=name)
+    a = sorted(batch.alarms, key=_key)
+    b = sorted(live.alarms, key=_key)
+    assert [(x.condition, x.latched) for x in a] == [(x.condition, x.latched) for x in b]
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(
+            [x.t1_s, x.t2_s, x.t3_s, x.t_end_s], [y.t1_s, y.t2_s, y.t3_s, y.t_end_s]
+        )
