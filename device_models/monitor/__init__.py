@@ -13,7 +13,8 @@ Modules (imported by their full names, e.g. ``medtwin.device_models.monitor.moni
 * :mod:`.spo2` — window and beat-exponential averaging, signal validity, freeze;
 * :mod:`.alarms` — :class:`Alarm` records and the episode logic (delay, SatSeconds);
 * :mod:`.monitor` — :class:`MonitorInput`, :class:`MonitorOutput`,
-  :func:`simulate_monitor` (batch) and :class:`MonitorStream` (incremental, same result).
+  :func:`simulate_monitor` (batch), :func:`simulate_monitors` (several parameter sets)
+  and :class:`MonitorStream` (incremental, same result).
 
 See docs/monitor-model.md.
 """

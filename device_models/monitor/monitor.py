@@ -15,6 +15,7 @@ buffer and calls the same functions).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,7 @@ __all__ = [
     "MonitorStream",
     "condition_specs",
     "simulate_monitor",
+    "simulate_monitors",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -280,6 +282,16 @@ def _frame(
     }
 
 
+def simulate_monitors(inputs: MonitorInput, params: Sequence[MonitorParams]) -> list[MonitorOutput]:
+    """Several monitors (a Monte Carlo batch, a calibration's Jacobian) on one record.
+
+    Each result equals :func:`simulate_monitor` for that parameter set; the signal
+    validity and the cumulative integrals are computed once per distinct validity rule.
+    """
+    cache: dict[tuple[float, bool], Any] = {}
+    return [_simulate(inputs, p, cache) for p in params]
+
+
 def simulate_monitor(inputs: MonitorInput, params: MonitorParams) -> MonitorOutput:
     """What the monitor shows over a whole record (batch form).
 
@@ -294,6 +306,12 @@ def simulate_monitor(inputs: MonitorInput, params: MonitorParams) -> MonitorOutp
         Updates from ``t_s[0] + update_phase_s`` to ``t_s[-1]``; alarms ordered by
         condition (:data:`CONDITIONS`) and then by ``t2``.
     """
+    return _simulate(inputs, params, {})
+
+
+def _simulate(
+    inputs: MonitorInput, params: MonitorParams, cache: dict[tuple[float, bool], Any]
+) -> MonitorOutput:
     p = params
     t = np.asarray(inputs.t_s, dtype=float)
     spo2_true = np.asarray(inputs.spo2_true_percent, dtype=float)
@@ -301,11 +319,17 @@ def simulate_monitor(inputs: MonitorInput, params: MonitorParams) -> MonitorOutp
     off = np.asarray(inputs.sensor_off, dtype=bool)
     motion = np.asarray(inputs.motion, dtype=bool)
     r = np.asarray(inputs.r_peak_times_s, dtype=float)
-    valid = signal_valid(off, motion, pi, p.spo2)
+    rule = (p.spo2.pi_min_measurable_percent, p.spo2.motion_drops_signal)
+    if rule not in cache:
+        cache[rule] = {"valid": signal_valid(off, motion, pi, p.spo2)}
+    shared = cache[rule]
+    valid = shared["valid"]
     c = v = None
     ema_t = ema_v = np.empty(0)
     if p.spo2.method == "window":
-        c, v = cumulative_integrals(t, spo2_true, valid)
+        if "cv" not in shared:
+            shared["cv"] = cumulative_integrals(t, spo2_true, valid)
+        c, v = shared["cv"]
     else:
         ema_t, samples = _valid_beats(r, t, spo2_true, valid)
         ema_v, _ = beat_exponential(samples, p.spo2)

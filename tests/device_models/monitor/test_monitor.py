@@ -13,6 +13,7 @@ from medtwin.device_models.monitor.monitor import (
     MonitorInput,
     MonitorStream,
     simulate_monitor,
+    simulate_monitors,
 )
 from medtwin.device_models.monitor.params import PRESETS, MonitorParams, monitor_preset
 from scipy.optimize import least_squares
@@ -296,3 +297,21 @@ def test_incremental_equals_batch_for_random_parameters(seed: int) -> None:
         np.testing.assert_array_equal(
             [x.t1_s, x.t2_s, x.t3_s, x.t_end_s], [y.t1_s, y.t2_s, y.t3_s, y.t_end_s]
         )
+
+
+def test_a_batch_of_monitors_equals_one_at_a_time() -> None:
+    record = _busy_record(21, hours=0.25)
+    params = [
+        monitor_preset("masimo", {"spo2.averaging_s": w, "spo2.bias_percent": b})
+        for w, b in ((4.0, 0.0), (8.0, 1.0), (12.0, -1.0))
+    ] + [monitor_preset("nonin"), monitor_preset("generic", {"spo2.motion_drops_signal": True})]
+    for one, many in zip(
+        [simulate_monitor(record, p) for p in params],
+        simulate_monitors(record, params),
+        strict=True,
+    ):
+        for name in ARRAYS:
+            np.testing.assert_array_equal(getattr(one, name), getattr(many, name))
+        assert [(a.condition, a.t2_s, a.t3_s) for a in one.alarms] == [
+            (a.condition, a.t2_s, a.t3_s) for a in many.alarms
+        ]
