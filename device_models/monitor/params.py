@@ -110,6 +110,7 @@ class HrParams:
 
     def __post_init__(self) -> None:
         _check_choice("hr.method", self.method, HR_METHODS)
+        validate(self, prefix="hr.")
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ class Spo2Params:
 
     def __post_init__(self) -> None:
         _check_choice("spo2.method", self.method, SPO2_METHODS)
+        validate(self, prefix="spo2.")
 
     @property
     def window_s(self) -> float:
@@ -252,6 +254,7 @@ class AlarmParams:
             _check_choice(f"alarms.{name}", getattr(self, name), PRIORITIES)
         for item in self.latching:
             _check_choice("alarms.latching_priorities", item, PRIORITIES)
+        validate(self, prefix="alarms.")
 
     @property
     def latching(self) -> frozenset[str]:

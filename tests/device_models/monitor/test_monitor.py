@@ -315,3 +315,14 @@ def test_a_batch_of_monitors_equals_one_at_a_time() -> None:
         assert [(a.condition, a.t2_s, a.t3_s) for a in one.alarms] == [
             (a.condition, a.t2_s, a.t3_s) for a in many.alarms
         ]
+
+
+def test_each_group_validates_itself_with_its_dotted_name() -> None:
+    from medtwin.device_models.monitor.params import AlarmParams, HrParams, Spo2Params
+
+    with pytest.raises(ParameterError, match=r"hr\.averaging_intervals"):
+        HrParams(averaging_intervals=0)
+    with pytest.raises(ParameterError, match=r"spo2\.freeze_s"):
+        Spo2Params(freeze_s=-1.0)
+    with pytest.raises(ParameterError, match=r"alarms\.hr_delay_s"):
+        AlarmParams(hr_delay_s=1e6)
