@@ -135,12 +135,28 @@ class PatientRequest:
         return np.arange(0.0, self.schedule.duration_s + step * 1e-9, step)
 
 
-def _model_error(exc: ParameterError, default: str) -> ConfigurationError:
-    """A model's ParameterError as the error of the option it is about (``age_y = ...``
-    → ``--age``)."""
+#: Where a value came from: ``(source, field)`` of a ConfigurationError; an option
+#: (``("--age", None)``) unless the scenario's ``[patient]`` table gave it.
+Origins = dict[str, tuple[str, str | None]]
+
+
+def _option(name: str) -> tuple[str, str | None]:
+    return _OPTION_OF[name], None
+
+
+def _error(message: str, name: str, origins: Origins) -> ConfigurationError:
+    """An error about the value ``name`` (``age_y``, ``model`` ...), naming where it came
+    from: its option, or the scenario file's ``patient.<name>``."""
+    source, field = origins.get(name, _option(name))
+    return ConfigurationError(message, source=source, field=field)
+
+
+def _model_error(exc: ParameterError, default: str, origins: Origins) -> ConfigurationError:
+    """A model's ParameterError as the error of the value it is about (``age_y = ...``
+    → ``--age``, or ``scenario.toml:patient.age_y``)."""
     message = str(exc)
     name = message.split(" ", 1)[0]
-    return ConfigurationError(message, source=_OPTION_OF.get(name, default))
+    return _error(message, name if name in _OPTION_OF else default, origins)
 
 
 def _patient_from(
@@ -151,6 +167,7 @@ def _patient_from(
     sex: str | None,
     *,
     required: bool,
+    origins: Origins,
 ) -> Demographics:
     given: dict[str, Any] = {}
     if scenario_patient is not None:
@@ -165,10 +182,12 @@ def _patient_from(
             if not math.isfinite(value):
                 raise ConfigurationError(f"{value} is not a number", source=_OPTION_OF[name])
             given[name] = value
+            origins.pop(name, None)
     if sex is not None:
         if sex not in ("male", "female"):
             raise ConfigurationError(f"sex {sex!r}: expected male or female", source="--sex")
         given["sex"] = sex
+        origins.pop("sex", None)
     missing = [
         _OPTION_OF[name] for name in ("age_y", "weight_kg", "height_cm", "sex") if name not in given
     ]
@@ -180,7 +199,7 @@ def _patient_from(
     try:
         return Demographics(**given)
     except ParameterError as exc:
-        raise _model_error(exc, "--age") from None
+        raise _model_error(exc, "age_y", origins) from None
 
 
 def load_events(path: str) -> tuple[Any, ...]:
@@ -251,17 +270,31 @@ def request_from_options(
             )
         scenario = load_scenario(scenario_file)
     table = scenario.patient if scenario is not None else None
-    if table is not None:
-        drug = drug if drug is not None else table.drug
-        model = model if model is not None else table.model
-        concentration = concentration if concentration is not None else table.concentration_mg_ml
+    origins: Origins = {}
+    if scenario is not None and table is not None:
+        # What the table gives is named by its file and field in errors, until an option
+        # replaces it.
+        origins = {name: (scenario.source, f"patient.{name}") for name in _OPTION_OF}
+        if drug is None:
+            drug = table.drug
+        else:
+            origins.pop("drug")
+        if model is None:
+            model = table.model
+        else:
+            origins.pop("model")
+        if concentration is None:
+            concentration = table.concentration_mg_ml
+        else:
+            origins.pop("concentration_mg_ml")
 
     if drug is not None:
         if drug not in pk.DRUGS:
-            raise ConfigurationError(
+            raise _error(
                 f"unknown drug {drug!r}; expected one of {', '.join(sorted(pk.DRUGS))} "
                 "(or no --drug for vital signs only)",
-                source="--drug",
+                "drug",
+                origins,
             )
         known = sorted(m for d, m in pk.MODELS if d == drug)
         if model is None:
@@ -269,17 +302,18 @@ def request_from_options(
                 f"give the PK model of {drug}: {', '.join(known)}", source="--model"
             )
         if (drug, model) not in pk.MODELS:
-            raise ConfigurationError(
+            raise _error(
                 f"unknown {drug} model {model!r}; expected one of {', '.join(known)}",
-                source="--model",
+                "model",
+                origins,
             )
         if concentration is None:
             raise ConfigurationError(
                 f"give the {drug} concentration in the syringe (mg/mL)", source="--concentration"
             )
         if not (math.isfinite(concentration) and concentration > 0):
-            raise ConfigurationError(
-                f"concentration {concentration:g} mg/mL must be > 0", source="--concentration"
+            raise _error(
+                f"concentration {concentration:g} mg/mL must be > 0", "concentration_mg_ml", origins
             )
     else:
         for option, value in (
@@ -295,13 +329,15 @@ def request_from_options(
     if rate is not None and not (math.isfinite(rate) and rate >= 0):
         raise ConfigurationError(f"rate {rate:g} mL/h must be >= 0", source="--rate")
 
-    patient = _patient_from(table, age, weight, height, sex, required=drug is not None)
+    patient = _patient_from(
+        table, age, weight, height, sex, required=drug is not None, origins=origins
+    )
     if drug is not None:
         assert model is not None
         try:
             pk.pk_params(drug, model, patient)
         except ParameterError as exc:
-            raise _model_error(exc, "--model") from None
+            raise _model_error(exc, "model", origins) from None
 
     if duration is not None:
         total_s = parse_duration_option(duration, option="--duration")
@@ -315,15 +351,15 @@ def request_from_options(
     if step_s <= 0:
         raise ConfigurationError("the interval must be > 0", source="--interval")
 
+    if drug is not None and rate is None and scenario is None:
+        raise ConfigurationError(
+            "give the infusion rate (mL/h) or a --scenario with a rate schedule", source="--rate"
+        )
     if scenario is not None:
         planned = schedule_from_scenario(scenario)
         schedule = RateSchedule(planned.start_s, planned.rate_ml_h, total_s)
     else:
         schedule = constant_schedule(rate or 0.0, total_s)
-    if drug is not None and rate is None and scenario is None:
-        raise ConfigurationError(
-            "give the infusion rate (mL/h) or a --scenario with a rate schedule", source="--rate"
-        )
     if monitor is not None:
         monitor = _check_monitor(monitor)
     events = load_events(events_file) if events_file is not None else ()

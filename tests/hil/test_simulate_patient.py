@@ -303,6 +303,31 @@ def test_scenario_rate_schedule_and_patient_table(tmp_path: Path) -> None:
     np.testing.assert_allclose(older["cp"], older_direct.cp[0], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ("age_y = 40", "patient.age_y", "outside the remifentanil minto model's range"),
+        ('model = "minto"', "patient.model", "unknown remifentanil model 'eleveld'"),
+    ],
+)
+def test_a_bad_patient_table_is_named_by_its_file_and_field(
+    tmp_path: Path, change: str, field: str, message: str
+) -> None:
+    bad = {"age_y = 40": "age_y = 90", 'model = "minto"': 'model = "eleveld"'}[change]
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(SCENARIO + SCENARIO_PATIENT.replace(change, bad))
+    out = tmp_path / "never.csv"
+    code, output = _run("--scenario", str(scenario), "--out", str(out))
+    assert code == 2, output
+    assert output.startswith(f"medtwin: error: {scenario}:{field}: ")
+    assert message in output
+    assert not out.exists()
+    # the option that replaces the table's value takes the blame, and can fix it
+    option = {"patient.age_y": ["--age", "50"], "patient.model": ["--model", "minto"]}[field]
+    code, output = _run("--scenario", str(scenario), *option, "--out", str(out))
+    assert code == 0, output
+
+
 def test_scenario_without_patient_table_takes_the_drug_from_the_options(tmp_path: Path) -> None:
     scenario = tmp_path / "s.toml"
     scenario.write_text(SCENARIO)
