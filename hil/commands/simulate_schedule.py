@@ -30,7 +30,7 @@ from medtwin.hil.config import (
 from medtwin.hil.plan import plan_steps
 from numpy.typing import NDArray
 
-__all__ = ["RateSchedule", "constant_schedule", "schedule_from_scenario"]
+__all__ = ["RateSchedule", "constant_schedule", "pump_commands", "schedule_from_scenario"]
 
 _KINDS: tuple[DeviceKind, ...] = ("pump", "balance", "bench-io")
 
@@ -142,6 +142,20 @@ def _play(planned: list[PlannedStep], duration_s: float) -> RateSchedule:
     return RateSchedule(np.array(starts), np.array(rates), float(duration_s))
 
 
+def pump_commands(scenario: ScenarioConfig) -> list[PlannedStep]:
+    """The pump's planned commands of a scenario, in time order (what :func:`_play` plays).
+
+    Raises
+    ------
+    ConfigurationError
+        A step that cannot be planned (naming ``file:steps[i].field``).
+    """
+    bench = _bench_for(scenario)
+    pump = bench.device_of_kind("pump")
+    assert pump is not None
+    return [s for s in plan_steps(bench, scenario) if s.device == pump.name]
+
+
 def schedule_from_scenario(scenario: ScenarioConfig | str | Path) -> RateSchedule:
     """The pump's rate over a scenario (its steps and procedures), on an ideal pump.
 
@@ -152,9 +166,4 @@ def schedule_from_scenario(scenario: ScenarioConfig | str | Path) -> RateSchedul
     """
     if not isinstance(scenario, ScenarioConfig):
         scenario = load_scenario(scenario)
-    bench = _bench_for(scenario)
-    planned = plan_steps(bench, scenario)
-    pump = bench.device_of_kind("pump")
-    assert pump is not None
-    mine = [s for s in planned if s.device == pump.name]
-    return _play(mine, float(scenario.duration))
+    return _play(pump_commands(scenario), float(scenario.duration))

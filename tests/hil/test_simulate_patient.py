@@ -102,6 +102,33 @@ def test_rate_schedule_of_the_rate_steps_example() -> None:
     assert schedule.volume_ml() == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("name", ["rate-steps", "bolus", "remifentanil-infusion"])
+def test_the_ideal_pump_delivers_what_the_pump_twin_counts(name: str) -> None:
+    # The same planned commands drive the pump twin (stepper, volume target, bolus
+    # return): its own infused-volume counter agrees with the ideal pump's volume at every
+    # 10 s to within 2 µL, so the schedule's starts, stops and targets are the twin's.
+    from medtwin.device_models.schedule import Command, Schedule
+    from medtwin.device_models.system import SystemParams, simulate
+    from medtwin.hil.actions import ACTIONS
+    from medtwin.hil.commands.simulate_schedule import pump_commands
+    from medtwin.hil.config import load_scenario
+
+    scenario = load_scenario(HERE / "examples" / "scenarios" / f"{name}.toml")
+    commands = Schedule()
+    for step in pump_commands(scenario):
+        twin_input = ACTIONS[step.action].twin_input(step.value)
+        if twin_input is not None:
+            commands.add(Command(step.t_s, *twin_input))
+    t = np.arange(0.0, scenario.duration + 1.0, 10.0)
+    counted = simulate(SystemParams.nominal("syringe"), commands, t).row(0)["pump_infused_ml"]
+    ideal = schedule_from_scenario(scenario)
+    ends = np.append(ideal.start_s[1:], np.inf)
+    span = np.clip(np.minimum(ends[None, :], t[:, None]) - ideal.start_s[None, :], 0.0, None)
+    volume = span @ ideal.rate_ml_h / 3600.0
+    assert np.max(np.abs(counted - volume)) < 2e-3
+    assert volume[-1] == pytest.approx(ideal.volume_ml(), rel=1e-12)
+
+
 SCENARIO = """
 name = "propofol-steps"
 duration = "30min"
