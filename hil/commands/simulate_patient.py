@@ -576,25 +576,36 @@ def _write_csv(path: Path, columns: dict[str, NDArray[Any]]) -> None:
 
 
 @click.command("patient")
-@click.option("--drug", default=None, help="propofol or remifentanil; none: vital signs only")
-@click.option("--model", default=None, help="PK model: schnider or marsh (propofol), minto")
+@click.option(
+    "--drug", metavar="NAME", default=None, help="propofol or remifentanil; none: vitals only"
+)
+@click.option("--model", metavar="NAME", default=None, help="PK model: schnider, marsh, minto")
 @click.option("--age", type=float, default=None, help="age, years")
 @click.option("--weight", type=float, default=None, help="total body weight, kg")
 @click.option("--height", type=float, default=None, help="height, cm")
-@click.option("--sex", default=None, help="male or female")
+@click.option("--sex", metavar="male|female", default=None, help="sex")
 @click.option("--concentration", type=float, default=None, help="drug in the syringe, mg/mL")
 @click.option("--rate", type=float, default=None, help="constant infusion rate, mL/h")
 @click.option(
-    "--scenario", "scenario_file", default=None, help="scenario file: its steps' rate schedule"
+    "--scenario", "scenario_file", metavar="FILE", default=None, help="a scenario's rate schedule"
 )
 @click.option("--duration", default=None, help="e.g. 60min, 2h (default: the scenario's)")
 @click.option("--interval", default="10s", show_default=True, help="output interval")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of every random draw")
 @click.option(
-    "--events", "events_file", default=None, help="patient events: a TOML file of [[events]]"
+    "--events",
+    "events_file",
+    metavar="FILE",
+    default=None,
+    help="patient events: a TOML file of [[events]]",
 )
-@click.option("--monitor", default=None, help="add a monitor's displayed values and alarms")
-@click.option("--out", default=None, help="CSV file to write")
+@click.option(
+    "--monitor",
+    metavar="NAME",
+    default=None,
+    help="add a monitor's view: generic, masimo, nonin, philips, mindray",
+)
+@click.option("--out", metavar="FILE", default=None, help="CSV file to write")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 @handle_errors
 def simulate_patient(
