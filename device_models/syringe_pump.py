@@ -8,8 +8,10 @@ true syringe's area ``A_true``, so a mis-sized syringe is a flow error of
 ``(A_true/A_cfg − 1)`` (≈ 2 % per 1 % of diameter). Delivery is discrete per microstep
 (pulsatile at low rates); the lead screw's free play (backlash, in mm) must be taken up
 before the plunger moves, then the syringe assembly (a spring of the syringe's
-``assembly_stiffness_n_per_mm``) is loaded until its force reaches the stopper's breakaway
-friction, and the stopper's rim jumps forward as the spring relaxes to the sliding friction
+``assembly_stiffness_n_per_mm``) is loaded; below the stopper's breakaway friction its rim
+creeps at ``force/creep_resistance_n_s_per_mm`` (the outflow follows the drive with the time
+constant ``creep_resistance/stiffness``), and when the force reaches the breakaway the rim
+jumps forward as the spring relaxes to the sliding friction
 (the start-up delay of Neff et al. 2001, Paediatr Anaesth 11(5):561-5, and Neff et al.
 2007, Eur J Anaesthesiol 24(7):602-8; see :mod:`medtwin.device_models.syringes`).
 Lead-screw wear makes each step deliver ``(1 − w(t))`` of its nominal volume, ``w``

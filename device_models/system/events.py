@@ -188,14 +188,28 @@ class EventHandling(PhaseKernel):
             self._break_frac[idx[rows_c]] = frac
             self._break_df[idx[rows_c]] = df
         else:
+            # the force is continuous and rising here: regula falsi with the Illinois
+            # modification on g = F − F_s, bracketed by the grid (a few evaluations where
+            # bisection needs fifty)
             lo, hi = u_lo.copy(), u_hi.copy()
-            for _ in range(200):
-                if np.all(hi - lo <= 1e-12 * np.maximum(1.0, np.abs(hi))):
+            g_lo, g_hi = force(lo) - fs, force(hi) - fs
+            side = np.zeros(lo.shape)
+            for _ in range(100):
+                width = hi - lo
+                if np.all((width <= 1e-12 * np.maximum(1.0, np.abs(hi))) | (g_hi <= 1e-12)):
                     break
-                mid = 0.5 * (lo + hi)
-                c = force(mid) >= fs
-                hi = np.where(c, mid, hi)
-                lo = np.where(c, lo, mid)
+                denom = g_hi - g_lo
+                mid = np.where(denom > 0, hi - g_hi * width / np.where(denom > 0, denom, 1.0), lo)
+                mid = np.clip(mid, lo, hi)
+                mid = np.where((mid <= lo) | (mid >= hi), 0.5 * (lo + hi), mid)
+                g_mid = force(mid) - fs
+                up = g_mid >= 0.0
+                hi, g_hi = np.where(up, mid, hi), np.where(up, g_mid, g_hi)
+                lo, g_lo = np.where(up, lo, mid), np.where(up, g_lo, g_mid)
+                # Illinois: halve the stale end's value when the same end moves twice
+                g_lo = np.where(up & (side > 0), 0.5 * g_lo, g_lo)
+                g_hi = np.where(~up & (side < 0), 0.5 * g_hi, g_hi)
+                side = np.where(up, 1.0, -1.0)
             t_cross = hi
             self._break_frac[idx[rows_c]] = 0.0
             self._break_df[idx[rows_c]] = 0.0

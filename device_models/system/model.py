@@ -117,6 +117,11 @@ class Model(EventHandling):
             self.state.put(rows_e, st_new)
             starts[rows_e] = t_event[sub]
             active = rows_e
+            # the rest of the phase starts at the earliest event: the grid points before
+            # it are written already
+            skip = int(np.searchsorted(grid, float(np.min(starts[active])), side="left"))
+            grid = grid[skip:]
+            grid_offset += skip
 
     def _write(
         self,
