@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: The kinds of device a bench holds; a scenario step addresses a device by its kind.
-DeviceKind = Literal["pump", "balance", "bench-io"]
+DeviceKind = Literal["pump", "balance", "bench-io", "oximeter", "simulator"]
 
 #: What a protocol's port is: a serial line (a tty, an emulator's pty, a pyserial URL, or
 #: ``socket://HOST:PORT`` to a serial device server), or a Modbus line (RTU on a serial

@@ -1,10 +1,14 @@
 """The contract between protocol emulators and the virtual hardware behind them.
 
-A protocol emulator (NE-1000, MT-SICS, Modbus) is only a translator: it parses requests,
-calls one of these *mechanisms* and encodes the answer. The mechanisms are implemented
-by :class:`medtwin.drivers.emulators.physical_bench.PhysicalBench`, which evaluates the
+A protocol emulator (NE-1000, MT-SICS, Modbus, the oximeters, ProSim 8) is only a
+translator: it parses requests, calls one of these *mechanisms* and encodes the answer.
+The pump-side mechanisms are implemented by
+:class:`medtwin.drivers.emulators.physical_bench.PhysicalBench`, which evaluates the
 ``device_models`` physics at the shared clock's "now" on every call, so every protocol
-sees the same pump, the same line and the same balance.
+sees the same pump, the same line and the same balance. The patient-side ones
+(:class:`OximeterMechanism`, :class:`PatientSimulatorMechanism`) are implemented by one
+shared patient (``medtwin.drivers.emulators.patient_world``): a simulator's settings move
+the patient every oximeter of the bench observes, each through its own monitor model.
 
 Every method is synchronous and cheap (it advances the physics to ``clock.now()``
 first). Methods raise :class:`ValueError` for a request the mechanism cannot carry out
@@ -14,7 +18,7 @@ into the device's own error reply (``?OOR``, ``ES``, Modbus exception 3).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -24,8 +28,12 @@ __all__ = [
     "BalanceMechanism",
     "BalanceSnapshot",
     "BenchIOMechanism",
+    "OximeterMechanism",
+    "OximeterSnapshot",
+    "PatientSimulatorMechanism",
     "PumpMechanism",
     "PumpSnapshot",
+    "SimulatorSettings",
 ]
 
 
@@ -174,3 +182,97 @@ class BenchIOMechanism(Protocol):
     def pressure_mmhg(self) -> float:
         """Inline transducer reading (line pressure, mmHg, with the transducer's noise)."""
         ...
+
+
+# --------------------------------------------------------------------------- patient side
+
+
+@dataclass(frozen=True, slots=True)
+class OximeterSnapshot:
+    """What a pulse oximeter (or a monitor's SpO2/HR module) displays now.
+
+    The values are the *monitor model's* output for this device's own parameters (its
+    averaging, bias, delays; :mod:`medtwin.device_models.monitor`), fed by the shared
+    patient. ``None`` is an invalid value (dashes on the display, 127/511 on Nonin).
+    ``alarms`` are the active alarm condition names of
+    :data:`medtwin.device_models.monitor.alarms.CONDITIONS` (``"spo2_low"`` …).
+    ``extended`` carries slower-averaged values a protocol also sends (Nonin's 8-beat
+    ``E-`` values: ``"spo2_extended_percent"``, ``"hr_extended_bpm"``).
+    """
+
+    t_s: float
+    spo2_percent: float | None
+    pulse_rate_bpm: float | None
+    pi_percent: float | None
+    sensor_off: bool
+    searching: bool
+    low_perfusion: bool
+    artifact: bool
+    signal_loss: bool
+    alarms: frozenset[str]
+    extended: dict[str, float | None]
+
+
+class OximeterMechanism(Protocol):
+    """A pulse oximeter's optical front end and processing, as its firmware sees them."""
+
+    model: str
+    serial: str
+    firmware: str
+
+    def snapshot(self) -> OximeterSnapshot:
+        """Displayed values at ``clock.now()`` (the world is advanced to now first)."""
+        ...
+
+    def pleth(self, t_s: Sequence[float]) -> list[float]:
+        """Plethysmogram samples in [0, 1] at the given device times (ascending, none in
+        the future); a protocol quantises them to its own width (Nonin #2: 8 bit, #7:
+        16 bit)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorSettings:
+    """What a patient simulator (ProSim 8) is set to: the patient the monitors see.
+
+    ``ibp`` maps a channel (1, 2) to ``(systolic, diastolic)`` mmHg, equal for a static
+    pressure; ``ibp_wave`` maps a channel to its waveform name.
+    """
+
+    remote: bool
+    heart_rate_bpm: float
+    spo2_percent: float
+    resp_rate_min: float
+    nibp_sys_mmhg: float
+    nibp_dia_mmhg: float
+    ibp: dict[int, tuple[float, float]]
+    ibp_wave: dict[int, str]
+
+
+class PatientSimulatorMechanism(Protocol):
+    """The patient a simulator generates, as its remote interface changes it.
+
+    Setters raise :class:`ValueError` for a value the simulator cannot generate (the
+    protocol layer answers with its own error reply); a change takes effect at
+    ``clock.now()`` for every oximeter observing the same patient.
+    """
+
+    model: str
+    serial: str
+    firmware: str
+
+    def settings(self) -> SimulatorSettings: ...
+
+    def set_remote(self, remote: bool) -> None: ...
+
+    def set_heart_rate_bpm(self, bpm: float) -> None: ...
+
+    def set_spo2_percent(self, percent: float) -> None: ...
+
+    def set_resp_rate_min(self, per_min: float) -> None: ...
+
+    def set_nibp_mmhg(self, systolic: float, diastolic: float) -> None: ...
+
+    def set_ibp_mmhg(self, channel: int, systolic: float, diastolic: float) -> None: ...
+
+    def set_ibp_wave(self, channel: int, wave: str) -> None: ...
