@@ -35,7 +35,8 @@ from medtwin.drivers.errors import ConfigurationError
 from medtwin.drivers.protocol import DeviceKind
 from medtwin.drivers.registry import descriptor, protocols
 from medtwin.drivers.units import parse_duration_s
-from medtwin.hil.actions import ACTIONS, unknown_action_message
+from medtwin.drivers.vital_signs import SimulatorLimits
+from medtwin.hil.actions import ACTIONS, ArgumentError, unknown_action_message
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -101,14 +102,29 @@ class _FileModel(_Strict):
         return hashlib.sha256(self._text.encode("utf-8")).hexdigest()
 
 
+Range = tuple[float, float]
+
+
 class LimitsConfig(_Strict):
-    """Declared limits of a pump; commands outside them are refused before sending."""
+    """Declared limits of a device; commands outside them are refused before sending.
+
+    A pump's are the ``*_rate_ml_h``, ``*_diameter_mm`` and ``max_volume_ml`` fields; a
+    patient simulator's are ranges ``[low, high]`` named as
+    :class:`medtwin.drivers.vital_signs.SimulatorLimits` names them (``heart_rate_bpm``,
+    ``spo2_percent``, ``resp_rate_min``, ``nibp_mmhg``, ``ibp_mmhg``), unset ones keeping
+    the simulator's own range.
+    """
 
     min_rate_ml_h: float = Field(0.0, ge=0)
     max_rate_ml_h: float = Field(math.inf, gt=0)
     min_diameter_mm: float = Field(0.0, ge=0)
     max_diameter_mm: float = Field(math.inf, gt=0)
     max_volume_ml: float = Field(math.inf, gt=0)
+    heart_rate_bpm: Range | None = None
+    spo2_percent: Range | None = None
+    resp_rate_min: Range | None = None
+    nibp_mmhg: Range | None = None
+    ibp_mmhg: Range | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> LimitsConfig:
@@ -116,7 +132,36 @@ class LimitsConfig(_Strict):
             raise ValueError("min_rate_ml_h must not exceed max_rate_ml_h")
         if self.min_diameter_mm > self.max_diameter_mm:
             raise ValueError("min_diameter_mm must not exceed max_diameter_mm")
+        for name in SIMULATOR_LIMITS:
+            given: Range | None = getattr(self, name)
+            if given is None:
+                continue
+            low, high = given
+            outer = getattr(SimulatorLimits(), name)
+            if not low <= high:
+                raise ValueError(f"{name}: low {low:g} must not exceed high {high:g}")
+            if low < outer[0] or high > outer[1]:
+                raise ValueError(
+                    f"{name}: [{low:g}, {high:g}] is wider than the simulator's range "
+                    f"[{outer[0]:g}, {outer[1]:g}]"
+                )
         return self
+
+    def simulator_limits(self) -> SimulatorLimits:
+        """The simulator's limits: the ranges given here, the others the simulator's own."""
+        given = {name: getattr(self, name) for name in SIMULATOR_LIMITS}
+        return SimulatorLimits(**{k: tuple(v) for k, v in given.items() if v is not None})
+
+
+#: The simulator ranges a ``limits`` table may declare (a SimulatorLimits field each).
+SIMULATOR_LIMITS = ("heart_rate_bpm", "spo2_percent", "resp_rate_min", "nibp_mmhg", "ibp_mmhg")
+_PUMP_LIMITS = (
+    "min_rate_ml_h",
+    "max_rate_ml_h",
+    "min_diameter_mm",
+    "max_diameter_mm",
+    "max_volume_ml",
+)
 
 
 class RetryConfig(_Strict):
@@ -201,6 +246,12 @@ class DeviceConfig(_Strict):
             raise ValueError("baudrate is given twice: keep line.baudrate only")
         if self.pace and "baudrate" not in self.line_settings():
             raise ValueError("pace = true needs a baudrate (line = { baudrate = ... })")
+        given = self.limits.model_fields_set
+        foreign = sorted(
+            given & set(SIMULATOR_LIMITS if self.kind != "simulator" else _PUMP_LIMITS)
+        )
+        if foreign and self.kind in ("pump", "simulator"):
+            raise ValueError(f"a {self.kind} declares no limits.{foreign[0]}")
         return self
 
 
@@ -242,6 +293,8 @@ class BenchConfig(_FileModel):
         for kind in ("pump", "balance", "bench-io"):
             if kinds.count(kind) > 1:
                 raise ValueError(f"at most one {kind} per bench (one physical line)")
+        if kinds.count("simulator") > 1:
+            raise ValueError("at most one simulator per bench (one simulated patient)")
         return self
 
     @property
@@ -264,21 +317,18 @@ class BenchConfig(_FileModel):
 class Step(_Strict):
     """One step of the timeline, at scenario time ``at``.
 
-    ``action`` is a name in :data:`medtwin.hil.actions.ACTIONS`; which of the other fields
-    it needs, and their bounds beyond each field's own range, are that entry's.
+    ``action`` is a name in :data:`medtwin.hil.actions.ACTIONS`; every other key of the
+    ``[[steps]]`` entry is one of that action's named arguments (``rate_ml_h``,
+    ``systolic_mmhg`` ...), declared, typed and range-checked by the action's entry alone
+    (:meth:`medtwin.hil.actions.Action.check_arguments`), and read back through
+    :attr:`arguments` (or as an attribute).
     """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     at: Duration
     action: str
     device: str | None = None
-    rate_ml_h: float | None = Field(None, ge=0)
-    diameter_mm: float | None = Field(None, gt=0)
-    syringe: str | None = None
-    volume_ml: float | None = Field(None, ge=0)
-    #: ``program``: the Pumping Program's phases, each a table with ``function``
-    #: (``RAT``, ``INC``, ``DEC``, ``STP``, ``JMP``, ``LPS``, ``LOP``, ``LPE``, ``PAS``,
-    #: ``BEP``, ``OUT``, ``EVN``) and its ``rate_ml_h``, ``volume_ml`` or ``argument``.
-    phases: list[dict[str, Any]] | None = None
     note: str = ""
 
     @field_validator("action", mode="before")
@@ -291,8 +341,17 @@ class Step(_Strict):
 
     @model_validator(mode="after")
     def _arguments(self) -> Step:
-        ACTIONS[self.action].validate(self)
+        extra = self.__pydantic_extra__
+        checked = ACTIONS[self.action].check_arguments(extra or {})
+        if extra is not None:
+            extra.clear()
+            extra.update(checked)
         return self
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The step's named arguments, as its action's entry checked them."""
+        return dict(self.__pydantic_extra__ or {})
 
 
 def step_from_mapping(data: Mapping[str, Any], *, source: str) -> Step:
@@ -460,6 +519,9 @@ def validation_errors(
             if loc in suggested:
                 continue  # reported as the misspelt key above
             message = "required field is missing"
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, ArgumentError) and cause.argument:
+            loc = (*loc, cause.argument)  # a step's argument, refused by its action
         field = _field_path(loc)
         out.append((f"{prefix}.{field}" if prefix and field else prefix or field, message))
     return out

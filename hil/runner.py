@@ -364,7 +364,14 @@ class Runner:
         # The twin must have seen every reading up to now before its inputs change.
         self._flush_readings()
         device = self.rig.devices[step.device or ""]
-        description = step.action + ("" if math.isnan(step.value) else f" {step.value:g}")
+        description = step.describe()
+        data: dict[str, Any] = {
+            "step": step.label,
+            "action": step.action,
+            "value": _finite(step.value),
+        }
+        if step.arguments:
+            data["arguments"] = {k: _finite(v) for k, v in step.arguments.items()}
         try:
             twin_input = await self._command(device, step)
         except MedtwinError as exc:
@@ -374,7 +381,7 @@ class Runner:
                 "fault",
                 device=device.name,
                 message=f"{step.label}: {description} failed: {exc}",
-                data={"step": step.label, "action": step.action, "value": _finite(step.value)},
+                data=data,
             )
             return
         t = self._now()
@@ -384,7 +391,7 @@ class Runner:
             "command",
             device=device.name,
             message=f"{step.label}: {description}",
-            data={"step": step.label, "action": step.action, "value": _finite(step.value)},
+            data=data,
         )
         if twin_input is not None:
             twin.command(self._t0 + t, *twin_input)
@@ -395,8 +402,7 @@ class Runner:
         """Send one step to its device (the action table's device call); return the twin's
         input for it (None when the twin does not see the action)."""
         entry = ACTIONS[step.action]
-        assert entry.call is not None, f"{step.action} is planned into other actions"
-        await entry.call(device, step.value)
+        await entry.send(device, step)
         return entry.twin_input(step.value)
 
     # -- sampling -------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from medtwin.device_models.syringes import default_library
 from medtwin.drivers.base import Balance, BenchIO, Device, InfusionPump
 from medtwin.drivers.clock import VirtualClock
 from medtwin.drivers.errors import ConfigurationError
+from medtwin.drivers.vital_signs import PatientSimulator
 from medtwin.fixtures.bench import HilBench
 from medtwin.fixtures.devices import DeviceCall
 from medtwin.fixtures.options import HilOptions
@@ -40,6 +41,7 @@ DRIVER_OF_KIND: dict[str, type[Device]] = {
     "pump": InfusionPump,
     "balance": Balance,
     "bench-io": BenchIO,
+    "simulator": PatientSimulator,
 }
 
 #: What each action does to its driver: method, arguments, for a planned value of 2.5.
@@ -55,7 +57,14 @@ EXPECTED_CALLS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "release": ("set_occluded", (False,)),
     "tare": ("tare", ()),
     "zero": ("zero", ()),
+    "set_heart_rate": ("set_heart_rate", (2.5,)),
+    "set_spo2": ("set_spo2", (2.5,)),
+    "set_resp_rate": ("set_resp_rate", (2.5,)),
+    "set_nibp": ("set_nibp", (2.5, 1.5)),
 }
+
+#: The named arguments of each action's planned step (the main value 2.5 first).
+ARGUMENTS: dict[str, dict[str, float]] = {"set_nibp": {"systolic_mmhg": 2.5, "diastolic_mmhg": 1.5}}
 
 
 # --------------------------------------------------------------------------- the entries
@@ -91,9 +100,18 @@ def test_device_call_and_twin_input_are_consistent(name: str) -> None:
     assert first is DRIVER_OF_KIND[entry.kind]
     # ... and calls the one method expected of it, with the planned value.
     driver = mock.create_autospec(DRIVER_OF_KIND[entry.kind], instance=True)
-    asyncio.run(entry.call(driver, 2.5))
+    arguments = ARGUMENTS.get(name, {entry.main: 2.5} if entry.main else {})
+    step = PlannedStep(0.0, name, "d", 2.5 if entry.main else math.nan, arguments=arguments)
+    asyncio.run(entry.send(driver, step))
     method, args = EXPECTED_CALLS[name]
     getattr(driver, method).assert_awaited_once_with(*args)
+    if entry.kind == "simulator":  # the monitor twin's patient follows the settings
+        assert entry.twin is None
+        assert set(entry.settings) == {a.name for a in entry.arguments}
+        assert entry.settings_input(arguments) == {
+            entry.settings[k]: v for k, v in arguments.items()
+        }
+        return
     # Every action the device sees changes the twin's input, named after it (tare and zero
     # both restart the twin's net mass).
     assert entry.twin is not None
@@ -161,7 +179,9 @@ def test_an_unknown_action_is_refused_as_a_choice_of_the_table() -> None:
         ('action = "bolus"\nrate_ml_h = 60.0\n', "action 'bolus' needs volume_ml"),
         ('action = "bolus"\nvolume_ml = 0.0\nrate_ml_h = 60.0\n', "needs volume_ml > 0"),
         ('action = "bolus"\nvolume_ml = 1.0\nrate_ml_h = 0.0\n', "needs rate_ml_h > 0"),
-        ('action = "set_rate"\nrate_ml_h = -1.0\n', "greater than or equal to 0"),
+        ('action = "set_rate"\nrate_ml_h = -1.0\n', "needs rate_ml_h >= 0 (got -1)"),
+        ('action = "start"\nrate_ml_h = 1.0\n', "action 'start' takes no arguments"),
+        ('action = "set_rate"\nrate_mlh = 1.0\n', "did you mean 'rate_ml_h'?"),
     ],
 )
 def test_arguments_are_checked_by_the_entry(text: str, message: str) -> None:
@@ -191,8 +211,7 @@ def _docs_table() -> str:
         for arg in entry.arguments:
             if arg.name in entry.alternatives:
                 continue
-            bound = "" if arg.gt is None else f" > {arg.gt:g}"
-            parts.append(f"`{arg.name}`{bound}" + ("" if arg.required else " (optional)"))
+            parts.append(arg.describe() + ("" if arg.required else " (optional)"))
         return ", ".join(parts)
 
     rows = ["| action | device | arguments | what it does |", "|---|---|---|---|"]
