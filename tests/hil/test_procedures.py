@@ -77,7 +77,12 @@ def test_bolus_procedure_weighs_each_bolus(
     result = make_run(f"sqlite:///{tmp_path / 'runs.db'}", "emulated-nominal", "bolus")
     analysis = result.procedures[0].analysis["real"]
     assert len(analysis["deviation_percent"]) == 5
-    assert max(abs(d) for d in analysis["deviation_percent"]) < 1.0
+    # Each bolus leaves the stopper's spring holding the sliding friction; over the 1 mL/h
+    # basal (below the breakaway rate) it creeps out with T = η/k = 450 s, partly after the
+    # weighing window, and the next bolus first reloads it: the boluses weigh about 3 %
+    # short (docs/models.md, "Start-up"), inside the declared 5 %.
+    deviations = analysis["deviation_percent"]
+    assert all(-4.0 < d < -1.0 for d in deviations), deviations
     assert {v.outcome.value for v in result.verdicts} == {"PASS"}
 
 
