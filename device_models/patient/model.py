@@ -7,15 +7,19 @@
 2. **Drugs** (optional) — each :class:`Infusion`'s pump flow × concentration is the dose
    rate of the three-compartment PK model (:func:`medtwin.device_models.patient.pk.simulate`,
    exact for piecewise-constant rates); the effect-site concentrations drive
-   :func:`medtwin.device_models.patient.pd.drug_effects`: HR, RR and both blood pressures
+   :func:`medtwin.device_models.patient.pd.drug_effects`: HR and both blood pressures
    are multiplied by their factors (scaling systolic and diastolic by the MAP factor
-   scales the MAP by it), and the ventilation fraction drives
-   :func:`~medtwin.device_models.patient.pd.spo2_from_ventilation`. BIS is the response
-   surface (its awake value without drugs).
-3. **Events** — :func:`~medtwin.device_models.patient.events.apply_events` on those means.
-4. **Variability** — :func:`~medtwin.device_models.patient.vitals.add_variability`; RR is
-   held at exactly 0 during an apnoea event and wherever the drugs bring its mean below
-   ``apnoea_threshold_rr_min``.
+   scales the MAP by it). BIS is the response surface (its awake value without drugs).
+3. **Respiration** — :mod:`medtwin.device_models.patient.respiration`: the drugs' drive
+   (:func:`~.respiration.ventilatory_drive`), PaCO2 feedback (Bouillon 2003), the airway
+   (``respiration.airway``: spontaneous or ventilated), the inspired O2 fraction
+   (``spo2.fio2``) and the O2 store give PaCO2, SpO2 and the displayed RR. An apnoea
+   event stops the ventilation there (its own PO2 parameters are not used here).
+4. **Events** — :func:`~medtwin.device_models.patient.events.apply_events` on those means
+   (the other events).
+5. **Variability** — :func:`~medtwin.device_models.patient.vitals.add_variability`; RR is
+   held at exactly 0 during an apnoea event, where the respiration model does not breathe
+   and wherever its mean is below ``apnoea_threshold_rr_min``.
 
 The returned :class:`PatientRecord` holds the vital signs and flags, and generates the
 signals on demand (:mod:`medtwin.device_models.patient.signals`) from a seed drawn from
@@ -33,13 +37,12 @@ import numpy as np
 from medtwin.device_models.base import ParameterError, param, validate
 from medtwin.device_models.patient import pk
 from medtwin.device_models.patient.demographics import Demographics
-from medtwin.device_models.patient.events import Event, apply_events
-from medtwin.device_models.patient.pd import (
-    PD_DRUGS,
-    PDParams,
-    SpO2Params,
-    drug_effects,
-    spo2_from_ventilation,
+from medtwin.device_models.patient.events import Apnoea, Event, apply_events
+from medtwin.device_models.patient.pd import PD_DRUGS, PDParams, SpO2Params, drug_effects
+from medtwin.device_models.patient.respiration import (
+    RespirationParams,
+    simulate_respiration,
+    ventilatory_drive,
 )
 from medtwin.device_models.patient.signals import (
     CardiacProcess,
@@ -68,13 +71,14 @@ FloatArray = NDArray[np.float64]
 class PatientParams:
     """Every parameter of the patient model, addressable by dotted name
     (``baseline.hr_bpm``, ``variability.spo2.sd``, ``signals.pleth.ptt_s``,
-    ``pd.rr_effect.remifentanil_c50_ng_ml``, ...)."""
+    ``pd.map_effect.remifentanil_c50_ng_ml``, ``spo2.fio2``, ``respiration.airway``, ...)."""
 
     baseline: VitalBaseline = field(default_factory=VitalBaseline)
     variability: VariabilityParams = field(default_factory=VariabilityParams)
     signals: SignalParams = field(default_factory=SignalParams)
     pd: PDParams = field(default_factory=PDParams)
     spo2: SpO2Params = field(default_factory=SpO2Params)
+    respiration: RespirationParams = field(default_factory=RespirationParams)
     apnoea_threshold_rr_min: float = param(
         1.0, unit="1/min", doc="mean RR below which the patient is apnoeic", minimum=0.0
     )
@@ -134,6 +138,8 @@ class PatientRecord:
         Event flags.
     motion_amplitude : ndarray
         Relative motion-artefact amplitude.
+    paco2_mmhg : ndarray
+        Arterial PCO2 (mmHg) of the respiration model (no variability).
     params : PatientParams
         The parameters used (the signals read ``params.signals``).
     signal_seed : int
@@ -156,6 +162,7 @@ class PatientRecord:
     motion: NDArray[np.bool_]
     apnoea: NDArray[np.bool_]
     motion_amplitude: FloatArray
+    paco2_mmhg: FloatArray
     params: PatientParams
     signal_seed: int
 
@@ -287,14 +294,29 @@ def simulate_patient(
     bis = np.broadcast_to(effects.bis, t.shape).astype(float)
     if ce_by_drug:
         means["hr_bpm"] *= effects.hr_factor
-        means["rr_min"] *= effects.rr_factor
         means["nibp_sys_mmhg"] *= effects.map_factor
         means["nibp_dia_mmhg"] *= effects.map_factor
-        means["spo2_percent"] = spo2_from_ventilation(
-            t, effects.ventilation_fraction, p.baseline.spo2_percent, params=p.spo2
-        )
-    fx = apply_events(t, means, events)
-    hold = fx.apnoea | (fx.means["rr_min"] < p.apnoea_threshold_rr_min)
+    # The respiration model carries an apnoea event's gas exchange (breathing stops, PaCO2
+    # rises, the O2 store empties); apply_events gets the other events.
+    apnoeas = [e for e in events if isinstance(e, Apnoea)]
+    stopped = np.zeros(t.size, dtype=bool)
+    for event in apnoeas:
+        stopped |= (t >= event.at_s) & (t < event.end_s())
+    drive = ventilatory_drive(ce_by_drug, p.respiration) if ce_by_drug else np.ones(t.size)
+    resp = simulate_respiration(
+        t,
+        np.broadcast_to(drive, t.shape),
+        p.baseline.spo2_percent,
+        baseline_rr_min=means["rr_min"],
+        breathing=~stopped,
+        params=p.respiration,
+        spo2_params=p.spo2,
+    )
+    means["spo2_percent"] = resp.spo2_percent
+    means["rr_min"] = resp.rr_min
+    fx = apply_events(t, means, [e for e in events if not isinstance(e, Apnoea)])
+    fx.means["rr_min"][resp.apnoea] = 0.0
+    hold = resp.apnoea | fx.apnoea | (fx.means["rr_min"] < p.apnoea_threshold_rr_min)
     vitals = add_variability(t, fx.means, p.variability, rng, rr_hold_zero=hold)
     return PatientRecord(
         t_s=t,
@@ -313,6 +335,7 @@ def simulate_patient(
         motion=fx.motion,
         apnoea=hold,
         motion_amplitude=fx.motion_amplitude,
+        paco2_mmhg=resp.paco2_mmhg,
         params=p,
         signal_seed=int(rng.integers(2**63)),
     )

@@ -17,6 +17,7 @@ from medtwin.device_models.patient.model import (
     PatientParams,
     simulate_patient,
 )
+from medtwin.device_models.patient.respiration import simulate_respiration, ventilatory_drive
 from medtwin.device_models.patient.vitals import baseline_for
 from scipy.signal import welch
 
@@ -89,10 +90,17 @@ def test_drug_effects_are_applied_to_the_baseline() -> None:
     np.testing.assert_allclose(rec.nibp_sys_mmhg, base.nibp_sys_mmhg * fx.map_factor)
     map0 = base.nibp_dia_mmhg + (base.nibp_sys_mmhg - base.nibp_dia_mmhg) / 3.0
     np.testing.assert_allclose(rec.nibp_mean_mmhg, map0 * fx.map_factor)
-    rr = base.rr_min * fx.rr_factor
-    np.testing.assert_allclose(rec.rr_min, np.where(rr < 1.0, 0.0, rr))
-    spo2 = pd.spo2_from_ventilation(t, fx.ventilation_fraction, base.spo2_percent)
-    np.testing.assert_allclose(rec.spo2_percent, spo2)
+    # RR and SpO2 come from the closed respiratory loop driven by the same Ce
+    resp = simulate_respiration(
+        t,
+        ventilatory_drive({"remifentanil": ref.ce[0]}),
+        base.spo2_percent,
+        baseline_rr_min=base.rr_min,
+    )
+    np.testing.assert_allclose(rec.rr_min, np.where(resp.rr_min < 1.0, 0.0, resp.rr_min))
+    np.testing.assert_allclose(rec.spo2_percent, resp.spo2_percent)
+    np.testing.assert_allclose(rec.paco2_mmhg, resp.paco2_mmhg)
+    assert rec.paco2_mmhg.max() > 45.0  # the opioid lets CO2 build up, which drives breathing
     assert rec.hr_bpm.min() < base.hr_bpm
     assert rec.bis.min() < pd.BISParams().e0 - 1.0
 
