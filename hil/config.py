@@ -398,6 +398,12 @@ class PatientConfig(_Strict):
     #: the run's gravimetric policy), ``pump`` (the pump's reported infused volume), or
     #: ``auto`` (the balance when the bench has one, else the pump).
     delivery: Literal["auto", "balance", "pump"] = "auto"
+    #: The airway (:mod:`medtwin.device_models.patient.respiration`): ``spontaneous``
+    #: breathing, depressed by the drug with PaCO2 feedback, or ``ventilated`` (the minute
+    #: ventilation fixed by a ventilator; the displayed RR is its set rate).
+    airway: Literal["spontaneous", "ventilated"] = "spontaneous"
+    #: Inspired O2 fraction (0.21: room air).
+    fio2: float = Field(default=0.21, ge=0.21, le=1.0)
 
     @field_validator("age_y", "weight_kg", "height_cm")
     @classmethod

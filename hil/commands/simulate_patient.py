@@ -127,6 +127,10 @@ class PatientRequest:
     monitor: str | None = None
     #: Scripted patient events (:mod:`medtwin.device_models.patient.events`).
     events: tuple[Any, ...] = ()
+    #: ``spontaneous`` or ``ventilated`` (:mod:`medtwin.device_models.patient.respiration`).
+    airway: str = "spontaneous"
+    #: Inspired O2 fraction.
+    fio2: float = 0.21
 
     @property
     def t_s(self) -> FloatArray:
@@ -250,6 +254,8 @@ def request_from_options(
     seed: int,
     monitor: str | None,
     events_file: str | None = None,
+    airway: str | None = None,
+    fio2: float | None = None,
 ) -> PatientRequest:
     """Check the command line (and the scenario file it names) into a request.
 
@@ -363,6 +369,10 @@ def request_from_options(
     if monitor is not None:
         monitor = _check_monitor(monitor)
     events = load_events(events_file) if events_file is not None else ()
+    if airway is None:
+        airway = table.airway if table is not None else "spontaneous"
+    if fio2 is None:
+        fio2 = table.fio2 if table is not None else 0.21
     return PatientRequest(
         drug=drug,
         model=model,
@@ -373,6 +383,8 @@ def request_from_options(
         seed=seed,
         monitor=monitor,
         events=events,
+        airway=airway,
+        fio2=float(fio2),
     )
 
 
@@ -415,7 +427,8 @@ def patient_grid(request: PatientRequest) -> tuple[FloatArray, NDArray[np.intp]]
 
 def simulate_record(request: PatientRequest) -> Any:
     """The patient on :func:`patient_grid` (a :class:`~...patient.model.PatientRecord`)."""
-    from medtwin.device_models.patient.model import Infusion, simulate_patient
+    from medtwin.device_models.base import with_overrides
+    from medtwin.device_models.patient.model import Infusion, PatientParams, simulate_patient
 
     grid, _ = patient_grid(request)
     infusions: tuple[Infusion, ...] = ()
@@ -430,10 +443,15 @@ def simulate_record(request: PatientRequest) -> Any:
                 request.schedule.start_s,
             ),
         )
+    params = with_overrides(
+        PatientParams.for_patient(request.patient),
+        {"respiration.airway": request.airway, "spo2.fio2": request.fio2},
+    )
     return simulate_patient(
         grid,
         rng=np.random.default_rng(request.seed),
         demographics=request.patient,
+        params=params,
         events=request.events,
         infusions=infusions,
     )
@@ -605,6 +623,18 @@ def _write_csv(path: Path, columns: dict[str, NDArray[Any]]) -> None:
     default=None,
     help="add a monitor's view: generic, masimo, nonin, philips, mindray",
 )
+@click.option(
+    "--airway",
+    type=click.Choice(["spontaneous", "ventilated"]),
+    default=None,
+    help="spontaneous breathing (default) or ventilated (RR = the set rate)",
+)
+@click.option(
+    "--fio2",
+    type=click.FloatRange(0.21, 1.0),
+    default=None,
+    help="inspired O2 fraction (default 0.21, room air, or the scenario's)",
+)
 @click.option("--out", metavar="FILE", default=None, help="CSV file to write")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 @handle_errors
@@ -623,6 +653,8 @@ def simulate_patient(
     seed: int,
     events_file: str | None,
     monitor: str | None,
+    airway: str | None,
+    fio2: float | None,
     out: str | None,
     as_json: bool,
 ) -> None:
@@ -648,6 +680,8 @@ def simulate_patient(
         seed=seed,
         monitor=monitor,
         events_file=events_file,
+        airway=airway,
+        fio2=fio2,
     )
     if out is None:
         raise ConfigurationError("give the CSV file to write", source="--out")
