@@ -463,3 +463,22 @@ def test_end_to_end_alarm_times_from_the_settings() -> None:
     twin_delays = [a.t3_s - a.t1_s for a in out.alarms if a.condition == "spo2_low"]
     assert delay.worst_s == pytest.approx(max(twin_delays))
     assert delay.false_alarms == 0
+
+
+def test_end_to_end_probe_off_gives_counted_dashes() -> None:
+    # A probe off for 60 s in the middle of the 92 % plateau: the monitor freezes, then
+    # shows dashes; every dash after the settling time is counted, none is compared.
+    record = _simulator_patient()
+    off = (record.t_s >= 150.0) & (record.t_s < 210.0)
+    record = dataclasses.replace(record, sensor_off=off)
+    out = simulate_monitor(MonitorInput.from_record(record), monitor_preset("masimo"))
+    set_t = [s[0] for s in STAIRCASE]
+    spo2_set = [s[1] for s in STAIRCASE]
+    r = accuracy(set_t, spo2_set, out.t_s, out.spo2_percent, settle_s=30.0)
+    shown_nan = np.isnan(out.spo2_percent)
+    assert shown_nan.sum() > 30
+    plateau = r.plateaus[1]
+    in_plateau = (out.t_s >= 150.0) & (out.t_s < 240.0)  # 120 s + 30 s settle, to 240 s
+    assert plateau.dashes == int((shown_nan & in_plateau).sum()) == r.dashes
+    assert r.n + r.dashes + r.settling == out.t_s.size
+    assert r.bias == pytest.approx(0.0, abs=0.2)
