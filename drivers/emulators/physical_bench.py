@@ -13,6 +13,10 @@ The three mechanisms (:mod:`medtwin.drivers.emulators.mechanisms`):
 * ``bench.pump``: :class:`~medtwin.drivers.emulators.mechanisms.PumpMechanism`
 * ``bench.balance``: :class:`~medtwin.drivers.emulators.mechanisms.BalanceMechanism`
 * ``bench.bench_io``: :class:`~medtwin.drivers.emulators.mechanisms.BenchIOMechanism`
+* ``bench.simulator``: :class:`~medtwin.drivers.emulators.mechanisms.PatientSimulatorMechanism`
+  of ``bench.patient``, the shared
+  :class:`~medtwin.drivers.emulators.patient_world.PatientWorld` (created on first use;
+  its ``oximeter(params, ...)`` gives each oximeter its own monitor model)
 
 Device faults from a fault plan act here: ``stall:at=T`` raises the motor-stall alarm at
 T; ``drift:param=NAME,rate=R[%]/h,start=T`` changes a truth parameter linearly from T on.
@@ -26,7 +30,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from medtwin.device_models.balance import display
@@ -36,8 +40,15 @@ from medtwin.device_models.system import SystemParams, SystemSimulator
 from medtwin.drivers.base import PumpAlarm, PumpState
 from medtwin.drivers.clock import Clock
 from medtwin.drivers.emulators.faults import Fault
-from medtwin.drivers.emulators.mechanisms import BalanceSnapshot, PumpSnapshot
+from medtwin.drivers.emulators.mechanisms import (
+    BalanceSnapshot,
+    PatientSimulatorMechanism,
+    PumpSnapshot,
+)
 from medtwin.drivers.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from medtwin.drivers.emulators.patient_world import PatientWorld
 
 __all__ = ["PhysicalBench"]
 
@@ -118,6 +129,23 @@ class PhysicalBench:
         self.pump = _Pump(self, seed)
         self.balance = _Balance(self, seed)
         self.bench_io = _BenchIO(self, seed)
+        self.seed = seed
+        self._patient: PatientWorld | None = None
+
+    @property
+    def patient(self) -> PatientWorld:
+        """The bench's patient (created on first use, on the bench's device time and
+        seed): the simulator sets it, every oximeter of the bench watches it."""
+        if self._patient is None:
+            from medtwin.drivers.emulators.patient_world import PatientWorld
+
+            self._patient = PatientWorld(self.now, seed=self.seed)
+        return self._patient
+
+    @property
+    def simulator(self) -> PatientSimulatorMechanism:
+        """The patient simulator's mechanism (``descriptor.mechanism == "simulator"``)."""
+        return self.patient.simulator
 
     @classmethod
     def default(
