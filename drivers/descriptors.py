@@ -25,18 +25,25 @@ from medtwin.drivers.protocol import (
 from pydantic import Field
 
 __all__ = [
+    "MASIMO",
     "MODBUS",
     "MODBUS_BENCH_IO",
     "MODBUS_PUMP",
     "MTSICS",
     "NE1000",
+    "NONIN2",
+    "NONIN7",
+    "NONIN8",
     "MTSICSEmulatorOptions",
+    "MasimoEmulatorOptions",
     "ModbusBenchIOOptions",
     "ModbusEmulatorOptions",
     "ModbusPumpOptions",
     "ModbusRegisterOptions",
     "NE1000EmulatorOptions",
     "NE1000Options",
+    "NoninEmulatorOptions",
+    "NoninOptions",
 ]
 
 
@@ -179,3 +186,66 @@ MODBUS = ProtocolDescriptor(
     options=ModbusRegisterOptions,
     description="any Modbus RTU/TCP device, values by register map",
 )
+
+
+# -- Pulse oximeters (Masimo ASCII 1, Nonin #2/#7/#8) ---------------------------------------
+# Both stream at 9600 baud 8N1 without handshake (Rad-8 manual p. 7-3; Nonin 9560 OEM
+# specification p. 3). The monitor model behind an emulated oximeter (preset, truth
+# overrides) is the bench device's ``monitor``/``truth`` tables, not an emulator option.
+
+
+class MasimoEmulatorOptions(ProtocolOptions):
+    """Emulator options of the Masimo ASCII 1 output (line layout, line period, the
+    device clock at time 0)."""
+
+    variant: Literal["rad8", "radical7"] = "rad8"
+    line_interval_s: float = Field(1.0, gt=0)
+    start: str = "2026-01-01T00:00:00"
+    poll_interval_s: float = Field(0.05, gt=0)
+
+
+MASIMO = ProtocolDescriptor(
+    name="masimo",
+    kind="oximeter",
+    driver="medtwin.drivers.masimo:MasimoOximeter",
+    emulator="medtwin.drivers.emulators.masimo:MasimoEmulator",
+    mechanism="oximeter",
+    line=LineSpec("serial", ("baudrate",)),
+    options=NoOptions,
+    emulator_options=MasimoEmulatorOptions,
+    description="Masimo Rad-8/Radical-7/Root pulse oximeter, ASCII 1 serial output",
+)
+
+
+class NoninOptions(ProtocolOptions):
+    """Driver options of the Nonin oximeters: whether to send the format-select command
+    on open (and require its ACK), and how long to wait for it."""
+
+    select_format: bool = True
+    handshake_timeout_s: float = Field(3.0, gt=0)
+
+
+class NoninEmulatorOptions(ProtocolOptions):
+    """Emulator options of the Nonin oximeters (firmware revision SREV, poll period)."""
+
+    firmware_revision: int | None = Field(None, ge=0, le=127, strict=True)
+    poll_interval_s: float = Field(1.0 / 75, gt=0)
+
+
+def _nonin(fmt: int, what: str) -> ProtocolDescriptor:
+    return ProtocolDescriptor(
+        name=f"nonin{fmt}",
+        kind="oximeter",
+        driver=f"medtwin.drivers.nonin:Nonin{fmt}Oximeter",
+        emulator=f"medtwin.drivers.emulators.nonin:Nonin{fmt}Emulator",
+        mechanism="oximeter",
+        line=LineSpec("serial", ("baudrate",)),
+        options=NoninOptions,
+        emulator_options=NoninEmulatorOptions,
+        description=f"Nonin pulse oximeter, serial data format #{fmt} ({what})",
+    )
+
+
+NONIN2 = _nonin(2, "75 frames/s, 8-bit pleth")
+NONIN7 = _nonin(7, "75 frames/s, 16-bit pleth")
+NONIN8 = _nonin(8, "4 bytes once a second")

@@ -19,19 +19,28 @@ Values an oximeter shows as invalid (dashes, Nonin's 127/511) are ``None``.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
+import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from medtwin.drivers.base import Device
-from medtwin.drivers.errors import LimitError
+from medtwin.drivers.base import Device, RetryPolicy
+from medtwin.drivers.clock import Clock
+from medtwin.drivers.errors import DeviceTimeout, LimitError, PortError
+from medtwin.drivers.transport import ByteTransport, open_transport
 
 __all__ = [
     "OximeterReading",
     "PatientSimulator",
     "PulseOximeter",
     "SimulatorLimits",
+    "StreamingOximeter",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -156,3 +165,185 @@ class PatientSimulator(Device):
 
     @abc.abstractmethod
     async def _set_nibp(self, systolic: float, diastolic: float) -> None: ...
+
+
+#: Retry policy of the streaming oximeter drivers: one attempt of :meth:`PulseOximeter.read`
+#: must outlast the slowest stream (Masimo and Nonin #8 send once a second), and a
+#: timed-out read is not worth repeating on a device that speaks unasked.
+STREAMING_RETRY = RetryPolicy(timeout_s=5.0, retries=0, reconnects=10)
+
+
+class StreamingOximeter(PulseOximeter):
+    """Base of the oximeter drivers whose device streams unsolicited (Masimo, Nonin).
+
+    A background task reads whatever arrives and feeds the protocol's stream decoder
+    (:meth:`_decode`, never raising); the newest complete reading is kept with its
+    arrival time. :meth:`PulseOximeter.read` returns it when it is younger than
+    ``timeout_s`` (wall seconds), else waits up to ``timeout_s`` for the next one and
+    raises :class:`~medtwin.drivers.errors.DeviceTimeout`: a device that stopped
+    streaming times out instead of repeating its last value. The reader never blocks the
+    event loop (it awaits the transport) and never raises into the run: garbage, lost
+    bytes and bad checksums end in :attr:`link_errors`. A port that vanishes is reopened
+    with the device's :class:`~medtwin.drivers.base.RetryPolicy` backoff (``reconnects``
+    failed tries in a row, then the reader gives up and the next :meth:`read` raises the
+    :class:`~medtwin.drivers.errors.PortError`; ``open()`` again to start over).
+
+    Subclasses implement :meth:`_decode`, :meth:`_reset_decoder` and :meth:`_counters`
+    and may override :meth:`_handshake` (run after every (re)open, before reading).
+    """
+
+    #: Bytes the reader asks the transport for at most per wake-up.
+    read_chunk = 4096
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        baudrate: int = 9600,
+        bytesize: int = 8,
+        parity: str = "N",
+        stopbits: float = 1,
+        handshake: str = "none",
+        name: str | None = None,
+        clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(port, name=name, clock=clock, retry=retry or STREAMING_RETRY)
+        self._transport: ByteTransport = open_transport(
+            port,
+            device=self.name,
+            baudrate=baudrate,
+            bytesize=bytesize,
+            parity=parity,
+            stopbits=stopbits,
+            handshake=handshake,
+        )
+        self._reader: asyncio.Task[None] | None = None
+        self._latest: OximeterReading | None = None
+        self._latest_wall_s = -math.inf
+        self._arrived = asyncio.Event()
+        self._gave_up: PortError | None = None
+        #: Readings decoded since the driver was made.
+        self.readings = 0
+        #: Times the reader reopened a vanished port.
+        self.reconnects = 0
+
+    # -- the protocol's part -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _decode(self, data: bytes) -> list[OximeterReading]:
+        """The readings ``data`` completes (decoder state kept between calls; never raises)."""
+
+    @abc.abstractmethod
+    def _reset_decoder(self) -> None:
+        """Forget a partial frame (the port was reopened)."""
+
+    @abc.abstractmethod
+    def _counters(self) -> dict[str, int]:
+        """The decoder's error counters, for :attr:`link_errors`."""
+
+    async def _handshake(self) -> None:
+        """Run after every (re)open, before the reader starts (a format-select command)."""
+
+    # -- PulseOximeter -----------------------------------------------------------------------
+
+    @property
+    def link_errors(self) -> dict[str, int]:
+        return {**self._counters(), "reconnects": self.reconnects}
+
+    @property
+    def latest(self) -> OximeterReading | None:
+        """The newest reading, however old (None before the first)."""
+        return self._latest
+
+    async def _open(self) -> None:
+        self._gave_up = None
+        await self._transport.open()
+        try:
+            await self._handshake()
+        except BaseException:
+            await self._transport.close()
+            raise
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read_loop(), name=f"{self.name}-reader"
+        )
+
+    async def _close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        await self._transport.close()
+        self._reset_decoder()
+
+    async def _read(self, timeout_s: float) -> OximeterReading:
+        if not (math.isfinite(timeout_s) and timeout_s >= 0):
+            raise ValueError(f"{self.name}: read timeout_s={timeout_s!r} must be >= 0 s")
+        if self._gave_up is not None:
+            raise self._gave_up
+        latest = self._latest
+        if latest is not None and time.monotonic() - self._latest_wall_s <= timeout_s:
+            return latest
+        arrived = self._arrived
+        try:
+            async with asyncio.timeout(timeout_s):
+                await arrived.wait()
+        except TimeoutError:
+            if self._gave_up is not None:
+                raise self._gave_up from None
+            raise DeviceTimeout(
+                f"no reading within {timeout_s:g} s on {self.port} (device not streaming, "
+                f"wrong data format or baud rate, or cable unplugged; link errors "
+                f"{self.link_errors})",
+                device=self.name,
+            ) from None
+        if self._gave_up is not None:
+            raise self._gave_up
+        assert self._latest is not None
+        return self._latest
+
+    # -- the reader --------------------------------------------------------------------------
+
+    def _publish(self, readings: list[OximeterReading]) -> None:
+        if not readings:
+            return
+        self.readings += len(readings)
+        self._latest = readings[-1]
+        self._latest_wall_s = time.monotonic()
+        arrived, self._arrived = self._arrived, asyncio.Event()
+        arrived.set()
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                data = await self._transport.read_some(self.read_chunk)
+            except PortError as exc:
+                if not await self._reconnect(exc):
+                    return
+                continue
+            self._publish(self._decode(data))
+
+    async def _reconnect(self, exc: PortError) -> bool:
+        """Reopen a vanished port with the retry policy's backoff; False if it gave up."""
+        log.info("%s: %s; reconnecting", self.name, exc)
+        policy = self.retry
+        delay = policy.backoff_s
+        for _ in range(max(1, policy.reconnects)):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, policy.backoff_max_s)
+            with contextlib.suppress(PortError):
+                await self._transport.close()
+            self._reset_decoder()
+            try:
+                await self._transport.open()
+                await self._handshake()
+            except (PortError, DeviceTimeout) as error:
+                exc = error if isinstance(error, PortError) else exc
+                continue
+            self.reconnects += 1
+            return True
+        self._gave_up = exc
+        arrived, self._arrived = self._arrived, asyncio.Event()
+        arrived.set()
+        return False

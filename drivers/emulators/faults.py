@@ -14,8 +14,19 @@ Spec strings (``medtwin emulate --fault SPEC``, bench files) read ``KIND[:key=va
     bad-checksum:after=10min    every reply after 10 min of device time has a broken CRC
     disconnect:at=30s,for=5s    the port vanishes at 30 s and comes back 5 s later
     stall:at=1h                 the motor stalls at 1 h (stall alarm)
+    lost-sync:every=100         a streaming monitor's every 100th frame is out of step
+    sensor-off:at=2min,for=30s  the oximeter probe is off the finger for 30 s
     drift:param=pump.drive.lead_mm,rate=-1%/h,start=30min
                                 a truth parameter drifts linearly from 30 min on
+
+A streaming monitor (Masimo, Nonin) has no requests: its reply faults select from the
+frames, lines or records it streams (``drop`` loses one, ``bad-checksum`` breaks its
+checksum, ``garbage`` puts bytes in front, ``late`` holds the stream ``delay_s`` wall
+seconds, ``disconnect`` drops the port), and ``lost-sync`` puts one out of step (a Nonin
+frame with its SYNC bit wrong, a Masimo line that loses its CR LF); see
+:func:`apply_reply_fault`'s ``break_sync``. Patient faults (``sensor-off``,
+``low-perfusion``, ``motion``) act on the patient the oximeter observes from ``at`` for
+``for`` (device time), like the bench's ``stall`` and ``drift``.
 
 Selection keys, for reply faults: ``p`` (probability per reply), ``every`` (every n-th
 reply), ``at``/``after``/``until`` (device-time window), ``count`` (at most n times).
@@ -35,6 +46,7 @@ from medtwin.drivers.errors import ConfigurationError
 from medtwin.drivers.units import parse_duration_s
 
 __all__ = [
+    "PATIENT_FAULTS",
     "REPLY_FAULTS",
     "Fault",
     "FaultKind",
@@ -45,8 +57,24 @@ __all__ = [
     "parse_fault",
 ]
 
-FaultKind = Literal["garbage", "bad-checksum", "drop", "late", "disconnect", "stall", "drift"]
-REPLY_FAULTS: frozenset[str] = frozenset({"garbage", "bad-checksum", "drop", "late", "disconnect"})
+FaultKind = Literal[
+    "garbage",
+    "bad-checksum",
+    "drop",
+    "late",
+    "disconnect",
+    "lost-sync",
+    "stall",
+    "drift",
+    "sensor-off",
+    "low-perfusion",
+    "motion",
+]
+REPLY_FAULTS: frozenset[str] = frozenset(
+    {"garbage", "bad-checksum", "drop", "late", "disconnect", "lost-sync"}
+)
+#: Faults of the patient an oximeter observes (device faults, windows ``at`` + ``for``).
+PATIENT_FAULTS: frozenset[str] = frozenset({"sensor-off", "low-perfusion", "motion"})
 
 
 @dataclass(frozen=True)
@@ -185,6 +213,9 @@ def parse_fault(spec: str) -> Fault:
     if kind in ("disconnect", "stall") and "count" not in values and "every" not in values:
         # A disconnect or stall happens once unless asked otherwise.
         values["count"] = 1
+    if kind in PATIENT_FAULTS and "delay_s" in values:
+        # A patient fault lasts ``for``: its window ends then (device time).
+        values["until_s"] = float(values.get("after_s", 0.0)) + float(values["delay_s"])  # type: ignore[arg-type]
     return Fault(**values)  # type: ignore[arg-type]
 
 
@@ -208,6 +239,7 @@ def apply_reply_fault(
     *,
     t_s: float,
     break_checksum: Callable[[bytes], bytes],
+    break_sync: Callable[[bytes], bytes] | None = None,
 ) -> ReplyOutcome:
     """Run one reply through the plan, the same way for every framing.
 
@@ -215,6 +247,8 @@ def apply_reply_fault(
     ``bad-checksum`` sends ``break_checksum(reply)`` (the framer knows how its checksum
     breaks), ``drop`` sends nothing, ``late`` holds the reply ``delay_s`` wall seconds,
     ``disconnect`` sends nothing and asks for the port to vanish for ``delay_s``.
+    ``lost-sync`` sends ``break_sync(reply)`` (a streamed frame out of step); a reply
+    without ``break_sync`` (a solicited one) is sent as it is.
     """
     fault = plan.reply_fault(t_s) if plan is not None else None
     if fault is None or plan is None:
@@ -229,4 +263,6 @@ def apply_reply_fault(
         return ReplyOutcome(fault, reply, late_s=fault.delay_s)
     if fault.kind == "disconnect":
         return ReplyOutcome(fault, None, disconnect_s=fault.delay_s)
+    if fault.kind == "lost-sync":
+        return ReplyOutcome(fault, reply if break_sync is None else break_sync(reply))
     return ReplyOutcome(None, reply)  # pragma: no cover - reply_fault returns reply faults

@@ -44,6 +44,7 @@ from medtwin.drivers.clock import Clock, VirtualClock, WallClock
 from medtwin.drivers.emulators.faults import FaultPlan
 from medtwin.drivers.emulators.physical_bench import PhysicalBench
 from medtwin.drivers.registry import descriptor, descriptors, driver_class, emulator_class
+from medtwin.drivers.vital_signs import PulseOximeter
 
 #: Device class (a descriptor's ``kind``) → its interface in base.py. A new device class
 #: adds its row here and its suite beside this file.
@@ -51,7 +52,12 @@ INTERFACES: dict[str, type[Device]] = {
     "pump": InfusionPump,
     "balance": Balance,
     "bench-io": BenchIO,
+    "oximeter": PulseOximeter,
 }
+
+#: Classes whose devices speak unasked (a monitor's stream): test_device.py's request/reply
+#: contract does not apply; their own suite covers timeouts, faults and reconnects.
+STREAMING = frozenset({"oximeter"})
 
 #: Short attempts keep the fault cases quick; reconnects outlast a 0.3 s disconnect.
 FAST = RetryPolicy(timeout_s=0.5, retries=2, reconnects=20, backoff_s=0.02, backoff_max_s=0.1)
@@ -116,7 +122,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if kind is None or "pair_spec" not in metafunc.fixturenames:
         return
     every = metafunc.definition.get_closest_marker("every_transport") is not None
-    kinds = list(INTERFACES) if kind == "*" else [kind]
+    kinds = [k for k in INTERFACES if k not in STREAMING] if kind == "*" else [kind]
     specs = [spec for one in kinds for spec in pair_specs(one, every_transport=every)]
     metafunc.parametrize("pair_spec", specs, ids=[spec.id for spec in specs])
 
@@ -146,6 +152,8 @@ class Pair:
     def mechanism(self) -> Any:
         """The physical bench's device behind the emulator (the truth)."""
         assert self.bench is not None
+        if descriptor(self.spec.protocol).mechanism == "oximeter":
+            return self.emulator.mechanism  # one of the patient's oximeters: this one
         return getattr(self.bench, str(descriptor(self.spec.protocol).mechanism))
 
     def build(self, *, retry: RetryPolicy = FAST, limits: PumpLimits | None = None) -> Any:
@@ -200,6 +208,20 @@ class Pair:
         return int(self.emulator.requests) + int(getattr(self.emulator, "ignored", 0))
 
 
+def bench_mechanism(bench: PhysicalBench, protocol: str) -> Any:
+    """What ``protocol``'s emulator drives on ``bench``: an oximeter is the bench's patient
+    seen through the monitor model of its vendor's preset."""
+    name = str(descriptor(protocol).mechanism)
+    if name == "oximeter":
+        from medtwin.device_models.monitor.params import monitor_preset
+
+        preset = "masimo" if protocol.startswith("masimo") else "nonin"
+        return bench.patient.oximeter(
+            monitor_preset(preset), model=preset, serial="0000012345", firmware="41"
+        )
+    return getattr(bench, name)
+
+
 @pytest.fixture
 async def pair(pair_spec: PairSpec) -> AsyncIterator[Pair]:
     """The pair of ``pair_spec``, its driver open with :data:`FAST` retries."""
@@ -213,7 +235,7 @@ async def pair(pair_spec: PairSpec) -> AsyncIterator[Pair]:
         clock = VirtualClock()
         # Seed 11: fixed balance and transducer noise, so a failing case replays exactly.
         bench = PhysicalBench.default(clock=clock, seed=11)
-        mechanism = getattr(bench, str(descriptor(pair_spec.protocol).mechanism))
+        mechanism = bench_mechanism(bench, pair_spec.protocol)
         emulator = emulator_class(pair_spec.protocol)(mechanism, clock=clock)
         port = await emulator.start(tcp=("127.0.0.1", 0) if pair_spec.transport == "tcp" else None)
     made = Pair(pair_spec, clock, bench, emulator, port)
