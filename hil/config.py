@@ -205,6 +205,12 @@ class DeviceConfig(_Strict):
     retry: RetryConfig = RetryConfig()
     faults: list[str] = Field(default_factory=list)
     pace: bool = False
+    #: An oximeter's declared monitor parameters (the twin's): ``preset`` (default from the
+    #: protocol: masimo, nonin) and dotted overrides (``"spo2.averaging_s" = 8.0``).
+    monitor: dict[str, float | int | bool | str] = Field(default_factory=dict)
+    #: An emulated oximeter's truth: dotted overrides of its declared parameters that the
+    #: emulated device has and its twin does not (``"spo2.bias_percent" = 2.0``).
+    truth: dict[str, float | int | bool | str] = Field(default_factory=dict)
 
     @property
     def emulated(self) -> bool:
@@ -246,6 +252,10 @@ class DeviceConfig(_Strict):
             raise ValueError("baudrate is given twice: keep line.baudrate only")
         if self.pace and "baudrate" not in self.line_settings():
             raise ValueError("pace = true needs a baudrate (line = { baudrate = ... })")
+        if (self.monitor or self.truth) and self.kind != "oximeter":
+            raise ValueError("monitor and truth tables belong to oximeters")
+        if self.truth and not self.emulated:
+            raise ValueError("truth applies to emulated devices only")
         given = self.limits.model_fields_set
         foreign = sorted(
             given & set(SIMULATOR_LIMITS if self.kind != "simulator" else _PUMP_LIMITS)

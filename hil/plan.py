@@ -23,10 +23,11 @@ from medtwin.drivers.errors import ConfigurationError
 from medtwin.hil.actions import ACTIONS, PlanContext, PlannedStep, PlanState, StepArguments
 from medtwin.hil.comparator import ChannelSpec
 from medtwin.hil.config import BenchConfig, DeviceConfig, ScenarioConfig
+from medtwin.hil.monitor_twin import channel_defs, declared_params
 from medtwin.hil.patient_link import PatientPlan, plan_patient
 from medtwin.hil.procedures import Procedure, parse_procedures
 from medtwin.hil.rig import check_bench
-from medtwin.hil.twin import CHANNEL_KINDS, twin_params
+from medtwin.hil.twin import twin_params
 
 __all__ = ["PlannedStep", "RunPlan", "plan_steps"]
 
@@ -149,6 +150,9 @@ class RunPlan:
         # the errors its start would raise after the store had been opened.
         check_bench(bench)
         twin_params(bench)
+        for cfg in bench.devices:
+            if cfg.kind == "oximeter":
+                declared_params(bench, cfg)  # the monitor twin's
         patient = plan_patient(bench, scenario)
         return cls(
             steps=plan_steps(bench, scenario),
@@ -167,7 +171,7 @@ def _channel_specs(
     channels: list[tuple[str, str, Mapping[str, Any]]] = [
         (f"{cfg.name}.{ch.quantity}", ch.unit, ch.defaults)
         for cfg in bench.devices
-        for ch in CHANNEL_KINDS[cfg.kind]
+        for ch in channel_defs(cfg.kind)
     ]
     if patient is not None:  # the patient's channels are judged like any other
         channels += [(ch.name, ch.unit, ch.defaults) for ch in patient.channels]

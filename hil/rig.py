@@ -37,7 +37,9 @@ from medtwin.drivers.errors import ConfigurationError, DeviceError, MedtwinError
 from medtwin.drivers.protocol import ProtocolOptions
 from medtwin.drivers.registry import descriptor, driver_class, emulator_class
 from medtwin.drivers.transport import LINE_SETTINGS, SerialLine, line_for
+from medtwin.drivers.vital_signs import PatientSimulator, PulseOximeter
 from medtwin.hil.config import BenchConfig, DeviceConfig
+from medtwin.hil.monitor_twin import truth_params
 from medtwin.hil.twin import emulation_truth
 from pydantic import ValidationError
 
@@ -80,6 +82,8 @@ def check_bench(config: BenchConfig) -> None:
         if cfg.emulated:
             _fault_plan(config, cfg)
             _emulator_options(config, cfg)
+            if cfg.kind == "oximeter":
+                truth_params(config, cfg)
         _driver_kwargs(config, cfg)
 
 
@@ -216,17 +220,33 @@ def _driver_kwargs(config: BenchConfig, cfg: DeviceConfig) -> dict[str, Any]:
             max_diameter_mm=limits.max_diameter_mm,
             max_volume_ml=limits.max_volume_ml,
         )
+    if issubclass(cls, PatientSimulator):
+        kwargs["limits"] = cfg.limits.simulator_limits()
     return kwargs
 
 
-def _mechanism(physical: PhysicalBench, protocol: str) -> Any:
-    """The part of the physical bench the protocol's emulator drives."""
+#: The identity an emulated oximeter reports, by the preset its protocol starts from
+#: (the model names of the manuals the presets cite; the serial is the bench's device name).
+_EMULATED_MODEL = {"masimo": "Rad-8", "nonin": "3150", "generic": "oximeter"}
+
+
+def _mechanism(physical: PhysicalBench, config: BenchConfig, cfg: DeviceConfig) -> Any:
+    """The part of the physical bench the protocol's emulator drives. An oximeter is the
+    bench's patient seen through its own monitor model, with the device's truth
+    parameters (:func:`medtwin.hil.monitor_twin.truth_params`)."""
+    protocol = cfg.protocol
     name = descriptor(protocol).mechanism
+    if name == "oximeter":
+        params = truth_params(config, cfg)
+        return physical.patient.oximeter(
+            params, model=_EMULATED_MODEL.get(params.name, params.name), serial=cfg.name
+        )
     mechanism = getattr(physical, name, None) if name else None
     if mechanism is None:
         raise ConfigurationError(
             f"protocol {protocol!r} ({descriptor(protocol).source}) names mechanism {name!r}, "
-            "which the physical bench does not have; expected pump, balance or bench_io",
+            "which the physical bench does not have; expected pump, balance, bench_io, "
+            "oximeter or simulator",
             field="protocol",
         )
     return mechanism
@@ -294,6 +314,18 @@ class BenchRig:
         device = self._of_kind("bench-io")
         return device if isinstance(device, BenchIO) else None
 
+    @property
+    def simulator(self) -> PatientSimulator | None:
+        device = self._of_kind("simulator")
+        return device if isinstance(device, PatientSimulator) else None
+
+    def oximeter(self, name: str) -> PulseOximeter:
+        """The oximeter named ``name`` (``KeyError`` if there is none of that name)."""
+        device = self.devices[name]
+        if not isinstance(device, PulseOximeter):
+            raise KeyError(name)
+        return device
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -328,7 +360,7 @@ class BenchRig:
             self.ports[cfg.name] = cfg.port
             return cfg.port
         assert self.physical is not None
-        mechanism = _mechanism(self.physical, cfg.protocol)
+        mechanism = _mechanism(self.physical, self.config, cfg)
         plan = _fault_plan(self.config, cfg)
         baudrate = cfg.line_settings().get("baudrate")
         pacing = Pacing(baud=baudrate) if cfg.pace and baudrate else None

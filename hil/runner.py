@@ -41,11 +41,20 @@ from medtwin.device_models.schedule import CommandKind
 from medtwin.drivers.base import Device, PumpStatus
 from medtwin.drivers.clock import Clock, VirtualClock
 from medtwin.drivers.errors import DeviceError, MedtwinError, ProtocolError
+from medtwin.drivers.vital_signs import OximeterReading
 from medtwin.hil.actions import ACTIONS, PlannedStep
 from medtwin.hil.analysis.gravimetry import policy_from_balance_params
 from medtwin.hil.comparator import DriftEvent, LiveComparator
 from medtwin.hil.config import BenchConfig, ScenarioConfig
 from medtwin.hil.measurements import Verdict
+from medtwin.hil.monitor_twin import (
+    MONITOR_CHANNEL_KINDS,
+    UNCOMPARED,
+    MonitorTwin,
+    channel_defs,
+    channel_tags,
+    column,
+)
 from medtwin.hil.patient_link import PatientLink
 from medtwin.hil.plan import RunPlan, plan_steps
 from medtwin.hil.procedures import (
@@ -57,7 +66,6 @@ from medtwin.hil.procedures import (
 from medtwin.hil.rig import BenchRig, RigStatus
 from medtwin.hil.store import RunStore, RunWriter
 from medtwin.hil.twin import (
-    CHANNEL_KINDS,
     SD_SUFFIX,
     Twin,
     build_twin,
@@ -228,13 +236,19 @@ class Runner:
         self.procedure_results: list[ProcedureResult] = []
         # The scenario's [patient], driven by the real and the twin delivery (patient_link).
         self.patient = None if plan.patient is None else PatientLink(plan.patient)
+        # The monitors' twin (a bench with oximeters or a simulator) and the simulator's
+        # settings as the simulator acknowledged them (NaN until the first is set).
+        self.monitor_twin: MonitorTwin | None = None
+        self._sim_settings: dict[str, float] = {
+            ch.quantity: math.nan for ch in MONITOR_CHANNEL_KINDS["simulator"]
+        }
 
     # -- set-up -----------------------------------------------------------------------------
 
     def _open_channels(self, writer: RunWriter) -> None:
         for cfg in self.bench.devices:
             channels = []
-            for ch in CHANNEL_KINDS[cfg.kind]:
+            for ch in channel_defs(cfg.kind):
                 name = f"{cfg.name}.{ch.quantity}"
                 real_id = writer.add_channel(name, unit=ch.unit, source="real", device=cfg.name)
                 twin_id = writer.add_channel(name, unit=ch.unit, source="twin", device=cfg.name)
@@ -248,8 +262,9 @@ class Runner:
                     if self.twin is not None and self.twin.has_sd(key)
                     else None
                 )
+                compared = key not in UNCOMPARED
                 channels.append(
-                    _Channel(name, ch.unit, cfg.name, key, real_id, twin_id, True, sd_id)
+                    _Channel(name, ch.unit, cfg.name, key, real_id, twin_id, compared, sd_id)
                 )
             self._channels[cfg.name] = channels
         if self.patient is not None:
@@ -272,6 +287,8 @@ class Runner:
                     self.bench, self.rig.identities, self.store
                 )
             self._t0 = self.clock.now()
+            if any(d.kind in MONITOR_CHANNEL_KINDS for d in self.bench.devices):
+                self.monitor_twin = MonitorTwin(self.bench, t0_s=self._t0)
             self.writer = self.store.start_run(
                 bench_name=self.bench.name,
                 bench_text=self.bench.text,
@@ -290,6 +307,9 @@ class Runner:
                             "model": self.rig.identities[cfg.name].model,
                             "serial": self.rig.identities[cfg.name].serial,
                             "firmware": self.rig.identities[cfg.name].firmware,
+                            # IEEE 11073-10101 terms of the device's channels (the store's
+                            # channel table has no column for them)
+                            "mdc": _mdc_tags(cfg.name, cfg.kind),
                         },
                     }
                     for cfg in self.bench.devices
@@ -397,6 +417,11 @@ class Runner:
             twin.command(self._t0 + t, *twin_input)
             if self.patient is not None:
                 self.patient.command(device.name, twin_input[0])
+        settings = ACTIONS[step.action].settings_input(step.arguments)
+        if settings:
+            self._sim_settings.update(settings)
+            if self.monitor_twin is not None:
+                self.monitor_twin.command(self._t0 + t, settings)
 
     async def _command(self, device: Device, step: PlannedStep) -> tuple[CommandKind, float] | None:
         """Send one step to its device (the action table's device call); return the twin's
@@ -458,6 +483,19 @@ class Runner:
             assert rig.balance is not None
             reading = await rig.balance.read(stable=False)
             return reading.t_s - self._t0, {"mass_g": reading.mass_g}
+        if cfg.kind == "oximeter":
+            oximeter = rig.oximeter(name)
+            shown = await oximeter.read()
+            self._oximeter_alarms(name, shown.t_s - self._t0, shown)
+            return shown.t_s - self._t0, {
+                "spo2_percent": _num(shown.spo2_percent),
+                "pulse_rate_bpm": _num(shown.pulse_rate_bpm),
+                "pi_percent": _num(shown.pi_percent),
+                "link_errors": float(sum(oximeter.link_errors.values())),
+            }
+        if cfg.kind == "simulator":
+            # A simulator is not read: its channels are the settings it acknowledged.
+            return self._now(), dict(self._sim_settings)
         assert rig.bench_io is not None
         io = await rig.bench_io.read_status()
         return io.t_s - self._t0, {"pressure_mmhg": io.pressure_mmhg}
@@ -481,6 +519,28 @@ class Runner:
             )
             self._last_alarms[name] = alarms
 
+    def _oximeter_alarms(self, name: str, t: float, shown: OximeterReading) -> None:
+        """An ``alarm`` event when the oximeter's reported alarms or its sensor-off flag
+        change (``sensor_off`` joins the alarm names)."""
+        assert self.writer is not None
+        alarms = shown.alarms | ({"sensor_off"} if shown.sensor_off else set())
+        previous = self._last_alarms.get(name, frozenset())
+        if alarms == previous:
+            return
+        raised, cleared = sorted(alarms - previous), sorted(previous - alarms)
+        parts = ([f"raised {', '.join(raised)}"] if raised else []) + (
+            [f"cleared {', '.join(cleared)}"] if cleared else []
+        )
+        self._count("alarm")
+        self.writer.add_event(
+            t,
+            "alarm",
+            device=name,
+            message=f"{name}: " + "; ".join(parts),
+            data={"alarms": sorted(alarms)},
+        )
+        self._last_alarms[name] = frozenset(alarms)
+
     def _record(self, name: str, reading: tuple[float, dict[str, float]]) -> None:
         t, real = reading
         self._samples[name] += 1
@@ -503,15 +563,30 @@ class Runner:
         by_device: dict[str, list[int]] = defaultdict(list)
         for i, (name, _, _) in enumerate(pending):
             by_device[name].append(i)
+        monitored = [
+            i
+            for i, (name, _, _) in enumerate(pending)
+            if self.bench.device(name).kind in MONITOR_CHANNEL_KINDS
+        ]
+        monitor: dict[int, dict[str, float]] = {}
+        if monitored and self.monitor_twin is not None:
+            rows_t = [(pending[i][0], self._t0 + pending[i][1]) for i in monitored]
+            monitor = dict(zip(monitored, self.monitor_twin.predict(rows_t), strict=True))
         for name, rows in by_device.items():
             cfg = self.bench.device(name)
             t = times[rows]
+            quantities = [ch.name.split(".", 1)[1] for ch in self._channels[name]]
             real = {
                 quantity: np.array([pending[i][2].get(quantity, math.nan) for i in rows])
-                for quantity in (ch.name.split(".", 1)[1] for ch in self._channels[name])
+                for quantity in quantities
             }
-            twin = {key: values[position[rows]] for key, values in twin_all.items()}
-            twin_sd = {key: values[position[rows]] for key, values in sd_all.items()}
+            if cfg.kind in MONITOR_CHANNEL_KINDS:
+                values = [monitor.get(i, {}) for i in rows]
+                twin = {f"{cfg.kind}.{q}": column(values, q) for q in quantities}
+                twin_sd: dict[str, np.ndarray] = {}
+            else:
+                twin = {key: values[position[rows]] for key, values in twin_all.items()}
+                twin_sd = {key: values[position[rows]] for key, values in sd_all.items()}
             if cfg.kind == "balance":
                 self._flows(name, t, real, twin)
             for ch in self._channels[name]:
@@ -523,6 +598,8 @@ class Runner:
                 sd = twin_sd.get(ch.twin_key) if ch.sd_id is not None else None
                 if sd is not None and ch.sd_id is not None:
                     self.writer.append(ch.sd_id, t, sd)
+                if not ch.compared:
+                    continue  # recorded beside the others, not judged (a link counter)
                 if cfg.kind == "pump" and quantity == "pressure_mmhg" and np.all(np.isnan(r)):
                     continue  # the protocol does not report pressure: nothing to compare
                 known = np.isfinite(w)  # e.g. no flow before the second balance reading
@@ -696,6 +773,12 @@ def _clock_kind(clock: Clock) -> str:
 
 def _num(value: float | None) -> float:
     return math.nan if value is None else float(value)
+
+
+def _mdc_tags(device: str, kind: str) -> dict[str, dict[str, Any]]:
+    """The MDC terms of each channel of a device, by channel name (stored with the run's
+    devices, exported with them)."""
+    return {f"{device}.{ch.quantity}": channel_tags(kind, ch.quantity) for ch in channel_defs(kind)}
 
 
 def _finite(value: float) -> float | None:

@@ -216,6 +216,16 @@ def _display(value: FloatArray, offset: float, params: MonitorParams, top: float
     return np.round(shown) if params.round_display else shown
 
 
+def _low_range(spo2: FloatArray, params: MonitorParams) -> FloatArray:
+    """The averaged SpO2 with the low-range bias added where it is below the threshold."""
+    p = params.spo2
+    if p.low_range_bias_percent == 0.0:
+        return spo2
+    with np.errstate(invalid="ignore"):
+        low = spo2 < p.low_range_below_percent
+    return np.where(low, spo2 + p.low_range_bias_percent, spo2)
+
+
 def _update_times(t0: float, t_last: float, params: MonitorParams, start: int = 0) -> FloatArray:
     """Update times ``t0 + phase + j·period`` for j ≥ start, up to ``t_last``."""
     first = t0 + params.update_phase_s
@@ -272,7 +282,7 @@ def _frame(
     return {
         "t_s": u,
         "hr_bpm": _display(hr, p.hr.offset_bpm, p, 400.0),
-        "spo2_percent": _display(spo2, p.spo2.bias_percent, p, 100.0),
+        "spo2_percent": _display(_low_range(spo2, p), p.spo2.bias_percent, p, 100.0),
         "pi_percent": np.where(~loss, pi[safe], np.nan),
         "signal_loss": loss,
         "searching": frozen,

@@ -156,6 +156,21 @@ class Spo2Params:
         minimum=-20.0,
         maximum=20.0,
     )
+    low_range_bias_percent: float = param(
+        0.0,
+        unit="%",
+        doc="further error added where the SpO2 is below low_range_below_percent (a monitor "
+        "less accurate in the low range, where ISO 80601-2-61 evaluates Arms separately)",
+        minimum=-20.0,
+        maximum=20.0,
+    )
+    low_range_below_percent: float = param(
+        90.0,
+        unit="%",
+        doc="SpO2 (averaged, before any bias) below which low_range_bias_percent applies",
+        minimum=0.0,
+        maximum=100.0,
+    )
     freeze_s: float = param(
         10.0,
         unit="s",
