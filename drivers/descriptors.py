@@ -34,6 +34,7 @@ __all__ = [
     "NONIN2",
     "NONIN7",
     "NONIN8",
+    "PROSIM8",
     "MTSICSEmulatorOptions",
     "MasimoEmulatorOptions",
     "ModbusBenchIOOptions",
@@ -44,6 +45,7 @@ __all__ = [
     "NE1000Options",
     "NoninEmulatorOptions",
     "NoninOptions",
+    "ProSim8EmulatorOptions",
 ]
 
 
@@ -249,3 +251,27 @@ def _nonin(fmt: int, what: str) -> ProtocolDescriptor:
 NONIN2 = _nonin(2, "75 frames/s, 8-bit pleth")
 NONIN7 = _nonin(7, "75 frames/s, 16-bit pleth")
 NONIN8 = _nonin(8, "4 bytes once a second")
+
+
+# -- Patient simulator (Fluke ProSim 8) -------------------------------------------------------
+# 115200 baud 8N1 with RTS/CTS flow control (OpenICE's DemoProsim68; docs/protocols/prosim8.md).
+
+
+class ProSim8EmulatorOptions(ProtocolOptions):
+    """Emulator options of the ProSim 8: start in remote mode (default local, as after
+    power-on)."""
+
+    remote: bool = False
+
+
+PROSIM8 = ProtocolDescriptor(
+    name="prosim8",
+    kind="simulator",
+    driver="medtwin.drivers.prosim8:ProSim8Simulator",
+    emulator="medtwin.drivers.emulators.prosim8:ProSim8Emulator",
+    mechanism="simulator",
+    line=LineSpec("serial", ("baudrate", "handshake")),
+    options=NoOptions,
+    emulator_options=ProSim8EmulatorOptions,
+    description="Fluke ProSim 8 vital-signs simulator, remote-control interface",
+)

@@ -44,7 +44,7 @@ from medtwin.drivers.clock import Clock, VirtualClock, WallClock
 from medtwin.drivers.emulators.faults import FaultPlan
 from medtwin.drivers.emulators.physical_bench import PhysicalBench
 from medtwin.drivers.registry import descriptor, descriptors, driver_class, emulator_class
-from medtwin.drivers.vital_signs import PulseOximeter
+from medtwin.drivers.vital_signs import PatientSimulator, PulseOximeter
 
 #: Device class (a descriptor's ``kind``) → its interface in base.py. A new device class
 #: adds its row here and its suite beside this file.
@@ -53,6 +53,7 @@ INTERFACES: dict[str, type[Device]] = {
     "balance": Balance,
     "bench-io": BenchIO,
     "oximeter": PulseOximeter,
+    "simulator": PatientSimulator,
 }
 
 #: Classes whose devices speak unasked (a monitor's stream): test_device.py's request/reply

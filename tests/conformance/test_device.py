@@ -50,6 +50,11 @@ async def round_trip(pair: Any, step: int) -> None:
         reading = await device.read()
         assert reading.unit == "g"
         assert math.isfinite(reading.mass_g)
+    elif kind == "simulator":
+        rate = (72, 96)[step % 2]
+        await device.set_heart_rate(rate)
+        if pair.emulated:
+            assert pair.mechanism.settings().heart_rate_bpm == rate
     else:  # pragma: no cover - a new device class adds its round trip here
         raise AssertionError(f"no round trip for device class {kind!r}")
 
