@@ -88,7 +88,8 @@ class MonitorStreamHandler(ProtocolHandler):
         if self._t0 is None:
             self._t0 = now
             self._sent = 0
-        due = int((now - self._t0) / interval) + 1
+        # The tolerance keeps a unit due exactly on time from rounding down.
+        due = int((now - self._t0) / interval + 1e-9) + 1
         if now < self._paused_until:
             self._sent = due  # a held stream: what falls due meanwhile is never sent
             return []

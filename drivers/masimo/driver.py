@@ -103,7 +103,7 @@ class MasimoOximeter(StreamingOximeter):
         return [reading_from_line(now, line) for line in lines]
 
     async def _identify(self) -> DeviceIdentity:
-        await self.read(timeout_s=self.retry.timeout_s)
+        await self._read(self.retry.timeout_s)
         line = self.last_line
         serial = line.serial_number if line is not None and line.serial_number else ""
         return DeviceIdentity(protocol=self.protocol, model="Masimo", serial=serial)

@@ -241,7 +241,7 @@ class NoninOximeter(StreamingOximeter):
         # The serial formats carry only the firmware revision (SREV, #2/#7 frame 4).
         firmware = ""
         if self._frames is not None:
-            reading = await self.read(timeout_s=self.retry.timeout_s)
+            reading = await self._read(self.retry.timeout_s)
             revision = reading.extras.get("firmware_revision")
             if revision is not None:
                 firmware = str(int(revision))
