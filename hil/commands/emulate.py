@@ -5,6 +5,8 @@
     medtwin emulate pump --protocol ne1000|modbus|<any registered pump protocol>
     medtwin emulate balance --protocol mt-sics
     medtwin emulate bench-io --protocol modbus
+    medtwin emulate monitor --protocol masimo|nonin2|nonin7|nonin8 [--hr BPM --spo2 PCT]
+    medtwin emulate simulator --protocol prosim8
     medtwin emulate bench            # pump + balance + bench I/O on one physical line
 
 ``--protocol`` takes any protocol registered for that device kind with an emulator (a
@@ -16,6 +18,12 @@ moves the plunger, the line builds pressure while the pinch valve is closed, the
 weighs what the line delivers. The emulator prints which port to open (a pty path by
 default; ``--tcp HOST:PORT`` listens on 127.0.0.1 only) and serves until SIGINT or
 SIGTERM, then exits 0.
+
+A ``monitor`` is any protocol of kind ``oximeter``: the bench's shared patient
+(:class:`~medtwin.drivers.emulators.patient_world.PatientWorld`) seen through the monitor
+model of the protocol's vendor preset (:func:`medtwin.hil.monitor_twin.default_preset`);
+``--hr``/``--spo2`` set the patient as a simulator would. A ``simulator`` is any protocol
+of kind ``simulator`` (the ProSim 8), driving that same patient.
 """
 
 from __future__ import annotations
@@ -40,8 +48,12 @@ PROTOCOL_ALIASES: dict[str, dict[str, str]] = {
     "pump": {"modbus": "modbus-pump"},
     "balance": {},
     "bench-io": {"modbus": "modbus-bench-io"},
+    "monitor": {},
+    "simulator": {},
 }
-#: device → --protocol when none is given
+#: device (the subcommand) → the descriptor ``kind`` its protocols have
+DEVICE_KINDS: dict[str, str] = {"monitor": "oximeter"}
+#: device → --protocol when none is given (otherwise: the only protocol of that kind)
 DEFAULT_PROTOCOL: dict[str, str] = {"pump": "modbus", "balance": "mt-sics", "bench-io": "modbus"}
 #: what ``medtwin emulate bench`` serves, in port order
 BENCH_DEVICES: tuple[tuple[str, str], ...] = (
@@ -82,6 +94,7 @@ async def _serve(
     baud: int | None,
     pace: bool,
     as_json: bool,
+    patient: dict[str, float] | None = None,
 ) -> None:
     clock = WallClock()
     plan_specs = FaultPlan.parse(faults, seed=seed)
@@ -93,6 +106,14 @@ async def _serve(
         device_faults=plan_specs.device_faults(),
     )
     pacing = Pacing(baud=baud) if pace and baud else None
+    if patient:
+        try:
+            if "hr" in patient:
+                bench.simulator.set_heart_rate_bpm(patient["hr"])
+            if "spo2" in patient:
+                bench.simulator.set_spo2_percent(patient["spo2"])
+        except ValueError as exc:
+            raise ConfigurationError(str(exc), source="--hr/--spo2") from None
     emulators: list[Any] = []
     served: list[dict[str, str]] = []
     # Handlers first: a client that signals as soon as it reads the port line (or while the
@@ -128,21 +149,43 @@ async def _serve(
             loop.remove_signal_handler(sig)
 
 
+#: The model an emulated oximeter reports, by monitor preset (illustrative names).
+_OXIMETER_MODEL = {"masimo": "Rad-8", "nonin": "3150", "generic": "oximeter"}
+
+
 def _mechanism(bench: PhysicalBench, protocol: str) -> Any:
     name = descriptor(protocol).mechanism
+    if name == "oximeter":
+        from medtwin.device_models.monitor.params import monitor_preset
+        from medtwin.hil.monitor_twin import default_preset
+
+        preset = default_preset(protocol)
+        return bench.patient.oximeter(
+            monitor_preset(preset),
+            model=_OXIMETER_MODEL.get(preset, preset),
+            serial=f"{bench.seed:010d}",
+        )
     mechanism = getattr(bench, name, None) if name else None
     if mechanism is None:
         raise ConfigurationError(
             f"protocol {protocol!r} ({descriptor(protocol).source}) names mechanism {name!r}, "
-            "which the physical bench does not have; expected pump, balance or bench_io",
+            "which the physical bench does not have; expected pump, balance, bench_io, "
+            "oximeter or simulator",
             source="--protocol",
         )
     return mechanism
 
 
-def _protocol(device: str, value: str) -> str:
+def _protocol(device: str, value: str | None) -> str:
     """The registry protocol ``--protocol value`` names for ``device``; click's usage error
     (exit 2, "Invalid value for '--protocol'") when there is none."""
+    if value is None:
+        choices = _choices(device)
+        if len(choices) != 1:
+            raise click.BadParameter(
+                f"name the {device} protocol; expected one of {', '.join(choices) or '(none)'}"
+            )
+        value = choices[0]
     name = PROTOCOL_ALIASES[device].get(value, value)
     if name not in protocols():
         raise click.BadParameter(
@@ -153,7 +196,7 @@ def _protocol(device: str, value: str) -> str:
         found = descriptor(name)
     except ConfigurationError as exc:  # a broken plug-in: its error names the distribution
         raise click.BadParameter(str(exc).removeprefix("protocol: ")) from None
-    if found.kind != device:
+    if found.kind != DEVICE_KINDS.get(device, device):
         raise click.BadParameter(
             f"protocol {name!r} drives a {found.kind or 'generic device'}, not a {device}; "
             f"expected one of {', '.join(_choices(device))}"
@@ -170,7 +213,7 @@ def _choices(device: str) -> list[str]:
     for name in protocols():
         with contextlib.suppress(ConfigurationError):
             found = descriptor(name)
-            if found.kind == device and found.emulator is not None:
+            if found.kind == DEVICE_KINDS.get(device, device) and found.emulator is not None:
                 names.add(name)
     return sorted(names)
 
@@ -236,6 +279,11 @@ def emulate() -> None:
 
 
 def _run(devices: list[tuple[str, str]], **kwargs: Any) -> None:
+    patient = {k: kwargs.pop(k) for k in ("hr", "spo2") if kwargs.get(k) is not None}
+    kwargs.pop("hr", None)
+    kwargs.pop("spo2", None)
+    if patient:
+        kwargs["patient"] = patient
     if kwargs.pop("use_pty") and kwargs.get("tcp"):
         raise ConfigurationError("choose --pty or --tcp, not both", source="--tcp")
     if kwargs["pace"] and not kwargs["baud"]:
@@ -255,10 +303,10 @@ def _device_command(device: str) -> click.Command:
     )
     @click.option(
         "--protocol",
-        default=DEFAULT_PROTOCOL[device],
+        default=DEFAULT_PROTOCOL.get(device),
         show_default=True,
         metavar="NAME",
-        help=f"e.g. {', '.join(_choices(device))}",
+        help=f"e.g. {', '.join(_choices(device)) or '(none registered)'}",
         callback=lambda _ctx, _param, value: _protocol(device, value),
     )
     @_options
@@ -266,6 +314,13 @@ def _device_command(device: str) -> click.Command:
     def command(protocol: str, **kwargs: Any) -> None:
         _run([(device, protocol)], **kwargs)
 
+    if device in ("monitor", "simulator"):
+        command = click.option(
+            "--spo2", type=float, default=None, metavar="PCT", help="patient SpO2 (%)"
+        )(command)
+        command = click.option(
+            "--hr", type=float, default=None, metavar="BPM", help="patient heart rate (1/min)"
+        )(command)
     return command
 
 
