@@ -12,8 +12,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
+import numpy as np
 from medtwin.drivers.errors import ProtocolError
 from medtwin.drivers.nonin.commands import ACK, NAK
 
@@ -441,6 +442,84 @@ def decode_packet(raw: bytes, fmt: FrameFormat = 2, *, device: str | None = None
     return _packet_from_frames(frames)
 
 
+_BYTE_NAMES: Final = tuple(
+    (name, index) for index, (name, part) in enumerate(FRAME_DATA) if part == "byte"
+)
+_SPLIT_NAMES: Final = tuple(
+    (name, index) for index, (name, part) in enumerate(FRAME_DATA) if part == "msb"
+)
+_COLUMN_NAMES: Final = (*(n for n, _ in _BYTE_NAMES), *(n for n, _ in _SPLIT_NAMES), "reserved")
+
+
+def _slot_setters(cls: type, names: Sequence[str]) -> tuple[Any, ...]:
+    # A slot's own descriptor writes it without the frozen dataclass's __setattr__.
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+def _bulk_packets(buffer: bytearray, pos: int, fmt: FrameFormat, out: list[NoninPacket]) -> int:
+    """Decode the run of whole, valid packets at ``buffer[pos:]`` into ``out`` and return
+    how many; stops before the first packet with a bad marker, checksum or SYNC pattern
+    (which the frame-by-frame path then handles).
+
+    The values are built without :class:`PacketValues`' range checks: every field is in
+    range by construction (7-bit masks, a 9-bit HR whose 511 becomes None)."""
+    n = (len(buffer) - pos) // PACKET_LENGTH
+    frames = np.frombuffer(buffer, dtype=np.uint8, count=n * PACKET_LENGTH, offset=pos).reshape(
+        n, FRAMES_PER_PACKET, FRAME_LENGTH
+    )
+    head = frames[:, :, :4].astype(np.uint16)
+    ok = (head.sum(axis=2) & 0xFF) == frames[:, :, 4]
+    status = frames[:, :, 1] if fmt == 2 else frames[:, :, 0]
+    ok &= (status & 0x80) != 0
+    if fmt == 2:
+        ok &= frames[:, :, 0] == _FORMAT2_START
+    sync = (status & 0x01) != 0
+    ok[:, 0] &= sync[:, 0]
+    ok[:, 1:] &= ~sync[:, 1:]
+    good = ok.all(axis=1)
+    if not good[0]:
+        return 0
+    taken = n if good.all() else int(np.argmin(good))
+    frames = frames[:taken]
+    data = frames[:, :, 3].astype(np.int64)
+    if fmt == 2:
+        pleth = frames[:, :, 2].tolist()
+    else:
+        pleth = ((frames[:, :, 1].astype(np.int64) << 8) | frames[:, :, 2]).tolist()
+    columns: list[list[Any]] = []
+    for name, index in _BYTE_NAMES:
+        values = (data[:, index] & 0x7F).tolist()
+        if name in _SPO2_NAMES and MISSING_SPO2 in values:
+            values = [None if v == MISSING_SPO2 else v for v in values]
+        columns.append(values)
+    for name, index in _SPLIT_NAMES:
+        width = 0x7F if name == "timer" else 0x03
+        values = (((data[:, index] & width) << 7) | (data[:, index + 1] & 0x7F)).tolist()
+        if name in _HR_NAMES and MISSING_HR in values:
+            values = [None if v == MISSING_HR else v for v in values]
+        columns.append(values)
+    columns.append(list(map(tuple, data[:, list(_RESERVED_INDEXES)].tolist())))
+    new = object.__new__
+    setters = _VALUE_SETTERS
+    set_values, set_statuses, set_pleth = _PACKET_SETTERS
+    append = out.append
+    for row, statuses, samples in zip(
+        zip(*columns, strict=True),
+        map(tuple, status[:taken].tolist()),
+        map(tuple, pleth),
+        strict=True,
+    ):
+        values = new(PacketValues)
+        for setter, value in zip(setters, row, strict=True):
+            setter(values, value)
+        packet = new(NoninPacket)
+        set_values(packet, values)
+        set_statuses(packet, statuses)
+        set_pleth(packet, samples)
+        append(packet)
+    return taken
+
+
 @dataclass
 class NoninStreamDecoder:
     """Streaming #2/#7 decoder: bytes in any chunking → packets, never raising.
@@ -515,6 +594,14 @@ class NoninStreamDecoder:
         out: list[NoninPacket] = []
         pos = 0
         while pos < len(buffer):
+            if self._synced and not self._frames and len(buffer) - pos >= PACKET_LENGTH:
+                # Whole packets in step: validated and decoded together (the same packets
+                # the frame-by-frame path below would take, at a fraction of the cost).
+                taken = _bulk_packets(buffer, pos, fmt, out)
+                if taken:
+                    self.packets += taken
+                    pos += taken * PACKET_LENGTH
+                    continue
             if self._synced and buffer[pos] in (ACK, NAK):
                 # Where a frame is due no frame starts with these bytes: a reply.
                 self.replies.append(buffer[pos] == ACK)
@@ -569,3 +656,7 @@ class NoninStreamDecoder:
         if self.fmt == 2:
             return NoninFrame(status=raw[1], pleth=raw[2], data=raw[3])
         return NoninFrame(status=raw[0], pleth=(raw[1] << 8) | raw[2], data=raw[3])
+
+
+_VALUE_SETTERS: Final = _slot_setters(PacketValues, _COLUMN_NAMES)
+_PACKET_SETTERS: Final = _slot_setters(NoninPacket, ("values", "statuses", "pleth"))
