@@ -296,7 +296,17 @@ async def _with_emulator(example: Example, spec: str, source: str) -> None:
         options[key] = ast.literal_eval(value)
     clock = WallClock()
     bench = PhysicalBench.default(clock=clock)
-    mechanism = getattr(bench, descriptor(protocol).mechanism or "")
+    mechanism_name = descriptor(protocol).mechanism or ""
+    if mechanism_name == "oximeter":
+        # An oximeter watches the bench's patient through its vendor preset's monitor model.
+        from medtwin.device_models.monitor.params import monitor_preset
+
+        preset = "masimo" if protocol.startswith("masimo") else "nonin"
+        mechanism = bench.patient.oximeter(
+            monitor_preset(preset), model=preset, serial="0000012345", firmware="41"
+        )
+    else:
+        mechanism = getattr(bench, mechanism_name)
     emulator = emulator_class(protocol)(mechanism, clock=clock, **options)
     port = await emulator.start()
     try:
