@@ -7,7 +7,10 @@ import itertools
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from medtwin.drivers.clock import VirtualClock
 from medtwin.drivers.emulators.faults import FaultPlan
 from medtwin.drivers.emulators.masimo import MasimoProtocol
@@ -21,8 +24,12 @@ from medtwin.drivers.nonin.codec import (
     NoninStreamDecoder,
     Status,
     decode_packet,
+    encode_packet,
     encode_set_format,
     encode_set_time,
+)
+from medtwin.drivers.nonin.codec import (
+    PacketValues as PacketValues,
 )
 
 NORMAL = OximeterSnapshot(
@@ -247,3 +254,38 @@ def test_masimo_stream_faults_are_counted() -> None:
         lines += decoder.feed(stream(handler))
     assert decoder.bad_lines > 0
     assert len(lines) >= 12
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    fmt=st.sampled_from([2, 7]),
+    seed=st.integers(0, 2**32 - 1),
+    chunk=st.integers(1, 700),
+)
+def test_bulk_and_frame_by_frame_decoding_agree(fmt: int, seed: int, chunk: int) -> None:
+    """Whole packets are decoded together when in step; fed a byte at a time the decoder
+    goes frame by frame. Both give the same packets and counters on a faulty stream."""
+    rng = np.random.default_rng(seed)
+    packets = [
+        encode_packet(
+            PacketValues(
+                hr_bpm=int(rng.integers(0, 511)) if rng.random() < 0.9 else None,
+                spo2_percent=int(rng.integers(0, 127)),
+                timer=int(rng.integers(0, 16384)),
+                e_hr_bpm=None,
+            ),
+            rng.integers(0, 256 if fmt == 2 else 65536, size=25).tolist(),
+            fmt=fmt,  # type: ignore[arg-type]
+            status=int(rng.integers(0, 128)) & 0x7E,
+        )
+        for _ in range(12)
+    ]
+    data = bytearray(b"".join(packets))
+    for _ in range(int(rng.integers(0, 4))):  # corrupt a few bytes anywhere
+        data[int(rng.integers(0, len(data)))] ^= int(rng.integers(1, 256))
+    whole, single = NoninStreamDecoder(fmt=fmt), NoninStreamDecoder(fmt=fmt)  # type: ignore[arg-type]
+    got_whole = [p for i in range(0, len(data), chunk) for p in whole.feed(data[i : i + chunk])]
+    got_single = [p for i in range(len(data)) for p in single.feed(data[i : i + 1])]
+    assert got_whole == got_single
+    counters = ("packets", "bad_checksums", "lost_sync", "incomplete_packets", "dropped_bytes")
+    assert [getattr(whole, c) for c in counters] == [getattr(single, c) for c in counters]
