@@ -8,6 +8,7 @@
     medtwin emulate monitor --protocol masimo|nonin2|nonin7|nonin8 [--hr BPM --spo2 PCT]
     medtwin emulate simulator --protocol prosim8
     medtwin emulate bench            # pump + balance + bench I/O on one physical line
+    medtwin emulate bench BENCH.toml # every device of that bench with port = "emulated"
 
 ``--protocol`` takes any protocol registered for that device kind with an emulator (a
 plug-in's as well as medtwin's own, see ``medtwin protocols``); ``modbus`` is short for
@@ -329,11 +330,74 @@ for _device in PROTOCOL_ALIASES:
 
 
 @emulate.command("bench")
+@click.argument("bench_file", required=False, metavar="[BENCH.toml]")
 @_options
 @handle_errors
-def bench(**kwargs: Any) -> None:
-    """Pump (NE-1000), balance (MT-SICS) and bench I/O (Modbus) on one physical line.
+def bench(bench_file: str | None, **kwargs: Any) -> None:
+    """Pump (NE-1000), balance (MT-SICS) and bench I/O (Modbus) on one physical line; or,
+    given a BENCH.toml, every device of that bench whose port is "emulated" (its
+    [emulation] truth, seed and faults; oximeters with their truth monitor parameters).
 
-    With --tcp HOST:PORT they listen on PORT, PORT+1 and PORT+2 (PORT 0: any free ports).
+    With --tcp HOST:PORT they listen on PORT, PORT+1, PORT+2 ... (PORT 0: any free ports).
     """
-    _run(list(BENCH_DEVICES), **kwargs)
+    if bench_file is None:
+        _run(list(BENCH_DEVICES), **kwargs)
+        return
+    if kwargs.pop("use_pty") and kwargs.get("tcp"):
+        raise ConfigurationError("choose --pty or --tcp, not both", source="--tcp")
+    ignored = [k for k in ("sets", "faults") if kwargs.get(k)]
+    if ignored or kwargs.get("hr") is not None or kwargs.get("spo2") is not None:
+        raise ConfigurationError(
+            "with a bench file, truth, faults and seed come from its [emulation] table",
+            source=bench_file,
+        )
+    asyncio.run(_serve_bench_file(bench_file, tcp=_tcp(kwargs["tcp"]), as_json=kwargs["as_json"]))
+
+
+async def _serve_bench_file(path: str, *, tcp: tuple[str, int] | None, as_json: bool) -> None:
+    """Every emulated device of the bench file, on one physical bench (as a run builds it)."""
+    from medtwin.hil import rig
+    from medtwin.hil.config import load_bench
+
+    config = load_bench(path)
+    emulated = [cfg for cfg in config.devices if cfg.emulated]
+    if not emulated:
+        raise ConfigurationError("no device of this bench is emulated", source=path)
+    clock = WallClock()
+    truth, device_faults = rig._physical_truth(config)
+    physical = PhysicalBench(
+        truth, clock=clock, seed=config.emulation.seed, device_faults=device_faults
+    )
+    emulators: list[Any] = []
+    served: list[dict[str, str]] = []
+    stop = _stop_on_signals()
+    try:
+        for index, cfg in enumerate(emulated):
+            emulator = emulator_class(cfg.protocol)(
+                rig._mechanism(physical, config, cfg),
+                clock=clock,
+                faults=rig._fault_plan(config, cfg),
+                **rig._emulator_options(config, cfg),
+            )
+            emulators.append(emulator)
+            where = None if tcp is None else (tcp[0], tcp[1] + index if tcp[1] else 0)
+            port = await emulator.start(tcp=where)
+            served.append(
+                {"port": str(port), "protocol": cfg.protocol, "device": cfg.name, "kind": cfg.kind}
+            )
+        if as_json:
+            click.echo(json.dumps({"devices": served}), nl=True)
+        else:
+            for entry in served:
+                click.echo(
+                    f"emulated {entry['device']} ({entry['protocol']}): open {entry['port']}"
+                )
+            click.echo("serving until Ctrl-C / SIGTERM")
+        await stop.wait()
+    finally:
+        for emulator in reversed(emulators):
+            with contextlib.suppress(Exception):
+                await emulator.stop()
+        loop = asyncio.get_running_loop()
+        for sig in _STOP_SIGNALS:
+            loop.remove_signal_handler(sig)

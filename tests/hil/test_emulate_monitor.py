@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -138,3 +139,51 @@ def test_listening_beyond_loopback_and_impossible_patients_are_refused() -> None
     )
     assert result.exit_code != 0
     assert "heart_rate_bpm" in result.output
+
+
+MONITOR_BENCH = """
+name = "monitors"
+
+[[devices]]
+name = "spo2-real"
+kind = "oximeter"
+protocol = "masimo"
+port = "emulated"
+
+[[devices]]
+name = "prosim"
+kind = "simulator"
+protocol = "prosim8"
+port = "emulated"
+
+[[devices]]
+name = "pump"
+kind = "pump"
+protocol = "ne1000"
+port = "emulated"
+
+[emulation]
+seed = 5
+"""
+
+
+async def test_a_bench_file_serves_every_emulated_device(emulate: Start, tmp_path: Path) -> None:
+    bench = tmp_path / "monitors.toml"
+    bench.write_text(MONITOR_BENCH)
+    proc = emulate("bench", str(bench))
+    devices = _first_line(proc)["devices"]
+    assert isinstance(devices, list)
+    by_name = {d["device"]: d for d in devices}
+    assert {(d["protocol"], d["kind"]) for d in devices} == {
+        ("masimo", "oximeter"),
+        ("prosim8", "simulator"),
+        ("ne1000", "pump"),
+    }
+    async with asyncio.timeout(30), ProSim8Simulator(str(by_name["prosim"]["port"])) as sim:
+        await sim.set_heart_rate(100)
+    fd = os.open(str(by_name["spo2-real"]["port"]), os.O_RDWR | os.O_NOCTTY)
+    try:
+        assert len(_read_some(fd, 8)) >= 8  # the oximeter streams its line once a second
+    finally:
+        os.close(fd)
+    assert _stop(proc) == 0
