@@ -98,7 +98,12 @@ class ProSim8Simulator(PatientSimulator):
         await transport.open()
         transport.discard_input()
         self._transport = transport
-        await self._retrying("open", lambda: self._command("REMOTE"), reconnect=False)
+        try:
+            await self._retrying("open", lambda: self._command("REMOTE"), reconnect=False)
+        except BaseException:
+            self._transport = None
+            await transport.close()
+            raise
 
     async def _close(self) -> None:
         transport = self._transport
