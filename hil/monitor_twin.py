@@ -52,8 +52,9 @@ __all__ = [
 #: The comparator's defaults for the displayed values. Monitors show integers (bpm, %), so
 #: the residual of a monitor that matches its twin is 0 or one count where an update falls
 #: between the two; the band is above that count and must hold for a few updates.
-_SPO2 = {"abs_tol": 1.5, "persistence_s": 5.0, "detectors": ("tolerance",)}
-_PULSE = {"abs_tol": 3.0, "persistence_s": 2.0, "detectors": ("tolerance",)}
+#: The band needs no noise estimate, so it may judge from the fifth reading on.
+_SPO2 = {"abs_tol": 1.5, "persistence_s": 5.0, "detectors": ("tolerance",), "min_samples": 5}
+_PULSE = {"abs_tol": 3.0, "persistence_s": 2.0, "detectors": ("tolerance",), "min_samples": 5}
 _PI = {"abs_tol": 0.5, "rel_tol": 0.2, "persistence_s": 30.0, "detectors": ("tolerance",)}
 #: Recorded, not judged (the link's health; the simulator's settings are the stimulus).
 _RECORDED: Mapping[str, Any] = {"detectors": ("tolerance",)}

@@ -41,7 +41,7 @@ from medtwin.device_models.schedule import CommandKind
 from medtwin.drivers.base import Device, PumpStatus
 from medtwin.drivers.clock import Clock, VirtualClock
 from medtwin.drivers.errors import DeviceError, MedtwinError, ProtocolError
-from medtwin.drivers.vital_signs import OximeterReading
+from medtwin.drivers.vital_signs import OximeterReading, PulseOximeter
 from medtwin.hil.actions import ACTIONS, PlannedStep
 from medtwin.hil.analysis.gravimetry import policy_from_balance_params
 from medtwin.hil.comparator import DriftEvent, LiveComparator
@@ -81,6 +81,10 @@ LOST_BACKOFF_MAX_S = 60.0
 FLUSH_SAMPLES = 64
 #: ... and at least this often (wall seconds), so that drift shows live on a wall clock.
 FLUSH_WALL_S = 0.5
+#: On a virtual clock, how long (wall seconds) a sample waits for an oximeter's next
+#: reading, and how often it looks.
+FRESH_WAIT_S = 3.0
+FRESH_POLL_S = 0.005
 
 
 def software_version() -> str:
@@ -239,6 +243,7 @@ class Runner:
         # The monitors' twin (a bench with oximeters or a simulator) and the simulator's
         # settings as the simulator acknowledged them (NaN until the first is set).
         self.monitor_twin: MonitorTwin | None = None
+        self._last_t: dict[str, float] = {}  # scenario time of each device's last reading
         self._sim_settings: dict[str, float] = {
             ch.quantity: math.nan for ch in MONITOR_CHANNEL_KINDS["simulator"]
         }
@@ -464,6 +469,9 @@ class Runner:
                 message=f"{name} answers again after {t - lost.since_t_s:g} s",
                 data={"recovered": True},
             )
+        if values[0] <= self._last_t.get(name, -math.inf):
+            return  # no newer reading since the last (a streaming device's newest is older)
+        self._last_t[name] = values[0]
         self._record(name, values)
 
     async def _read(self, name: str, device: Device) -> tuple[float, dict[str, float]]:
@@ -485,7 +493,7 @@ class Runner:
             return reading.t_s - self._t0, {"mass_g": reading.mass_g}
         if cfg.kind == "oximeter":
             oximeter = rig.oximeter(name)
-            shown = await oximeter.read()
+            shown = await self._fresh(oximeter)
             self._oximeter_alarms(name, shown.t_s - self._t0, shown)
             return shown.t_s - self._t0, {
                 "spo2_percent": _num(shown.spo2_percent),
@@ -518,6 +526,27 @@ class Runner:
                 data={"alarms": sorted(alarms), "state": status.state.value},
             )
             self._last_alarms[name] = alarms
+
+    async def _fresh(self, oximeter: PulseOximeter) -> OximeterReading:
+        """The oximeter's newest reading; on a virtual clock, the second one decoded at or
+        after now. An oximeter streams at its own pace in wall time, so after a jump of
+        scenario time the newest reading predates the jump, and the first one after it may
+        still carry values sent before it (a Nonin packet spans 25 frames): wait, at most
+        FRESH_WAIT_S of wall time, for the one after, which shows the patient at now."""
+        shown = await oximeter.read()
+        if not isinstance(self.clock, VirtualClock):
+            return shown
+        now = self.clock.now()
+        fresh = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FRESH_WAIT_S):
+                while fresh < 2:
+                    await asyncio.sleep(FRESH_POLL_S)
+                    newest = await oximeter.read()
+                    if newest is not shown:
+                        shown = newest
+                        fresh += shown.t_s >= now
+        return shown
 
     def _oximeter_alarms(self, name: str, t: float, shown: OximeterReading) -> None:
         """An ``alarm`` event when the oximeter's reported alarms or its sensor-off flag

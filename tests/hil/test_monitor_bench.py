@@ -290,3 +290,117 @@ def test_a_low_range_spo2_bias_and_slower_hr_averaging_are_drift() -> None:
     assert events.get("masimo.spo2_percent")
     assert set(events["masimo.spo2_percent"]) == {"high"}  # the monitor reads high
     assert events.get("masimo.pulse_rate_bpm")
+
+
+# --------------------------------------------------------------------------- runs
+
+#: HR steps and an SpO2 drop below 90 %, short enough for two runs (not shipped).
+SHORT = """name = "monitor-short"
+duration = "150s"
+[sampling]
+prosim = "10s"
+masimo = "2s"
+nonin = "10s"
+[[steps]]
+at = "0s"
+action = "set_spo2"
+spo2_percent = 97.0
+[[steps]]
+at = "0s"
+action = "set_heart_rate"
+heart_rate_bpm = 80.0
+[[steps]]
+at = "30s"
+action = "set_heart_rate"
+heart_rate_bpm = 120.0
+[[steps]]
+at = "60s"
+action = "set_heart_rate"
+heart_rate_bpm = 40.0
+[[steps]]
+at = "90s"
+action = "set_spo2"
+spo2_percent = 80.0
+"""
+
+
+async def _run(bench_name: str, scenario_text: str, tmp_path: Any) -> tuple[Any, Any]:
+    from medtwin.drivers.clock import VirtualClock
+    from medtwin.hil.config import load_bench
+    from medtwin.hil.packaged import bench_path
+    from medtwin.hil.runner import Runner
+    from medtwin.hil.store import RunStore
+
+    _needs_oximeter_protocols()
+    bench = load_bench(bench_path(bench_name))
+    scenario = scenario_from_text(scenario_text, source="s.toml")
+    with RunStore(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        runner = Runner(bench, scenario, store=store, clock=VirtualClock())
+        async with asyncio.timeout(300):
+            result = await runner.run()
+        return result, store.load_run(result.run_id)
+
+
+@pytest.mark.slow
+async def test_a_monitor_run_stores_real_and_twin_channels_with_their_mdc_terms(
+    tmp_path: Any,
+) -> None:
+    from medtwin.hil.packaged import scenario_path
+
+    text = scenario_path("monitor-hr-steps").read_text(encoding="utf-8")
+    result, run = await _run("emulated-monitor", text, tmp_path)
+    assert result.status == "completed"
+    assert result.drift_events == []  # truth = twin
+    for name in ("masimo.spo2_percent", "masimo.pulse_rate_bpm", "nonin.pulse_rate_bpm"):
+        real = run.channel(name, source="real")
+        twin = run.channel(name, source="twin")
+        assert real.t_s.size > 20
+        np.testing.assert_array_equal(real.t_s, twin.t_s)
+    # the simulator's channels are the settings it acknowledged: 120 bpm from 1 min to 2 min
+    hr = run.channel("prosim.heart_rate_bpm", source="real")
+    assert set(hr.values[(hr.t_s > 60) & (hr.t_s < 120)]) == {120.0}
+    masimo_hr = run.channel("masimo.pulse_rate_bpm", source="real")
+    assert masimo_hr.values[(masimo_hr.t_s > 100) & (masimo_hr.t_s < 120)].mean() == pytest.approx(
+        120.0, abs=3.0
+    )
+    devices = {d.name: d for d in run.devices}
+    tags = devices["masimo"].identity["mdc"]
+    assert tags["masimo.spo2_percent"]["metric_code"] == 150456
+    assert tags["masimo.pulse_rate_bpm"]["metric"] == "MDC_PULS_OXIM_PULS_RATE"
+    assert devices["prosim"].identity["mdc"]["prosim.heart_rate_bpm"]["unit"] == (
+        "MDC_DIM_BEAT_PER_MIN"
+    )
+
+
+@pytest.mark.slow
+async def test_the_drift_bench_shows_drift_on_the_masimo_and_the_nominal_one_does_not(
+    tmp_path: Any,
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    nominal, _ = await _run("emulated-monitor", SHORT, tmp_path / "a")
+    assert nominal.drift_events == []
+    drift, _ = await _run("emulated-monitor-drift", SHORT, tmp_path / "b")
+    channels = {e.channel for e in drift.drift_events}
+    assert channels == {"masimo.spo2_percent", "masimo.pulse_rate_bpm"}
+    spo2 = [e for e in drift.drift_events if e.channel == "masimo.spo2_percent"]
+    assert all(e.direction == "high" and e.onset_t_s > 90 for e in spo2)
+
+
+def test_a_simulator_step_outside_its_declared_limits_exits_2_and_writes_nothing(
+    tmp_path: Any,
+) -> None:
+    from click.testing import CliRunner
+    from medtwin.hil.cli import main
+    from medtwin.hil.packaged import bench_path
+
+    _needs_oximeter_protocols()
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(SHORT.replace("heart_rate_bpm = 120.0", "heart_rate_bpm = 300.0"))
+    db = tmp_path / "runs.db"
+    out = CliRunner().invoke(
+        main, ["run", str(bench_path("emulated-monitor")), str(scenario), "--db", f"sqlite:///{db}"]
+    )
+    assert out.exit_code == 2, out.output
+    assert "steps[2].heart_rate_bpm" in out.output
+    assert not db.exists()
