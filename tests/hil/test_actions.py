@@ -325,3 +325,31 @@ def test_an_action_added_to_the_table_runs_from_a_bench_test(pause: Action, tmp_
             asyncio.run(pump.act("bolus", volume_ml=1.0, rate_ml_h=60.0))
     finally:
         bench.close()
+
+
+def test_a_bench_test_sends_every_named_argument_of_an_action(tmp_path: Path) -> None:
+    # set_nibp takes two arguments: a bench test's act() sends both, as a scenario step does.
+    path = bench_path("emulated-monitor")
+    options = HilOptions(bench_path=path, bench=load_bench(path), db_url=None, clock="virtual")
+    bench = HilBench(options, db_url=f"sqlite:///{tmp_path / 'runs.db'}", temporary_store=True)
+    calls: list[DeviceCall] = []
+
+    class Log:
+        def device_call(self, call: DeviceCall) -> None:
+            calls.append(call)
+
+    try:
+        bench.start()
+        prosim = bench.device("prosim", log=Log())
+
+        async def session() -> None:
+            await prosim.act("set_nibp", systolic_mmhg=140.0, diastolic_mmhg=90.0)
+            await prosim.act("set_heart_rate", heart_rate_bpm=120.0)
+
+        asyncio.run(session())
+        assert [c.action for c in calls if c.kind == "command"] == ["set_nibp", "set_heart_rate"]
+        settings = bench.rig.physical.simulator.settings()
+        assert (settings.nibp_sys_mmhg, settings.nibp_dia_mmhg) == (140.0, 90.0)
+        assert settings.heart_rate_bpm == 120.0
+    finally:
+        bench.close()
