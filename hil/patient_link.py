@@ -36,10 +36,13 @@ value per reading of the source device:
 ``patient.bis``            –         BIS, the PD model's response to ``ce``
 ``patient.map_mmhg``       mmHg      mean arterial pressure: resting mean × the drug's factor
 ``patient.hr_bpm``         1/min     heart rate, likewise
-``patient.rr_min``         1/min     respiratory rate, likewise
+``patient.rr_min``         1/min     respiratory rate: resting rate × ventilation (or the
+                                     ventilator's rate with ``airway = "ventilated"``)
+``patient.spo2_percent``   %         SpO2 of the respiration loop (PaCO2 feedback, FiO2)
 =========================  ========  =====================================================
 
-The vital signs are the patient's resting means by age and sex
+Breathing is :mod:`medtwin.device_models.patient.respiration`'s loop, advanced across each
+interval with the drug's ventilatory drive at the interval's start. The other vital signs are the patient's resting means by age and sex
 (:func:`~medtwin.device_models.patient.vitals.baseline_for`) scaled by the PD model's
 factors: the drug's effect on the mean, without the physiological variability (which would
 differ between the two sides by chance, not by the pump).
@@ -64,8 +67,13 @@ from typing import Any
 import numpy as np
 from medtwin.device_models.base import ParameterError
 from medtwin.device_models.patient.demographics import Demographics
-from medtwin.device_models.patient.pd import drug_effects
+from medtwin.device_models.patient.pd import SpO2Params, drug_effects
 from medtwin.device_models.patient.pk import DRUGS, PKIntegrator, PKParams, pk_params
+from medtwin.device_models.patient.respiration import (
+    RespirationIntegrator,
+    RespirationParams,
+    ventilatory_drive,
+)
 from medtwin.device_models.patient.vitals import baseline_for, mean_arterial_pressure
 from medtwin.device_models.schedule import CommandKind
 from medtwin.drivers.errors import ConfigurationError
@@ -237,6 +245,14 @@ class _Side:
         self.counter_ml = math.nan  # the pump's last finite counter (counter source only)
         self.volume_ml = 0.0  # measured cumulative volume since the first reading
         self.delivered_ml = 0.0  # its running maximum: what the patient was given
+        # Ventilation with PaCO2 feedback, the airway and FiO2 (the respiration module)
+        self.breath_params = RespirationParams(airway=plan.config.airway)
+        self.breathing = RespirationIntegrator(
+            plan.baseline["spo2_percent"],
+            params=self.breath_params,
+            spo2_params=SpO2Params(fio2=plan.config.fio2),
+        )
+        self.drive = 1.0  # the drug's ventilatory drive at the last reading (none yet)
 
     def take(
         self, t: NDArray[np.float64], values: NDArray[np.float64], reset: bool
@@ -249,6 +265,8 @@ class _Side:
         dose = np.zeros(n)
         cp = np.empty(n)
         ce = np.empty(n)
+        vent = np.empty(n)
+        spo2 = np.empty(n)
         for k in range(n):
             value = float(values[k])
             dt_s = float(t[k]) - self.t_s  # NaN at the first reading
@@ -268,11 +286,24 @@ class _Side:
                 given = max(0.0, self.volume_ml - self.delivered_ml)
                 self.delivered_ml += given
                 dose[k] = given * concentration / (dt_s / 60.0)
+                # the drug's drive over the interval is the one at its start (held)
+                self.breathing.advance(dt_s, self.drive)
                 self.state.advance(dt_s, float(dose[k]))
                 self.t_s = float(t[k])
             cp[k], ce[k] = float(self.state.cp[0]), float(self.state.ce[0])
+            self.drive = float(
+                ventilatory_drive({self.plan.pk.drug: max(ce[k], 0.0)}, self.breath_params)
+            )
+            self.breathing.advance(0.0, self.drive)  # the ventilation now, at this drive
+            vent[k] = float(self.breathing.ventilation_fraction[()])
+            spo2[k] = float(self.breathing.spo2_percent[()])
         effects = drug_effects({self.plan.pk.drug: np.maximum(ce, 0.0)})
         base = self.plan.baseline
+        if self.breath_params.airway == "ventilated":
+            rr = np.full(n, self.breath_params.ventilator_rate_min)
+        else:
+            rr = base["rr_min"] * vent**self.breath_params.rr_exponent
+            rr = np.where(vent > 0.0, rr, 0.0)  # central apnoea
         return {
             "dose_mg_min": dose,
             "cp": cp,
@@ -280,7 +311,8 @@ class _Side:
             "bis": effects.bis,
             "map_mmhg": base["map_mmhg"] * effects.map_factor,
             "hr_bpm": base["hr_bpm"] * effects.hr_factor,
-            "rr_min": base["rr_min"] * effects.rr_factor,
+            "rr_min": rr,
+            "spo2_percent": spo2,
         }
 
 
@@ -361,6 +393,7 @@ def _baseline(patient: Demographics) -> dict[str, float]:
         "map_mmhg": float(mean_arterial_pressure(vitals.nibp_sys_mmhg, vitals.nibp_dia_mmhg)),
         "hr_bpm": vitals.hr_bpm,
         "rr_min": vitals.rr_min,
+        "spo2_percent": vitals.spo2_percent,
     }
 
 
@@ -387,4 +420,5 @@ def patient_channels(plan: PatientPlan) -> tuple[PatientChannel, ...]:
         PatientChannel("map_mmhg", "mmHg", {**band, "abs_tol": 0.0}),
         PatientChannel("hr_bpm", "1/min", {**band, "abs_tol": 0.0}),
         PatientChannel("rr_min", "1/min", {**band, "abs_tol": 0.0}),
+        PatientChannel("spo2_percent", "%", {**band, "abs_tol": 0.0}),
     )

@@ -9,6 +9,7 @@ flows the run stored.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from medtwin.device_models.patient.pd import drug_effects
+from medtwin.device_models.patient.pd import SpO2Params, drug_effects
 from medtwin.device_models.patient.pk import DRUGS, MODELS, simulate
+from medtwin.device_models.patient.respiration import (
+    RespirationParams,
+    simulate_respiration,
+    ventilatory_drive,
+)
 from medtwin.device_models.patient.vitals import baseline_for
 from medtwin.device_models.schedule import CommandKind
 from medtwin.drivers.errors import ConfigurationError
@@ -332,11 +338,29 @@ def test_patient_is_the_pk_model_applied_to_the_delivered_flow(
     for quantity, factor in (
         ("map_mmhg", effects.map_factor),
         ("hr_bpm", effects.hr_factor),
-        ("rr_min", effects.rr_factor),
     ):
         stored = run.channel(f"patient.{quantity}", source=source).values
         np.testing.assert_array_equal(stored, plan.patient.baseline[quantity] * factor)
         assert stored[0] == plan.patient.baseline[quantity]  # drug-free at the start
+    # breathing is the respiration loop (PaCO2 feedback, the scenario's airway and FiO2)
+    # driven by the effect site at the start of each interval
+    config = plan.patient.config
+    breath = RespirationParams(airway=config.airway)
+    resp = simulate_respiration(
+        t,
+        ventilatory_drive({"remifentanil": ce}, breath),
+        plan.patient.baseline["spo2_percent"],
+        baseline_rr_min=plan.patient.baseline["rr_min"],
+        params=breath,
+        spo2_params=SpO2Params(fio2=config.fio2),
+    )
+    for quantity in ("rr_min", "spo2_percent"):
+        stored = run.channel(f"patient.{quantity}", source=source).values
+        np.testing.assert_allclose(stored, getattr(resp, quantity), rtol=1e-9)
+    # the shipped scenario ventilates at FiO2 0.5: the ventilator's rate, SpO2 above baseline
+    assert config.airway == "ventilated"
+    spo2 = run.channel("patient.spo2_percent", source=source).values
+    assert spo2.min() >= plan.patient.baseline["spo2_percent"] - 1e-9
     assert bis[0] == pytest.approx(97.4)
     assert 60.0 < bis.min() < 95.0
 
@@ -458,9 +482,13 @@ class _Recorder:
         self.values[name, source] += [float(v) for v in values]
 
 
-def _link() -> tuple[PatientLink, _Recorder]:
+def _link(**patient: object) -> tuple[PatientLink, _Recorder]:
     bench = load_bench(bench_path("emulated-nominal"))
     plan = RunPlan.of(bench, load_scenario(scenario_path(SCENARIO)))
+    assert plan.patient is not None
+    if patient:  # the scenario's [patient] table with these fields changed
+        config = plan.patient.config.model_copy(update=patient)
+        plan = dataclasses.replace(plan, patient=dataclasses.replace(plan.patient, config=config))
     assert plan.patient is not None
     link = PatientLink(plan.patient)
     recorder = _Recorder()
@@ -502,3 +530,27 @@ def test_a_tare_makes_the_interval_that_spans_it_carry_no_dose() -> None:
     assert _feed(link, "pump", [25.0], [36.0]) == []  # not the source's readings
     dose = recorder.values["patient.dose_mg_min", "real"]
     np.testing.assert_allclose(dose, [0.0, DOSE_36, DOSE_36, 0.0, DOSE_36], rtol=1e-12)
+
+
+def test_a_breathing_patient_slows_down_and_desaturates_on_room_air() -> None:
+    # Spontaneous breathing on room air: remifentanil at 8.4 mL/h × 50 µg/mL (0.1 µg/kg/min
+    # for 70 kg, a sedation dose) depresses ventilation; PaCO2 feedback holds it up, so RR
+    # falls but does not stop, and SpO2 falls below the resting value, far from the floor.
+    link, recorder = _link(airway="spontaneous", fio2=0.21)
+    t = [float(k) * 10.0 for k in range(121)]
+    _feed(link, "balance", t, [math.nan] + [8.4] * 120)
+    rr = np.array(recorder.values["patient.rr_min", "real"])
+    spo2 = np.array(recorder.values["patient.spo2_percent", "real"])
+    ce = np.array(recorder.values["patient.ce", "real"])
+    assert rr[0] == pytest.approx(rr.max())
+    assert spo2[0] == pytest.approx(spo2.max())
+    assert 0.0 < rr[-1] < 0.8 * rr[0]
+    assert 80.0 < spo2.min() < spo2[0] - 2.0
+    reference = simulate_respiration(
+        np.array(t),
+        ventilatory_drive({"remifentanil": ce}, RespirationParams()),
+        spo2[0],
+        baseline_rr_min=rr[0],
+    )
+    np.testing.assert_allclose(spo2, reference.spo2_percent, rtol=1e-9)
+    np.testing.assert_allclose(rr, reference.rr_min, rtol=1e-9)
