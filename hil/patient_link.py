@@ -42,7 +42,8 @@ value per reading of the source device:
 =========================  ========  =====================================================
 
 Breathing is :mod:`medtwin.device_models.patient.respiration`'s loop, advanced across each
-interval with the drug's ventilatory drive at the interval's start. The other vital signs are the patient's resting means by age and sex
+interval with the drug's ventilatory drive at the interval's start. The other vital signs
+are the patient's resting means by age and sex
 (:func:`~medtwin.device_models.patient.vitals.baseline_for`) scaled by the PD model's
 factors: the drug's effect on the mean, without the physiological variability (which would
 differ between the two sides by chance, not by the pump).
