@@ -131,23 +131,10 @@ async def _serve(
             where = None if tcp is None else (tcp[0], tcp[1] + index if tcp[1] else 0)
             port = await emulator.start(tcp=where)
             served.append({"port": str(port), "protocol": protocol, "device": device})
-        if as_json:
-            doc: dict[str, Any] = served[0] if len(served) == 1 else {"devices": served}
-            click.echo(json.dumps(doc), nl=True)
-        else:
-            for entry in served:
-                click.echo(
-                    f"emulated {entry['device']} ({entry['protocol']}): open {entry['port']}"
-                )
-            click.echo("serving until Ctrl-C / SIGTERM")
-        await stop.wait()
+        doc: dict[str, Any] = served[0] if len(served) == 1 else {"devices": served}
+        await _announce_and_wait(served, doc if as_json else None, stop)
     finally:
-        for emulator in reversed(emulators):
-            with contextlib.suppress(Exception):
-                await emulator.stop()
-        loop = asyncio.get_running_loop()
-        for sig in _STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
+        await _stop_all(emulators)
 
 
 #: The model an emulated oximeter reports, by monitor preset (illustrative names).
@@ -220,6 +207,30 @@ def _choices(device: str) -> list[str]:
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+async def _announce_and_wait(
+    served: list[dict[str, str]], doc: dict[str, Any] | None, stop: asyncio.Event
+) -> None:
+    """Print where each device is served (``doc`` as one JSON line, or a line per device
+    when None), then serve until ``stop`` is set."""
+    if doc is not None:
+        click.echo(json.dumps(doc), nl=True)
+    else:
+        for entry in served:
+            click.echo(f"emulated {entry['device']} ({entry['protocol']}): open {entry['port']}")
+        click.echo("serving until Ctrl-C / SIGTERM")
+    await stop.wait()
+
+
+async def _stop_all(emulators: list[Any]) -> None:
+    """Stop every emulator started (the last first), then give the signals back."""
+    for emulator in reversed(emulators):
+        with contextlib.suppress(Exception):
+            await emulator.stop()
+    loop = asyncio.get_running_loop()
+    for sig in _STOP_SIGNALS:
+        loop.remove_signal_handler(sig)
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -385,19 +396,6 @@ async def _serve_bench_file(path: str, *, tcp: tuple[str, int] | None, as_json: 
             served.append(
                 {"port": str(port), "protocol": cfg.protocol, "device": cfg.name, "kind": cfg.kind}
             )
-        if as_json:
-            click.echo(json.dumps({"devices": served}), nl=True)
-        else:
-            for entry in served:
-                click.echo(
-                    f"emulated {entry['device']} ({entry['protocol']}): open {entry['port']}"
-                )
-            click.echo("serving until Ctrl-C / SIGTERM")
-        await stop.wait()
+        await _announce_and_wait(served, {"devices": served} if as_json else None, stop)
     finally:
-        for emulator in reversed(emulators):
-            with contextlib.suppress(Exception):
-                await emulator.stop()
-        loop = asyncio.get_running_loop()
-        for sig in _STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
+        await _stop_all(emulators)
