@@ -109,6 +109,25 @@ def test_live_equals_batch() -> None:
             live.advance(float(t[k + 1] - t[k]), drive[:, k], on[:, k])
 
 
+@pytest.mark.parametrize("airway", ["spontaneous", "ventilated"])
+def test_one_patients_float_path_equals_the_batch_path(airway: str) -> None:
+    # simulate_respiration integrates one patient on Python floats, a batch on arrays:
+    # the same steps, so each patient of a batch is what it gets alone.
+    rng = np.random.default_rng(5)  # seed 5: any irregular grid; fixed to reproduce
+    t = np.sort(rng.uniform(0.0, 1800.0, 120))
+    t[0] = 0.0
+    drive = np.vstack([np.where(t < 300.0, 1.0, 0.05), np.full(t.size, 0.4)])
+    on = np.vstack([np.ones(t.size, bool), (t < 600.0) | (t > 700.0)])
+    params = RespirationParams(airway=airway)
+    batch = simulate_respiration(t, drive, [97.0, 95.0], breathing=on, params=params)
+    for i, base in enumerate((97.0, 95.0)):
+        alone = simulate_respiration(t, drive[i], base, breathing=on[i], params=params)
+        for name in ("paco2_mmhg", "pao2_mmhg", "spo2_percent", "ventilation_fraction", "rr_min"):
+            np.testing.assert_allclose(
+                getattr(alone, name), getattr(batch, name)[i], rtol=1e-12, atol=1e-12
+            )
+
+
 def test_remifentanil_scenario_with_co2_feedback_room_air() -> None:
     """The shipped scenario's doses, breathing spontaneously on room air.
 
