@@ -198,3 +198,25 @@ def run_process() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+@pytest.fixture
+def emulate() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """``emulate(*args)``: ``medtwin emulate ARGS --json`` in a child process (stdout and
+    stderr piped). A child still running at teardown is killed and reaped."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "medtwin.hil", "emulate", *args, "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

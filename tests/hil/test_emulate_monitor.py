@@ -8,9 +8,8 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,26 +47,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
             proc.kill()
             proc.communicate()
     return proc.returncode
-
-
-@pytest.fixture
-def emulate() -> Iterator[Start]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "medtwin.hil", "emulate", *args, "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 def _read_some(fd: int, want: int, timeout_s: float = 20.0) -> bytes:
