@@ -584,3 +584,19 @@ def test_commands_of_a_shell_block() -> None:
     # without a prompt every line is a command; pytest runs only when the directive asks
     plain = Block("", "medtwin runs      # what is stored\npython3 -m pytest\n")
     assert [argv for _, argv in _selected_commands(plain)] == [["medtwin", "runs"]]
+
+
+def test_a_scenario_fragment_is_planned_against_the_packaged_bench(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    page = tmp_path / "page.md"
+    page.write_text('<!-- medtwin: scenario-part -->\n```toml\nduration = "3h"\n```\n')
+    _evaluate_page(page, tmp_path_factory)  # a valid fragment of iec-flow-5mlh passes
+    bad = tmp_path / "bad.md"
+    bad.write_text(
+        "<!-- medtwin: scenario-part -->\n```toml\n"
+        '[[steps]]\nat = "1min"\naction = "set_rate"\ndevice = "nowhere"\nrate_ml_h = 5.0\n'
+        "```\n"
+    )
+    with pytest.raises(Exception, match="nowhere"):
+        _evaluate_page(bad, tmp_path_factory)
